@@ -1,0 +1,120 @@
+# bert-serve: BERT fill-mask / next-sentence inference service in C.
+#
+#   make            build everything (build/)
+#   make run        install system packages if missing, build, serve models/default
+#   make test       install test dependencies if missing, build, run the whole test suite
+#   make test-san   the whole test suite against an ASan+UBSan build (build-san/)
+#   make format     clang-format in place;  make format-check  fails on any diff
+#   make warnings   build with both gcc and clang, -Werror
+#   make pretrain   retrain models/default (train/)
+#   make bench      benchmarks (bench/)
+#   make fuzz       libFuzzer harnesses, long runs (fuzz/)
+
+CC        ?= cc
+BUILD     ?= build
+PORT      ?=
+MODEL     ?=
+CONFIG    ?= config/default.yaml
+PYTHON    ?= python3
+SAN       ?= 0
+
+PKGS      := libmicrohttpd jansson yaml-0.1 libutf8proc openblas
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS    ?= -O2 -g
+CFLAGS    += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 -pthread \
+             -fno-strict-aliasing -Icore -Iserver $(PKG_CFLAGS)
+LDLIBS    += $(PKG_LIBS) -lm -pthread
+
+ifeq ($(SAN),1)
+CFLAGS    += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS   += -fsanitize=address,undefined
+endif
+
+CORE_SRC   := $(wildcard core/*.c)
+SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
+CORE_OBJ   := $(CORE_SRC:%.c=$(BUILD)/%.o)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
+HEADERS    := $(wildcard core/*.h server/*.h)
+
+BINS := $(BUILD)/bert-cli
+ifneq ($(wildcard server/main.c),)
+BINS += $(BUILD)/bert-server
+endif
+
+.PHONY: all run test test-san test-c format format-check warnings deps deps-system deps-python \
+        pretrain bench fuzz clean
+
+all: $(BINS)
+
+$(BUILD)/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libbertcore.a: $(CORE_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/bert-cli: $(BUILD)/tools/bert_cli.o $(BUILD)/libbertcore.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bert-server: $(BUILD)/server/main.o $(SERVER_OBJ) $(BUILD)/libbertcore.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# ---- dependencies (Debian 12 as root; idempotent, skipped when present) ----
+SYSTEM_PACKAGES := build-essential pkg-config libmicrohttpd-dev libjansson-dev libyaml-dev \
+                   libutf8proc-dev libopenblas-dev clang clang-format libclang-rt-14-dev \
+                   curl jq wrk valgrind python3 python3-pip
+
+deps: deps-system deps-python
+
+deps-system:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+deps-python:
+	@$(PYTHON) -c "import torch, transformers, tokenizers, pytest, requests, yaml, jsonschema" 2>/dev/null || \
+	  $(PYTHON) -m pip install -q -r tests/requirements.txt
+
+# ---- run ----
+run: deps-system all
+	$(BUILD)/bert-server --config $(CONFIG) $(if $(PORT),--port $(PORT)) $(if $(MODEL),--model $(MODEL))
+
+# ---- tests ----
+PYTEST_ARGS ?=
+test: deps all
+	BERT_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
+
+test-san: deps
+	$(MAKE) SAN=1 BUILD=build-san CC=clang all
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  BERT_BUILD_DIR=$(abspath build-san) BERT_SANITIZED=1 $(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
+
+# ---- code quality ----
+C_FILES := $(wildcard core/*.[ch] server/*.[ch] tools/*.[ch] fuzz/*.[ch] bench/*.[ch])
+
+format:
+	clang-format -i $(C_FILES)
+
+format-check:
+	clang-format --dry-run --Werror $(C_FILES)
+
+warnings:
+	$(MAKE) BUILD=build-gcc CC=gcc all
+	$(MAKE) BUILD=build-clang CC=clang all
+
+# ---- model, benchmarks, fuzzing ----
+pretrain: deps-python
+	$(MAKE) -C train
+
+bench: deps all
+	$(MAKE) -C bench
+
+fuzz:
+	$(MAKE) -C fuzz
+
+clean:
+	rm -rf build build-san build-gcc build-clang

@@ -1,0 +1,98 @@
+/* bert: a loaded BERT checkpoint (BertForPreTraining) and its forward pass.
+ *
+ * Owns: the configuration, the weights (memory-mapped safetensors, or one
+ * converted copy for float16/bfloat16 files), the tokenizer of the
+ * checkpoint directory. A bert_model is immutable after bert_model_load and
+ * may be used by any number of threads at once.
+ *
+ * Scratch memory is not the model's: each thread owns a bert_workspace and
+ * passes it to bert_forward. Outputs point into that workspace and stay valid
+ * until the next call with the same workspace.
+ *
+ * Knows nothing about HTTP or JSON requests. */
+#ifndef BERT_BERT_H
+#define BERT_BERT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tokenizer.h"
+
+typedef enum {
+    BERT_OK = 0,
+    BERT_ERR_IO = 1,      /* file missing/unreadable */
+    BERT_ERR_FORMAT = 2,  /* malformed file, bad tensor, bad config value */
+    BERT_ERR_NO_HEAD = 3, /* MLM or NSP head not in this checkpoint */
+    BERT_ERR_INPUT = 4,   /* bad ids, too long, etc. */
+    BERT_ERR_NOMEM = 5,
+} bert_status;
+
+typedef enum {
+    BERT_ACT_GELU = 0,      /* exact erf GELU ("gelu") */
+    BERT_ACT_GELU_TANH = 1, /* "gelu_new", "gelu_pytorch_tanh", "gelu_fast" */
+    BERT_ACT_RELU = 2,
+    BERT_ACT_SILU = 3, /* "silu", "swish" */
+    BERT_ACT_QUICK_GELU = 4,
+} bert_activation;
+
+typedef struct bert_config {
+    int vocab_size;
+    int hidden_size;
+    int num_hidden_layers;
+    int num_attention_heads;
+    int intermediate_size;
+    int max_position_embeddings;
+    int type_vocab_size;
+    int pad_token_id;
+    float layer_norm_eps;
+    bert_activation hidden_act;
+    char hidden_act_name[32];
+} bert_config;
+
+/* Parses config.json text. path is only used in error messages. */
+int bert_config_parse(const char *json, size_t len, const char *path, bert_config *cfg, char *err,
+                      size_t errlen);
+
+typedef struct bert_model bert_model;
+
+/* Loads <dir>/config.json, <dir>/model.safetensors and the tokenizer files.
+ * Every failure names the file and the key or tensor at fault. */
+int bert_model_load(const char *dir, bert_model **out, char *err, size_t errlen);
+void bert_model_free(bert_model *m);
+
+const bert_config *bert_model_config(const bert_model *m);
+const tok_tokenizer *bert_model_tokenizer(const bert_model *m);
+int bert_model_has_mlm(const bert_model *m);
+int bert_model_has_nsp(const bert_model *m);
+const char *bert_model_dtype(const bert_model *m); /* dtype in the file: "F32", "F16", "BF16" */
+size_t bert_model_param_count(const bert_model *m);
+size_t bert_model_weight_bytes(const bert_model *m); /* bytes of weights resident (f32) */
+const char *bert_model_name(const bert_model *m);    /* directory basename */
+
+/* One sequence of a batch. mlm_positions: indices into ids whose MLM logits
+ * are wanted (may be NULL when n_mlm == 0). */
+typedef struct bert_seq_input {
+    const int32_t *ids;
+    const int32_t *type_ids; /* may be NULL: all zeros */
+    int len;
+    const int32_t *mlm_positions;
+    int n_mlm;
+} bert_seq_input;
+
+typedef struct bert_forward_out {
+    float *mlm_logits; /* (sum of n_mlm over the batch, vocab_size), in batch order */
+    float *nsp_logits; /* (B, 2): index 0 = is next, 1 = random; NULL unless asked */
+    int n_mlm_rows;
+} bert_forward_out;
+
+typedef struct bert_workspace bert_workspace;
+bert_workspace *bert_workspace_new(void);
+void bert_workspace_free(bert_workspace *ws);
+size_t bert_workspace_bytes(const bert_workspace *ws);
+
+/* Runs B sequences of different lengths through the encoder, then the MLM head
+ * at the requested positions and, when want_nsp, the pooler and NSP head. */
+int bert_forward(const bert_model *m, bert_workspace *ws, const bert_seq_input *seqs, int B,
+                 int want_nsp, bert_forward_out *out, char *err, size_t errlen);
+
+#endif

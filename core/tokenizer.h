@@ -1,0 +1,99 @@
+/* tokenizer: BERT WordPiece tokenization, byte-for-byte what Hugging Face's
+ * BertTokenizerFast produces for the same vocab and normalizer settings.
+ *
+ * Owns: the vocabulary (token <-> id), the normalizer options and the special
+ * token ids. A loaded tok_tokenizer is immutable and may be shared by any
+ * number of threads. Every output buffer belongs to the caller (tok_sequence,
+ * strings returned by tok_decode).
+ *
+ * Contract: input text must be valid UTF-8 (TOK_ERR_UTF8 otherwise). Offsets
+ * are byte offsets into the caller's original text. Special tokens written in
+ * the text ("[MASK]", "[SEP]", ...) are kept whole, matched on the raw text
+ * exactly as the fast tokenizer's added-token splitter does. */
+#ifndef BERT_TOKENIZER_H
+#define BERT_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    TOK_OK = 0,
+    TOK_ERR_IO = 1,       /* file missing or unreadable */
+    TOK_ERR_FORMAT = 2,   /* vocab.txt / tokenizer_config.json malformed */
+    TOK_ERR_UTF8 = 3,     /* input is not valid UTF-8 */
+    TOK_ERR_TOO_LONG = 4, /* sequence exceeds max_len and truncation is off */
+    TOK_ERR_NOMEM = 5,
+    TOK_ERR_ARG = 6,
+} tok_status;
+
+typedef struct tok_options {
+    int lowercase;          /* do_lower_case */
+    int strip_accents;      /* -1: follow lowercase (HF's null), 0: no, 1: yes */
+    int tokenize_chinese;   /* tokenize_chinese_chars */
+    int max_input_chars;    /* WordPiece: longer words become [UNK]; HF uses 100 */
+} tok_options;
+
+void tok_options_default(tok_options *opt); /* bert-base-uncased defaults */
+
+typedef struct tok_special_ids {
+    int32_t pad, unk, cls, sep, mask;
+} tok_special_ids;
+
+typedef struct tok_tokenizer tok_tokenizer;
+
+/* Loads <dir>/vocab.txt and, when present, <dir>/tokenizer_config.json
+ * (do_lower_case, strip_accents, tokenize_chinese_chars; falls back to the
+ * normalizer in tokenizer.json). Errors name the file and the key. */
+int tok_load_dir(const char *dir, tok_tokenizer **out, char *err, size_t errlen);
+/* Loads one vocab.txt with explicit options (used by tests and fuzzers). */
+int tok_load_vocab(const char *vocab_path, const tok_options *opt, tok_tokenizer **out,
+                   char *err, size_t errlen);
+/* Same from an in-memory vocab.txt image. */
+int tok_load_vocab_buffer(const char *data, size_t len, const tok_options *opt,
+                          tok_tokenizer **out, char *err, size_t errlen);
+void tok_free(tok_tokenizer *tok);
+
+int tok_vocab_size(const tok_tokenizer *tok);
+const tok_options *tok_get_options(const tok_tokenizer *tok);
+const tok_special_ids *tok_specials(const tok_tokenizer *tok);
+const char *tok_id_to_token(const tok_tokenizer *tok, int32_t id); /* NULL if out of range */
+int32_t tok_token_to_id(const tok_tokenizer *tok, const char *s, size_t len); /* -1 if absent */
+int tok_is_special(const tok_tokenizer *tok, int32_t id);
+
+/* A tokenized model input: [CLS] a [SEP] (b [SEP]). Arrays have cap slots. */
+typedef struct tok_sequence {
+    int32_t *ids;
+    int32_t *type_ids;
+    int32_t *start, *end; /* byte offsets into the source text; 0,0 for specials */
+    int8_t *source;       /* 0: text, 1: text_pair, -1: special token */
+    int len, cap;
+} tok_sequence;
+
+typedef enum {
+    TOK_TRUNC_NONE = 0,         /* over max_len is TOK_ERR_TOO_LONG */
+    TOK_TRUNC_LONGEST_FIRST = 1,/* HF default for pairs: drop from the longer one */
+    TOK_TRUNC_ONLY_FIRST = 2,
+    TOK_TRUNC_ONLY_SECOND = 3,
+} tok_truncation;
+
+typedef enum { TOK_SIDE_RIGHT = 0, TOK_SIDE_LEFT = 1 } tok_side;
+
+/* Tokenizes text a (and optional pair b; b == NULL for a single text) into
+ * out, adding special tokens. max_len counts special tokens; max_len <= 0
+ * means unlimited. Grows out's arrays as needed. */
+int tok_encode(const tok_tokenizer *tok, const char *a, size_t alen, const char *b, size_t blen,
+               int max_len, tok_truncation trunc, tok_side side, tok_sequence *out, char *err,
+               size_t errlen);
+/* Word pieces of one text without special tokens (ids appended to out, with
+ * type 0 and source 0). */
+int tok_encode_plain(const tok_tokenizer *tok, const char *text, size_t len, tok_sequence *out,
+                     char *err, size_t errlen);
+void tok_sequence_free(tok_sequence *seq);
+
+/* HF decode: tokens joined by spaces, "##" continuations glued, optional
+ * skipping of special tokens and clean_up_tokenization_spaces. Returns a
+ * malloc'd NUL-terminated string the caller frees, or NULL on OOM. */
+char *tok_decode(const tok_tokenizer *tok, const int32_t *ids, int n, int skip_special,
+                 int cleanup_spaces);
+
+#endif
