@@ -24,7 +24,7 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS    ?= -O2 -g
 CFLAGS    += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 -pthread \
-             -fno-strict-aliasing -Icore -Iserver $(PKG_CFLAGS)
+             -fno-strict-aliasing -Icore -Iserver -Itools $(PKG_CFLAGS)
 LDLIBS    += $(PKG_LIBS) -lm -pthread
 
 ifeq ($(SAN),1)
@@ -36,7 +36,8 @@ CORE_SRC   := $(wildcard core/*.c)
 SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
 CORE_OBJ   := $(CORE_SRC:%.c=$(BUILD)/%.o)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
-HEADERS    := $(wildcard core/*.h server/*.h)
+TOOLS_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/*.c))
+HEADERS    := $(wildcard core/*.h server/*.h tools/*.h)
 
 BINS := $(BUILD)/bert-cli
 ifneq ($(wildcard server/main.c),)
@@ -55,7 +56,7 @@ $(BUILD)/%.o: %.c $(HEADERS)
 $(BUILD)/libbertcore.a: $(CORE_OBJ)
 	ar rcs $@ $^
 
-$(BUILD)/bert-cli: $(BUILD)/tools/bert_cli.o $(BUILD)/libbertcore.a
+$(BUILD)/bert-cli: $(TOOLS_OBJ) $(BUILD)/libbertcore.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bert-server: $(BUILD)/server/main.o $(SERVER_OBJ) $(BUILD)/libbertcore.a

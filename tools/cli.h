@@ -1,0 +1,24 @@
+/* cli: subcommands of bert-cli, the command-line front end of core/ used by
+ * `make run` before the server existed, by the tests and by scripts. Each
+ * subcommand takes argv after its own name and returns a process exit code. */
+#ifndef BERT_CLI_H
+#define BERT_CLI_H
+
+/* bert-cli tokenize (--model DIR | --vocab FILE [--no-lower] [--strip-accents 0|1]
+ *                   [--no-chinese]) [--max-len N --truncate longest_first|only_first|only_second]
+ * stdin: JSON lines {"text": "...", "text_pair": "..."(optional)}
+ * stdout: one JSON line each: {"ids":[..],"type_ids":[..],"offsets":[[s,e],..],"tokens":[..]}
+ *         or {"error": "..."} for that line. */
+int cli_tokenize(int argc, char **argv);
+
+/* bert-cli forward --model DIR: JSON lines of batches in, logits and losses out. */
+int cli_forward(int argc, char **argv);
+
+/* bert-cli check --model DIR: loads the checkpoint, prints a summary, exit 1 with
+ * the loader's message on failure. */
+int cli_check(int argc, char **argv);
+
+/* bert-cli fill --model DIR [--top-k K]: fills [MASK] in each stdin line. */
+int cli_fill(int argc, char **argv);
+
+#endif
