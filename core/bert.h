@@ -47,6 +47,7 @@ typedef struct bert_config {
     float layer_norm_eps;
     bert_activation hidden_act;
     char hidden_act_name[32];
+    int tie_word_embeddings; /* MLM decoder shares the word embeddings (default true) */
 } bert_config;
 
 /* Parses config.json text. path is only used in error messages. */

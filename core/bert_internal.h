@@ -1,0 +1,48 @@
+/* bert_internal: the layout of a loaded model, shared by the loader
+ * (bert_load.c) and the forward pass (bert_forward.c). Not for other modules:
+ * they use the opaque bert_model through bert.h. */
+#ifndef BERT_INTERNAL_H
+#define BERT_INTERNAL_H
+
+#include "bert.h"
+#include "safetensors.h"
+
+/* One encoder layer. Matrices are PyTorch nn.Linear layout: (out, in). */
+typedef struct bert_layer {
+    const float *q_w, *q_b, *k_w, *k_b, *v_w, *v_b; /* (C,C), (C) */
+    const float *attn_out_w, *attn_out_b;           /* (C,C), (C) */
+    const float *attn_ln_w, *attn_ln_b;             /* (C) */
+    const float *inter_w, *inter_b;                 /* (I,C), (I) */
+    const float *out_w, *out_b;                     /* (C,I), (C) */
+    const float *out_ln_w, *out_ln_b;               /* (C) */
+} bert_layer;
+
+struct bert_model {
+    bert_config cfg;
+    char name[256];
+    char dtype[8];
+    st_file *st;          /* the mapping F32 weights point into */
+    float **owned;        /* converted or realigned copies, freed with the model */
+    int n_owned, cap_owned;
+    size_t resident_bytes; /* bytes of owned copies */
+    size_t param_count;
+    tok_tokenizer *tok;
+
+    const float *word_emb, *pos_emb, *type_emb; /* (V,C), (P,C), (TV,C) */
+    const float *emb_ln_w, *emb_ln_b;           /* (C) */
+    bert_layer *layers;                         /* (num_hidden_layers) */
+
+    int has_pooler;
+    const float *pool_w, *pool_b; /* (C,C), (C) */
+
+    int has_mlm;
+    const float *mlm_dense_w, *mlm_dense_b; /* (C,C), (C) */
+    const float *mlm_ln_w, *mlm_ln_b;       /* (C) */
+    const float *mlm_dec_w;                 /* (V,C), the word embeddings when tied */
+    const float *mlm_bias;                  /* (V) */
+
+    int has_nsp;
+    const float *nsp_w, *nsp_b; /* (2,C), (2) */
+};
+
+#endif

@@ -1,0 +1,315 @@
+/* Checkpoint directory -> bert_model: config.json, model.safetensors and the
+ * tokenizer files, every tensor checked against the config before use. */
+#include "bert_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LOAD_MAX_CONFIG_BYTES (4u << 20)
+
+static char *load_read_file(const char *path, size_t *len, char *err, size_t errlen) {
+    FILE *fp = fopen(path, "rb");
+    char *buf = NULL;
+    if (!fp) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (fseek(fp, 0, SEEK_END) != 0) goto fail;
+    long size = ftell(fp);
+    if (size < 0 || (unsigned long)size > LOAD_MAX_CONFIG_BYTES) {
+        snprintf(err, errlen, "%s: unreadable or larger than %u bytes", path,
+                 LOAD_MAX_CONFIG_BYTES);
+        fclose(fp);
+        return NULL;
+    }
+    rewind(fp);
+    buf = malloc((size_t)size + 1);
+    if (!buf || fread(buf, 1, (size_t)size, fp) != (size_t)size) goto fail;
+    buf[size] = '\0';
+    *len = (size_t)size;
+    fclose(fp);
+    return buf;
+fail:
+    snprintf(err, errlen, "%s: read failed", path);
+    free(buf);
+    fclose(fp);
+    return NULL;
+}
+
+/* Keeps a heap copy alive for the model's lifetime. */
+static int load_own(bert_model *m, float *p, size_t nfloats) {
+    if (m->n_owned == m->cap_owned) {
+        int cap = m->cap_owned ? m->cap_owned * 2 : 64;
+        float **grown = realloc(m->owned, (size_t)cap * sizeof(*grown));
+        if (!grown) return 0;
+        m->owned = grown;
+        m->cap_owned = cap;
+    }
+    m->owned[m->n_owned++] = p;
+    m->resident_bytes += nfloats * sizeof(float);
+    return 1;
+}
+
+/* Finds tensor prefix+name, checks its shape is (d0) or (d0,d1) and returns
+ * float32 data: in place when the file holds aligned F32, else a converted
+ * copy. Missing tensors are an error unless optional, then *out = NULL. */
+static int load_tensor(bert_model *m, const char *prefix, const char *name, int64_t d0,
+                       int64_t d1, int optional, const float **out, char *err, size_t errlen) {
+    char full[256];
+    snprintf(full, sizeof(full), "%s%s", prefix, name);
+    const st_tensor *t = st_find(m->st, full);
+    *out = NULL;
+    if (!t) {
+        /* Checkpoints converted from TensorFlow name LayerNorm params gamma/beta;
+         * transformers renames them on load, so do we. */
+        char alt[256];
+        size_t n = strlen(full);
+        if (n > 7 && strcmp(full + n - 7, ".weight") == 0) {
+            snprintf(alt, sizeof(alt), "%.*s.gamma", (int)(n - 7), full);
+            t = strstr(full, "LayerNorm") ? st_find(m->st, alt) : NULL;
+        } else if (n > 5 && strcmp(full + n - 5, ".bias") == 0) {
+            snprintf(alt, sizeof(alt), "%.*s.beta", (int)(n - 5), full);
+            t = strstr(full, "LayerNorm") ? st_find(m->st, alt) : NULL;
+        }
+    }
+    if (!t) {
+        if (optional) return BERT_OK;
+        snprintf(err, errlen, "%s: missing tensor '%s'", m->st->path, full);
+        return BERT_ERR_FORMAT;
+    }
+    int want_ndim = d1 > 0 ? 2 : 1;
+    if (t->ndim != want_ndim || t->shape[0] != d0 || (want_ndim == 2 && t->shape[1] != d1)) {
+        char got[96] = "";
+        size_t used = 0;
+        for (int i = 0; i < t->ndim && used < sizeof(got) - 24; i++)
+            used += (size_t)snprintf(got + used, sizeof(got) - used, "%s%lld", i ? ", " : "",
+                                     (long long)t->shape[i]);
+        if (want_ndim == 2)
+            snprintf(err, errlen, "%s: tensor '%s' has shape [%s], config.json implies [%lld, %lld]",
+                     m->st->path, t->name, got, (long long)d0, (long long)d1);
+        else
+            snprintf(err, errlen, "%s: tensor '%s' has shape [%s], config.json implies [%lld]",
+                     m->st->path, t->name, got, (long long)d0);
+        return BERT_ERR_FORMAT;
+    }
+    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) {
+        snprintf(err, errlen, "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16",
+                 m->st->path, t->name, st_dtype_name(t->dtype));
+        return BERT_ERR_FORMAT;
+    }
+    m->param_count += (size_t)t->numel;
+    if (t->dtype == ST_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
+        *out = t->data; /* shared, read-only, paged in on demand */
+        return BERT_OK;
+    }
+    float *copy = malloc((size_t)t->numel * sizeof(float));
+    if (!copy || !load_own(m, copy, (size_t)t->numel)) {
+        free(copy);
+        snprintf(err, errlen, "%s: out of memory converting tensor '%s'", m->st->path, t->name);
+        return BERT_ERR_NOMEM;
+    }
+    st_to_f32(t, copy);
+    *out = copy;
+    return BERT_OK;
+}
+
+/* Reads the most common dtype among the file's tensors, for reporting. */
+static void load_note_dtype(bert_model *m) {
+    int counts[3] = {0, 0, 0};
+    for (int i = 0; i < m->st->n_tensors; i++) {
+        st_dtype d = m->st->tensors[i].dtype;
+        counts[d == ST_F32 ? 0 : d == ST_F16 ? 1 : d == ST_BF16 ? 2 : 0]++;
+    }
+    const char *names[3] = {"F32", "F16", "BF16"};
+    int best = counts[1] > counts[0] ? 1 : 0;
+    best = counts[2] > counts[best] ? 2 : best;
+    snprintf(m->dtype, sizeof(m->dtype), "%s", names[best]);
+}
+
+static int load_layer(bert_model *m, const char *prefix, int i, bert_layer *L, char *err,
+                      size_t errlen) {
+    const bert_config *c = &m->cfg;
+    const int64_t C = c->hidden_size, I = c->intermediate_size;
+    char p[160];
+    snprintf(p, sizeof(p), "%sencoder.layer.%d.", prefix, i);
+    const struct {
+        const char *name;
+        int64_t d0, d1;
+        const float **dst;
+    } specs[] = {
+        {"attention.self.query.weight", C, C, &L->q_w},
+        {"attention.self.query.bias", C, 0, &L->q_b},
+        {"attention.self.key.weight", C, C, &L->k_w},
+        {"attention.self.key.bias", C, 0, &L->k_b},
+        {"attention.self.value.weight", C, C, &L->v_w},
+        {"attention.self.value.bias", C, 0, &L->v_b},
+        {"attention.output.dense.weight", C, C, &L->attn_out_w},
+        {"attention.output.dense.bias", C, 0, &L->attn_out_b},
+        {"attention.output.LayerNorm.weight", C, 0, &L->attn_ln_w},
+        {"attention.output.LayerNorm.bias", C, 0, &L->attn_ln_b},
+        {"intermediate.dense.weight", I, C, &L->inter_w},
+        {"intermediate.dense.bias", I, 0, &L->inter_b},
+        {"output.dense.weight", C, I, &L->out_w},
+        {"output.dense.bias", C, 0, &L->out_b},
+        {"output.LayerNorm.weight", C, 0, &L->out_ln_w},
+        {"output.LayerNorm.bias", C, 0, &L->out_ln_b},
+    };
+    for (size_t s = 0; s < sizeof(specs) / sizeof(specs[0]); s++) {
+        int rc = load_tensor(m, p, specs[s].name, specs[s].d0, specs[s].d1, 0, specs[s].dst, err,
+                             errlen);
+        if (rc) return rc;
+    }
+    return BERT_OK;
+}
+
+/* Pooler + NSP head: all four tensors, or the head is absent. */
+static int load_nsp(bert_model *m, const char *prefix, char *err, size_t errlen) {
+    const int64_t C = m->cfg.hidden_size;
+    int rc;
+    if ((rc = load_tensor(m, prefix, "pooler.dense.weight", C, C, 1, &m->pool_w, err, errlen)) ||
+        (rc = load_tensor(m, prefix, "pooler.dense.bias", C, 0, 1, &m->pool_b, err, errlen)) ||
+        (rc = load_tensor(m, "", "cls.seq_relationship.weight", 2, C, 1, &m->nsp_w, err, errlen)) ||
+        (rc = load_tensor(m, "", "cls.seq_relationship.bias", 2, 0, 1, &m->nsp_b, err, errlen)))
+        return rc;
+    m->has_pooler = m->pool_w && m->pool_b;
+    m->has_nsp = m->has_pooler && m->nsp_w && m->nsp_b;
+    if (m->nsp_w && !m->nsp_b) {
+        snprintf(err, errlen, "%s: missing tensor 'cls.seq_relationship.bias'", m->st->path);
+        return BERT_ERR_FORMAT;
+    }
+    return BERT_OK;
+}
+
+/* MLM head: present when its transform is; the decoder may be tied to the
+ * word embeddings, exactly as transformers ties it. */
+static int load_mlm(bert_model *m, char *err, size_t errlen) {
+    const int64_t C = m->cfg.hidden_size, V = m->cfg.vocab_size;
+    const char *p = "cls.predictions.";
+    int rc;
+    if ((rc = load_tensor(m, p, "transform.dense.weight", C, C, 1, &m->mlm_dense_w, err, errlen)))
+        return rc;
+    if (!m->mlm_dense_w) return BERT_OK; /* no MLM head in this checkpoint */
+    if ((rc = load_tensor(m, p, "transform.dense.bias", C, 0, 0, &m->mlm_dense_b, err, errlen)) ||
+        (rc = load_tensor(m, p, "transform.LayerNorm.weight", C, 0, 0, &m->mlm_ln_w, err,
+                          errlen)) ||
+        (rc = load_tensor(m, p, "transform.LayerNorm.bias", C, 0, 0, &m->mlm_ln_b, err, errlen)))
+        return rc;
+    if ((rc = load_tensor(m, p, "bias", V, 0, 1, &m->mlm_bias, err, errlen))) return rc;
+    if (!m->mlm_bias &&
+        (rc = load_tensor(m, p, "decoder.bias", V, 0, 0, &m->mlm_bias, err, errlen)))
+        return rc;
+    if (m->cfg.tie_word_embeddings) {
+        m->mlm_dec_w = m->word_emb;
+    } else if ((rc = load_tensor(m, p, "decoder.weight", V, C, 0, &m->mlm_dec_w, err, errlen))) {
+        return rc;
+    }
+    m->has_mlm = 1;
+    return BERT_OK;
+}
+
+static const char *load_basename(const char *dir) {
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    size_t start = n;
+    while (start > 0 && dir[start - 1] != '/') start--;
+    static __thread char buf[256];
+    snprintf(buf, sizeof(buf), "%.*s", (int)(n - start), dir + start);
+    return buf;
+}
+
+int bert_model_load(const char *dir, bert_model **out, char *err, size_t errlen) {
+    char path[4096];
+    char *json = NULL;
+    size_t json_len = 0;
+    int rc = BERT_ERR_NOMEM;
+    *out = NULL;
+    bert_model *m = calloc(1, sizeof(*m));
+    if (!m) {
+        snprintf(err, errlen, "out of memory");
+        return BERT_ERR_NOMEM;
+    }
+    snprintf(m->name, sizeof(m->name), "%s", load_basename(dir));
+
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    if (!(json = load_read_file(path, &json_len, err, errlen))) {
+        rc = BERT_ERR_IO;
+        goto cleanup;
+    }
+    if ((rc = bert_config_parse(json, json_len, path, &m->cfg, err, errlen))) goto cleanup;
+
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    rc = st_open(path, &m->st, err, errlen);
+    if (rc != ST_OK) {
+        rc = rc == ST_ERR_IO ? BERT_ERR_IO : rc == ST_ERR_NOMEM ? BERT_ERR_NOMEM : BERT_ERR_FORMAT;
+        goto cleanup;
+    }
+    load_note_dtype(m);
+
+    /* BertForPreTraining/BertForMaskedLM save the encoder under "bert.",
+     * a bare BertModel saves it at the top level. */
+    const char *prefix = st_find(m->st, "bert.embeddings.word_embeddings.weight") ? "bert." : "";
+    const bert_config *c = &m->cfg;
+    const int64_t C = c->hidden_size;
+    char p[64];
+    snprintf(p, sizeof(p), "%sembeddings.", prefix);
+    if ((rc = load_tensor(m, p, "word_embeddings.weight", c->vocab_size, C, 0, &m->word_emb, err,
+                          errlen)) ||
+        (rc = load_tensor(m, p, "position_embeddings.weight", c->max_position_embeddings, C, 0,
+                          &m->pos_emb, err, errlen)) ||
+        (rc = load_tensor(m, p, "token_type_embeddings.weight", c->type_vocab_size, C, 0,
+                          &m->type_emb, err, errlen)) ||
+        (rc = load_tensor(m, p, "LayerNorm.weight", C, 0, 0, &m->emb_ln_w, err, errlen)) ||
+        (rc = load_tensor(m, p, "LayerNorm.bias", C, 0, 0, &m->emb_ln_b, err, errlen)))
+        goto cleanup;
+    m->layers = calloc((size_t)c->num_hidden_layers, sizeof(*m->layers));
+    if (!m->layers) {
+        rc = BERT_ERR_NOMEM;
+        snprintf(err, errlen, "out of memory");
+        goto cleanup;
+    }
+    for (int i = 0; i < c->num_hidden_layers; i++)
+        if ((rc = load_layer(m, prefix, i, &m->layers[i], err, errlen))) goto cleanup;
+    if ((rc = load_nsp(m, prefix, err, errlen)) || (rc = load_mlm(m, err, errlen))) goto cleanup;
+
+    if ((rc = tok_load_dir(dir, &m->tok, err, errlen)) != TOK_OK) {
+        rc = rc == TOK_ERR_IO ? BERT_ERR_IO : BERT_ERR_FORMAT;
+        goto cleanup;
+    }
+    if (tok_vocab_size(m->tok) > c->vocab_size) {
+        snprintf(err, errlen, "%s/vocab.txt: %d tokens but config.json 'vocab_size' is %d", dir,
+                 tok_vocab_size(m->tok), c->vocab_size);
+        rc = BERT_ERR_FORMAT;
+        goto cleanup;
+    }
+    *out = m;
+    m = NULL;
+    rc = BERT_OK;
+cleanup:
+    free(json);
+    bert_model_free(m);
+    return rc;
+}
+
+void bert_model_free(bert_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    st_close(m->st);
+    tok_free(m->tok);
+    free(m);
+}
+
+const bert_config *bert_model_config(const bert_model *m) { return &m->cfg; }
+const tok_tokenizer *bert_model_tokenizer(const bert_model *m) { return m->tok; }
+int bert_model_has_mlm(const bert_model *m) { return m->has_mlm; }
+int bert_model_has_nsp(const bert_model *m) { return m->has_nsp; }
+const char *bert_model_dtype(const bert_model *m) { return m->dtype; }
+size_t bert_model_param_count(const bert_model *m) { return m->param_count; }
+const char *bert_model_name(const bert_model *m) { return m->name; }
+
+size_t bert_model_weight_bytes(const bert_model *m) {
+    return m->param_count * sizeof(float);
+}

@@ -1,0 +1,33 @@
+/* ops: the numerical kernels of the forward pass, plain functions over
+ * row-major float arrays. Shapes are in each comment; (N,C) means N rows of C.
+ * Matrix products go to OpenBLAS; the rest are single passes over memory.
+ * No allocation happens here: every buffer belongs to the caller. */
+#ifndef BERT_OPS_H
+#define BERT_OPS_H
+
+#include "bert.h"
+
+/* inp (N,IC), weight (OC,IC) as stored by PyTorch's nn.Linear, bias (OC) or NULL
+ * -> out (N,OC) = inp @ weight^T + bias */
+void ops_linear(float *out, const float *inp, const float *weight, const float *bias, int N, int IC,
+                int OC);
+
+/* x (N,C) -> x normalised per row, times weight (C) plus bias (C); in place.
+ * residual (N,C) or NULL is added to x first (post-LN BERT: LN(x + sublayer)). */
+void ops_layernorm(float *x, const float *residual, const float *weight, const float *bias, int N,
+                   int C, float eps);
+
+/* x (n) -> act(x) in place, for BERT's hidden_act choices. */
+void ops_activation(float *x, size_t n, bert_activation act);
+
+/* x (n) -> tanh(x) in place (the pooler). */
+void ops_tanh(float *x, size_t n);
+
+/* Self-attention of one sequence, all heads.
+ * q, k, v (L, C) with row stride ld (head h lives in columns h*D..h*D+D-1),
+ * scores scratch (L, L) -> ctx (L, C) with row stride ld.
+ * ctx_h = softmax(q_h k_h^T / sqrt(D)) v_h */
+void ops_attention(float *ctx, const float *q, const float *k, const float *v, float *scores,
+                   int L, int H, int D, int ld);
+
+#endif
