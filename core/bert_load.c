@@ -196,9 +196,15 @@ static int load_mlm(bert_model *m, char *err, size_t errlen) {
                           errlen)) ||
         (rc = load_tensor(m, p, "transform.LayerNorm.bias", C, 0, 0, &m->mlm_ln_b, err, errlen)))
         return rc;
-    if ((rc = load_tensor(m, p, "bias", V, 0, 1, &m->mlm_bias, err, errlen))) return rc;
+    /* transformers ties decoder.weight to the word embeddings and decoder.bias
+     * to cls.predictions.bias only when tie_word_embeddings is set; untied, the
+     * decoder's own tensors are used (older writers saved no decoder.bias, and
+     * then the two biases were the same parameter). */
+    const char *first_bias = m->cfg.tie_word_embeddings ? "bias" : "decoder.bias";
+    const char *second_bias = m->cfg.tie_word_embeddings ? "decoder.bias" : "bias";
+    if ((rc = load_tensor(m, p, first_bias, V, 0, 1, &m->mlm_bias, err, errlen))) return rc;
     if (!m->mlm_bias &&
-        (rc = load_tensor(m, p, "decoder.bias", V, 0, 0, &m->mlm_bias, err, errlen)))
+        (rc = load_tensor(m, p, second_bias, V, 0, 0, &m->mlm_bias, err, errlen)))
         return rc;
     if (m->cfg.tie_word_embeddings) {
         m->mlm_dec_w = m->word_emb;
