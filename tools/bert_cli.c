@@ -12,6 +12,7 @@ static const struct {
 } cli_commands[] = {
     {"check", cli_check, "load a checkpoint directory and print its summary"},
     {"fill", cli_fill, "fill [MASK] tokens of each stdin line"},
+    {"mask", cli_mask, "apply BERT's MLM masking rule to JSON-lines id lists"},
     {"forward", cli_forward, "JSON-lines batches in, MLM/NSP logits and losses out"},
     {"tokenize", cli_tokenize, "JSON-lines texts in, token ids and offsets out"},
 };

@@ -21,4 +21,9 @@ int cli_check(int argc, char **argv);
 /* bert-cli fill --model DIR [--top-k K]: fills [MASK] in each stdin line. */
 int cli_fill(int argc, char **argv);
 
+/* bert-cli mask --seed S --vocab-size V [--mask-id ID] [--prob P]
+ * stdin: JSON lines {"ids": [...], "special": [0/1 per id] (optional)}
+ * stdout: {"ids": [...masked...], "labels": [...]} — BERT's 15% / 80-10-10 rule. */
+int cli_mask(int argc, char **argv);
+
 #endif
