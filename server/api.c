@@ -1,0 +1,606 @@
+/* api: request validation and tokenization for the /v1 routes. See api.h. */
+#include "api.h"
+
+#include "objectives.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A request may name at most this many targets: each is a vocabulary lookup
+ * or a tokenization on the HTTP thread. */
+#define API_MAX_TARGETS 4096
+
+static int fail(api_error *e, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail(api_error *e, int status, const char *code, const char *fmt, ...) {
+    e->status = status;
+    e->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof(e->message), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+char *api_dump(json_t *v, size_t *len) {
+    char *s = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    if (s && len) *len = strlen(s);
+    return s;
+}
+
+char *api_error_body(const char *code, const char *message, size_t *len) {
+    json_t *root = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
+    if (!root) /* message was not UTF-8: never expected, but stay well-formed */
+        root = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", "request rejected");
+    char *s = api_dump(root, len);
+    json_decref(root);
+    return s;
+}
+
+/* tokenizer_config.json's clean_up_tokenization_spaces decides how decode()
+ * joins punctuation; transformers treats a missing key as false. */
+static int read_cleanup_flag(const char *dir, int *out, char *err, size_t errlen) {
+    char path[CFG_PATH_MAX + 64];
+    snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
+    *out = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    json_error_t je;
+    json_t *root = json_loadf(f, 0, &je);
+    fclose(f);
+    if (!root) {
+        snprintf(err, errlen, "%s:%d: invalid JSON: %s", path, je.line, je.text);
+        return -1;
+    }
+    json_t *v = json_object_get(root, "clean_up_tokenization_spaces");
+    if (v && !json_is_boolean(v) && !json_is_null(v)) {
+        snprintf(err, errlen, "%s: key 'clean_up_tokenization_spaces': must be true or false",
+                 path);
+        json_decref(root);
+        return -1;
+    }
+    *out = json_is_true(v);
+    json_decref(root);
+    return 0;
+}
+
+int api_ctx_init(api_ctx *ctx, const bert_model *model, const char *dir, const cfg *c, char *err,
+                 size_t errlen) {
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->model = model;
+    ctx->tok = bert_model_tokenizer(model);
+    ctx->cfg = c;
+    const bert_config *bc = bert_model_config(model);
+    ctx->max_len = c->max_sequence_length;
+    if (bc->max_position_embeddings < ctx->max_len) ctx->max_len = bc->max_position_embeddings;
+    ctx->vocab_size = bc->vocab_size;
+    return read_cleanup_flag(dir, &ctx->cleanup_spaces, err, errlen);
+}
+
+void api_job_free(api_job *job) {
+    if (!job) return;
+    for (int i = 0; i < job->n_inputs; i++) {
+        tok_sequence_free(&job->inputs[i].seq);
+        free(job->inputs[i].labels);
+        free(job->inputs[i].mlm_pos);
+    }
+    free(job->inputs);
+    free(job->targets);
+    free(job->body);
+    free(job);
+}
+
+void api_job_fail(api_job *job, int status, const char *code, const char *message) {
+    free(job->body);
+    job->status = status;
+    job->err_code = code;
+    job->body = api_error_body(code, message, &job->body_len);
+}
+
+/* ---- shared field checks ---- */
+
+static int check_keys(json_t *obj, const char *where, const char *const *allowed, api_error *e) {
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        int ok = 0;
+        for (const char *const *a = allowed; *a; a++)
+            if (strcmp(key, *a) == 0) ok = 1;
+        if (!ok) {
+            char list[256] = "";
+            for (const char *const *a = allowed; *a; a++) {
+                strncat(list, *a, sizeof(list) - strlen(list) - 1);
+                if (a[1]) strncat(list, ", ", sizeof(list) - strlen(list) - 1);
+            }
+            return fail(e, 400, "invalid_request", "%s: unknown field '%.64s' (allowed: %s)", where,
+                        key, list);
+        }
+    }
+    return 0;
+}
+
+typedef struct trunc_params {
+    int truncate;
+    tok_side side;
+} trunc_params;
+
+/* parameters.truncate / parameters.truncation_direction (text-embeddings-
+ * inference's names). */
+static int parse_trunc(json_t *params, trunc_params *t, api_error *e) {
+    t->truncate = 0;
+    t->side = TOK_SIDE_RIGHT;
+    if (!params) return 0;
+    json_t *v = json_object_get(params, "truncate");
+    if (v && !json_is_null(v)) {
+        if (!json_is_boolean(v))
+            return fail(e, 400, "invalid_request", "parameters.truncate must be true or false");
+        t->truncate = json_is_true(v);
+    }
+    v = json_object_get(params, "truncation_direction");
+    if (v && !json_is_null(v)) {
+        const char *s = json_string_value(v);
+        if (!s || (strcmp(s, "right") != 0 && strcmp(s, "left") != 0 && strcmp(s, "Right") != 0 &&
+                   strcmp(s, "Left") != 0))
+            return fail(e, 400, "invalid_request",
+                        "parameters.truncation_direction must be \"right\" or \"left\"");
+        t->side = (s[0] == 'l' || s[0] == 'L') ? TOK_SIDE_LEFT : TOK_SIDE_RIGHT;
+    }
+    return 0;
+}
+
+static int get_params(json_t *req, const char *const *allowed, json_t **out, api_error *e) {
+    json_t *p = json_object_get(req, "parameters");
+    *out = NULL;
+    if (!p || json_is_null(p)) return 0;
+    if (!json_is_object(p)) return fail(e, 400, "invalid_request", "parameters must be an object");
+    if (check_keys(p, "parameters", allowed, e)) return -1;
+    *out = p;
+    return 0;
+}
+
+/* Tokenizes one input under the model's length limit. what names the input in
+ * messages, e.g. "inputs[2]". */
+static int encode_input(const api_ctx *ctx, const char *what, json_t *a, json_t *b,
+                        const trunc_params *t, int enforce_limit, tok_sequence *seq, api_error *e) {
+    char err[256];
+    const char *as = json_string_value(a), *bs = b ? json_string_value(b) : NULL;
+    size_t alen = json_string_length(a), blen = b ? json_string_length(b) : 0;
+    int max_len = 0;
+    tok_truncation mode = TOK_TRUNC_NONE;
+    if (t->truncate && enforce_limit) {
+        max_len = ctx->max_len;
+        mode = TOK_TRUNC_LONGEST_FIRST;
+    }
+    int rc =
+        tok_encode(ctx->tok, as, alen, bs, blen, max_len, mode, t->side, seq, err, sizeof(err));
+    if (rc == TOK_ERR_UTF8) return fail(e, 400, "invalid_utf8", "%s is not valid UTF-8", what);
+    if (rc == TOK_ERR_TOO_LONG)
+        return fail(e, 422, "input_too_long",
+                    "%s cannot be truncated to %d tokens (the pair is too short to hold the "
+                    "special tokens)",
+                    what, ctx->max_len);
+    if (rc == TOK_ERR_NOMEM) return fail(e, 500, "internal", "out of memory");
+    if (rc != TOK_OK) return fail(e, 422, "invalid_input", "%s cannot be tokenized", what);
+    if (enforce_limit && seq->len > ctx->max_len)
+        return fail(e, 422, "input_too_long",
+                    "%s has %d tokens including [CLS]/[SEP]; this model accepts at most %d. "
+                    "Shorten it or set parameters.truncate to true",
+                    what, seq->len, ctx->max_len);
+    return 0;
+}
+
+static api_job *job_new(api_kind kind, int n_inputs) {
+    api_job *job = calloc(1, sizeof(*job));
+    if (!job) return NULL;
+    job->kind = kind;
+    job->inputs = calloc((size_t)n_inputs, sizeof(*job->inputs));
+    if (!job->inputs) {
+        free(job);
+        return NULL;
+    }
+    job->n_inputs = n_inputs;
+    for (int i = 0; i < n_inputs; i++)
+        job->inputs[i].nsp_label = -1;
+    return job;
+}
+
+/* inputs as one item or a non-empty list of items; sets *n and *batched. */
+static int inputs_shape(const api_ctx *ctx, json_t *inputs, int single_is_object, int *n,
+                        int *batched, api_error *e) {
+    if (!inputs) return fail(e, 400, "invalid_request", "missing field 'inputs'");
+    if (json_is_array(inputs)) {
+        *batched = 1;
+        *n = (int)json_array_size(inputs);
+        if (*n == 0) return fail(e, 422, "no_inputs", "inputs is an empty list");
+        if (*n > ctx->cfg->max_inputs_per_request)
+            return fail(e, 422, "too_many_inputs",
+                        "inputs has %d items; at most %d are accepted per request", *n,
+                        ctx->cfg->max_inputs_per_request);
+        return 0;
+    }
+    *batched = 0;
+    *n = 1;
+    if (single_is_object ? !json_is_object(inputs) : !json_is_string(inputs))
+        return fail(e, 400, "invalid_request",
+                    single_is_object ? "inputs must be an object {\"text\", \"text_pair\"} or a "
+                                       "list of such objects"
+                                     : "inputs must be a string or a list of strings");
+    return 0;
+}
+
+/* ---- /v1/fill-mask ---- */
+
+static int parse_targets(const api_ctx *ctx, json_t *v, api_job *job, api_error *e) {
+    size_t n = json_is_array(v) ? json_array_size(v) : 1;
+    if (!json_is_array(v) && !json_is_string(v))
+        return fail(e, 400, "invalid_request",
+                    "parameters.targets must be a string or a list of strings");
+    if (n == 0)
+        return fail(e, 422, "unknown_target", "parameters.targets is empty; give at least one");
+    if (n > API_MAX_TARGETS)
+        return fail(e, 422, "too_many_targets", "parameters.targets has %zu items; at most %d", n,
+                    API_MAX_TARGETS);
+    job->targets = malloc(n * sizeof(int32_t));
+    if (!job->targets) return fail(e, 500, "internal", "out of memory");
+    tok_sequence pieces = {0};
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_is_array(v) ? json_array_get(v, i) : v;
+        if (!json_is_string(t)) {
+            rc = fail(e, 400, "invalid_request", "parameters.targets[%zu] must be a string", i);
+            goto cleanup;
+        }
+        const char *s = json_string_value(t);
+        size_t len = json_string_length(t);
+        /* As the pipeline: an exact vocabulary entry first, else the first
+         * word piece of its tokenization. */
+        int32_t id = tok_token_to_id(ctx->tok, s, len);
+        if (id < 0) {
+            char err[256];
+            pieces.len = 0;
+            if (tok_encode_plain(ctx->tok, s, len, &pieces, err, sizeof(err)) != TOK_OK ||
+                pieces.len == 0) {
+                rc = fail(e, 422, "unknown_target",
+                          "parameters.targets[%zu] (\"%.64s\") yields no token in this "
+                          "model's vocabulary",
+                          i, s);
+                goto cleanup;
+            }
+            id = pieces.ids[0];
+        }
+        int dup = 0;
+        for (int j = 0; j < job->n_targets; j++)
+            if (job->targets[j] == id) dup = 1;
+        if (!dup) job->targets[job->n_targets++] = id;
+    }
+cleanup:
+    tok_sequence_free(&pieces);
+    return rc;
+}
+
+/* labels for one input: a list of ints, -100 or a vocabulary id. */
+static int parse_labels(const api_ctx *ctx, json_t *v, const char *what, api_input *in,
+                        api_error *e) {
+    if (!json_is_array(v))
+        return fail(e, 400, "invalid_request", "%s must be a list of integers", what);
+    size_t n = json_array_size(v);
+    if ((long)n != in->seq.len)
+        return fail(e, 422, "invalid_labels",
+                    "%s has %zu entries but the input has %d tokens including [CLS] and [SEP] "
+                    "(see /v1/tokenize); give one label per token, -100 to ignore it",
+                    what, n, in->seq.len);
+    in->labels = malloc((n ? n : 1) * sizeof(int32_t));
+    if (!in->labels) return fail(e, 500, "internal", "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *x = json_array_get(v, i);
+        if (!json_is_integer(x))
+            return fail(e, 400, "invalid_request", "%s[%zu] must be an integer", what, i);
+        json_int_t l = json_integer_value(x);
+        if (l != -100 && (l < 0 || l >= ctx->vocab_size))
+            return fail(e, 422, "invalid_labels",
+                        "%s[%zu] is %lld; labels must be -100 (ignored) or a token id in "
+                        "[0, %d)",
+                        what, i, (long long)l, ctx->vocab_size);
+        in->labels[i] = (int32_t)l;
+    }
+    return 0;
+}
+
+/* Rows the worker needs: every [MASK] and every labelled position. */
+static int plan_mlm_rows(const api_ctx *ctx, api_input *in, api_error *e) {
+    int32_t mask = tok_specials(ctx->tok)->mask;
+    in->mlm_pos = malloc((size_t)(in->seq.len ? in->seq.len : 1) * sizeof(int32_t));
+    if (!in->mlm_pos) return fail(e, 500, "internal", "out of memory");
+    in->n_mlm = 0;
+    in->n_masks = 0;
+    for (int p = 0; p < in->seq.len; p++) {
+        int is_mask = in->seq.ids[p] == mask;
+        in->n_masks += is_mask;
+        if (is_mask || (in->labels && in->labels[p] != OBJ_IGNORE_INDEX))
+            in->mlm_pos[in->n_mlm++] = p;
+    }
+    return 0;
+}
+
+int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_error *e) {
+    static const char *const top_keys[] = {"inputs", "parameters", "labels", "options", NULL};
+    static const char *const param_keys[] = {"top_k", "targets", "truncate", "truncation_direction",
+                                             NULL};
+    api_job *job = NULL;
+    json_t *params = NULL;
+    *out = NULL;
+    if (!json_is_object(req))
+        return fail(e, 400, "invalid_request", "the request body must be a JSON object");
+    if (check_keys(req, "request", top_keys, e)) return -1;
+    int n, batched;
+    json_t *inputs = json_object_get(req, "inputs");
+    if (inputs_shape(ctx, inputs, 0, &n, &batched, e)) return -1;
+    if (get_params(req, param_keys, &params, e)) return -1;
+    trunc_params tp;
+    if (parse_trunc(params, &tp, e)) return -1;
+    if (!bert_model_has_mlm(ctx->model))
+        return fail(e, 422, "head_unavailable",
+                    "this model has no masked-LM head (cls.predictions); fill-mask is not "
+                    "available");
+
+    job = job_new(API_FILL_MASK, n);
+    if (!job) return fail(e, 500, "internal", "out of memory");
+    job->batched = batched;
+    job->top_k = ctx->cfg->default_top_k;
+    json_t *v = params ? json_object_get(params, "top_k") : NULL;
+    if (v && !json_is_null(v)) {
+        if (!json_is_integer(v)) {
+            fail(e, 400, "invalid_request", "parameters.top_k must be an integer");
+            goto error;
+        }
+        json_int_t k = json_integer_value(v);
+        int max_k = ctx->cfg->max_top_k < ctx->vocab_size ? ctx->cfg->max_top_k : ctx->vocab_size;
+        if (k < 1 || k > max_k) {
+            fail(e, 422, "invalid_top_k", "parameters.top_k is %lld; it must be in [1, %d]",
+                 (long long)k, max_k);
+            goto error;
+        }
+        job->top_k = (int)k;
+    }
+    v = params ? json_object_get(params, "targets") : NULL;
+    if (v && !json_is_null(v) && parse_targets(ctx, v, job, e)) goto error;
+
+    json_t *labels = json_object_get(req, "labels");
+    if (labels && json_is_null(labels)) labels = NULL;
+    if (labels && batched && (!json_is_array(labels) || (int)json_array_size(labels) != n)) {
+        fail(e, 400, "invalid_request",
+             "labels must be a list with one list of integers per item of inputs");
+        goto error;
+    }
+    job->has_labels = labels != NULL;
+
+    for (int i = 0; i < n; i++) {
+        api_input *in = &job->inputs[i];
+        json_t *text = batched ? json_array_get(inputs, (size_t)i) : inputs;
+        char what[48];
+        if (batched)
+            snprintf(what, sizeof(what), "inputs[%d]", i);
+        else
+            snprintf(what, sizeof(what), "inputs");
+        if (!json_is_string(text)) {
+            fail(e, 400, "invalid_request", "%s must be a string", what);
+            goto error;
+        }
+        if (encode_input(ctx, what, text, NULL, &tp, 1, &in->seq, e)) goto error;
+        if (labels) {
+            char lwhat[48];
+            if (batched)
+                snprintf(lwhat, sizeof(lwhat), "labels[%d]", i);
+            else
+                snprintf(lwhat, sizeof(lwhat), "labels");
+            json_t *l = batched ? json_array_get(labels, (size_t)i) : labels;
+            if (parse_labels(ctx, l, lwhat, in, e)) goto error;
+        }
+        if (plan_mlm_rows(ctx, in, e)) goto error;
+        if (in->n_masks == 0) {
+            fail(e, 422, "no_mask",
+                 "%s contains no [MASK] token%s; put [MASK] where a word should be predicted", what,
+                 tp.truncate ? " (after truncation)" : "");
+            goto error;
+        }
+        if (in->n_masks > ctx->cfg->max_masks_per_input) {
+            fail(e, 422, "too_many_masks", "%s has %d [MASK] tokens; at most %d are accepted", what,
+                 in->n_masks, ctx->cfg->max_masks_per_input);
+            goto error;
+        }
+        job->tokens += in->seq.len;
+    }
+    if (job->targets && job->top_k > job->n_targets) job->top_k = job->n_targets;
+    job->item.cost = job->tokens;
+    *out = job;
+    return 0;
+error:
+    api_job_free(job);
+    return -1;
+}
+
+/* ---- /v1/next-sentence ---- */
+
+int api_parse_next_sentence(const api_ctx *ctx, json_t *req, api_job **out, api_error *e) {
+    static const char *const top_keys[] = {"inputs", "parameters", "options", NULL};
+    static const char *const param_keys[] = {"truncate", "truncation_direction", NULL};
+    static const char *const pair_keys[] = {"text", "text_pair", "label", NULL};
+    api_job *job = NULL;
+    json_t *params = NULL;
+    *out = NULL;
+    if (!json_is_object(req))
+        return fail(e, 400, "invalid_request", "the request body must be a JSON object");
+    if (check_keys(req, "request", top_keys, e)) return -1;
+    int n, batched;
+    json_t *inputs = json_object_get(req, "inputs");
+    if (inputs_shape(ctx, inputs, 1, &n, &batched, e)) return -1;
+    if (get_params(req, param_keys, &params, e)) return -1;
+    trunc_params tp;
+    if (parse_trunc(params, &tp, e)) return -1;
+    if (!bert_model_has_nsp(ctx->model))
+        return fail(e, 422, "head_unavailable",
+                    "this model has no next-sentence head (cls.seq_relationship); "
+                    "next-sentence is not available");
+    job = job_new(API_NEXT_SENTENCE, n);
+    if (!job) return fail(e, 500, "internal", "out of memory");
+    job->batched = batched;
+    for (int i = 0; i < n; i++) {
+        api_input *in = &job->inputs[i];
+        json_t *pair = batched ? json_array_get(inputs, (size_t)i) : inputs;
+        char what[48];
+        if (batched)
+            snprintf(what, sizeof(what), "inputs[%d]", i);
+        else
+            snprintf(what, sizeof(what), "inputs");
+        if (!json_is_object(pair)) {
+            fail(e, 400, "invalid_request", "%s must be an object {\"text\", \"text_pair\"}", what);
+            goto error;
+        }
+        if (check_keys(pair, what, pair_keys, e)) goto error;
+        json_t *a = json_object_get(pair, "text"), *b = json_object_get(pair, "text_pair");
+        if (!json_is_string(a) || !json_is_string(b)) {
+            fail(e, 400, "invalid_request", "%s needs string fields \"text\" and \"text_pair\"",
+                 what);
+            goto error;
+        }
+        json_t *l = json_object_get(pair, "label");
+        if (l && !json_is_null(l)) {
+            if (!json_is_integer(l) || (json_integer_value(l) != 0 && json_integer_value(l) != 1)) {
+                fail(e, 422, "invalid_labels",
+                     "%s.label must be 0 (text_pair follows text) or 1 (random sentence)", what);
+                goto error;
+            }
+            in->nsp_label = (int)json_integer_value(l);
+        }
+        if (encode_input(ctx, what, a, b, &tp, 1, &in->seq, e)) goto error;
+        job->tokens += in->seq.len;
+    }
+    job->item.cost = job->tokens;
+    *out = job;
+    return 0;
+error:
+    api_job_free(job);
+    return -1;
+}
+
+/* ---- /v1/tokenize ---- */
+
+static json_t *encoding_json(const api_ctx *ctx, const tok_sequence *s) {
+    json_t *tokens = json_array(), *ids = json_array(), *types = json_array(),
+           *offsets = json_array(), *seq_ids = json_array();
+    for (int i = 0; i < s->len; i++) {
+        const char *t = tok_id_to_token(ctx->tok, s->ids[i]);
+        json_array_append_new(tokens, json_string(t ? t : ""));
+        json_array_append_new(ids, json_integer(s->ids[i]));
+        json_array_append_new(types, json_integer(s->type_ids[i]));
+        json_array_append_new(offsets, json_pack("[i,i]", s->start[i], s->end[i]));
+        json_array_append_new(seq_ids, s->source[i] < 0 ? json_null() : json_integer(s->source[i]));
+    }
+    return json_pack("{s:o,s:o,s:o,s:o,s:o}", "tokens", tokens, "ids", ids, "token_type_ids", types,
+                     "offsets", offsets, "sequence_ids", seq_ids);
+}
+
+char *api_tokenize(const api_ctx *ctx, json_t *req, size_t *len, long *tokens, api_error *e) {
+    static const char *const top_keys[] = {"inputs", "parameters", "options", NULL};
+    static const char *const param_keys[] = {"truncate", "truncation_direction", NULL};
+    static const char *const pair_keys[] = {"text", "text_pair", NULL};
+    json_t *params = NULL, *answer = NULL;
+    tok_sequence seq = {0};
+    char *body = NULL;
+    *tokens = 0;
+    if (!json_is_object(req)) {
+        fail(e, 400, "invalid_request", "the request body must be a JSON object");
+        return NULL;
+    }
+    if (check_keys(req, "request", top_keys, e)) return NULL;
+    json_t *inputs = json_object_get(req, "inputs");
+    if (!inputs) {
+        fail(e, 400, "invalid_request", "missing field 'inputs'");
+        return NULL;
+    }
+    if (get_params(req, param_keys, &params, e)) return NULL;
+    trunc_params tp;
+    if (parse_trunc(params, &tp, e)) return NULL;
+    int batched = json_is_array(inputs);
+    int n = batched ? (int)json_array_size(inputs) : 1;
+    if (batched && n == 0) {
+        fail(e, 422, "no_inputs", "inputs is an empty list");
+        return NULL;
+    }
+    if (n > ctx->cfg->max_inputs_per_request) {
+        fail(e, 422, "too_many_inputs", "inputs has %d items; at most %d are accepted per request",
+             n, ctx->cfg->max_inputs_per_request);
+        return NULL;
+    }
+    answer = batched ? json_array() : NULL;
+    for (int i = 0; i < n; i++) {
+        json_t *item = batched ? json_array_get(inputs, (size_t)i) : inputs;
+        char what[48];
+        if (batched)
+            snprintf(what, sizeof(what), "inputs[%d]", i);
+        else
+            snprintf(what, sizeof(what), "inputs");
+        json_t *a = item, *b = NULL;
+        if (json_is_object(item)) {
+            if (check_keys(item, what, pair_keys, e)) goto cleanup;
+            a = json_object_get(item, "text");
+            b = json_object_get(item, "text_pair");
+            if (b && json_is_null(b)) b = NULL;
+            if (!json_is_string(a) || (b && !json_is_string(b))) {
+                fail(e, 400, "invalid_request",
+                     "%s needs a string \"text\" and optionally a string \"text_pair\"", what);
+                goto cleanup;
+            }
+        } else if (!json_is_string(item)) {
+            fail(e, 400, "invalid_request",
+                 "%s must be a string or an object {\"text\", \"text_pair\"}", what);
+            goto cleanup;
+        }
+        seq.len = 0;
+        /* Without truncation the length is reported, not enforced: callers use
+         * this route to find out how long their inputs are. */
+        if (encode_input(ctx, what, a, b, &tp, tp.truncate, &seq, e)) goto cleanup;
+        *tokens += seq.len;
+        json_t *enc = encoding_json(ctx, &seq);
+        if (!enc) {
+            fail(e, 500, "internal", "out of memory");
+            goto cleanup;
+        }
+        if (batched)
+            json_array_append_new(answer, enc);
+        else
+            answer = enc;
+    }
+    body = api_dump(answer, len);
+    if (!body) fail(e, 500, "internal", "out of memory");
+cleanup:
+    json_decref(answer);
+    tok_sequence_free(&seq);
+    return body;
+}
+
+/* ---- /v1/models ---- */
+
+char *api_models(const api_ctx *ctx, size_t *len) {
+    const bert_config *c = bert_model_config(ctx->model);
+    json_t *m = json_pack(
+        "{s:s,s:s,s:s,s:{s:b,s:b},s:s,s:I,s:I,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:s,s:b}", "id",
+        bert_model_name(ctx->model), "object", "model", "architecture", "BertForPreTraining",
+        "heads", "masked_lm", bert_model_has_mlm(ctx->model), "next_sentence",
+        bert_model_has_nsp(ctx->model), "dtype", bert_model_dtype(ctx->model), "parameters",
+        (json_int_t)bert_model_param_count(ctx->model), "weight_bytes",
+        (json_int_t)bert_model_weight_bytes(ctx->model), "max_sequence_length", ctx->max_len,
+        "max_position_embeddings", c->max_position_embeddings, "vocab_size", c->vocab_size,
+        "hidden_size", c->hidden_size, "num_hidden_layers", c->num_hidden_layers,
+        "num_attention_heads", c->num_attention_heads, "intermediate_size", c->intermediate_size,
+        "type_vocab_size", c->type_vocab_size, "hidden_act", c->hidden_act_name, "do_lower_case",
+        tok_get_options(ctx->tok)->lowercase);
+    json_t *root = json_pack("{s:s,s:[o]}", "object", "list", "data", m);
+    char *s = api_dump(root, len);
+    json_decref(root);
+    return s;
+}

@@ -1,0 +1,98 @@
+/* api: the JSON contract of the /v1 routes, minus HTTP.
+ *
+ * Owns: request validation (JSON shape and types -> 400, content the model
+ * cannot serve -> 422), tokenization of request inputs into api_job work
+ * items, the answers that need no forward pass (/v1/tokenize, /v1/models),
+ * and the error body format {"error": {"code", "message"}}.
+ *
+ * An api_job is created by api_parse_* on the HTTP thread, owned by the HTTP
+ * connection that created it, run by a worker (infer.c) which fills status and
+ * body and calls complete(), and released with api_job_free. Messages never
+ * contain server paths: they name the request field at fault. */
+#ifndef BERT_SERVER_API_H
+#define BERT_SERVER_API_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bert.h"
+#include "config.h"
+#include "pool.h"
+#include "tokenizer.h"
+
+typedef struct api_ctx {
+    const bert_model *model;
+    const tok_tokenizer *tok;
+    const cfg *cfg;
+    int max_len;        /* min(model.max_sequence_length, max_position_embeddings) */
+    int cleanup_spaces; /* tokenizer_config.json clean_up_tokenization_spaces */
+    int vocab_size;
+} api_ctx;
+
+/* Reads what the API needs from a loaded model (and its tokenizer_config.json
+ * in dir). */
+int api_ctx_init(api_ctx *ctx, const bert_model *model, const char *dir, const cfg *c, char *err,
+                 size_t errlen);
+
+typedef struct api_error {
+    int status;       /* HTTP status */
+    const char *code; /* stable machine-readable code */
+    char message[512];
+} api_error;
+
+/* {"error": {"code": ..., "message": ...}} as a malloc'd string. */
+char *api_error_body(const char *code, const char *message, size_t *len);
+
+typedef enum { API_FILL_MASK = 0, API_NEXT_SENTENCE = 1 } api_kind;
+
+typedef struct api_input {
+    tok_sequence seq;
+    int n_masks;
+    int32_t *labels;  /* seq.len entries or NULL */
+    int32_t *mlm_pos; /* ascending positions whose MLM logits are needed */
+    int n_mlm;
+    int nsp_label; /* -1: none */
+} api_input;
+
+typedef struct api_job {
+    pool_item item; /* first member: the pool links jobs through it */
+    api_kind kind;
+    int batched; /* inputs was a JSON list: answer with a list */
+    int n_inputs;
+    api_input *inputs;
+    int top_k;
+    int32_t *targets; /* NULL: whole vocabulary */
+    int n_targets;
+    int has_labels;
+    long tokens;
+    int64_t deadline_ns; /* CLOCK_MONOTONIC */
+    /* filled by the worker */
+    int status;
+    char *body;
+    size_t body_len;
+    const char *err_code; /* NULL on success */
+    /* called by the worker once status/body are set */
+    void (*complete)(struct api_job *job);
+    void *owner;
+} api_job;
+
+void api_job_free(api_job *job);
+/* Sets status/body to an error answer (frees a previous body). */
+void api_job_fail(api_job *job, int status, const char *code, const char *message);
+
+/* Each returns 0 and a job, or -1 with e filled. */
+int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_error *e);
+int api_parse_next_sentence(const api_ctx *ctx, json_t *req, api_job **out, api_error *e);
+
+/* /v1/tokenize: answered on the calling thread. Returns a malloc'd body or
+ * NULL with e filled; *tokens receives the token count for logs. */
+char *api_tokenize(const api_ctx *ctx, json_t *req, size_t *len, long *tokens, api_error *e);
+
+/* /v1/models body. */
+char *api_models(const api_ctx *ctx, size_t *len);
+
+/* Compact JSON text of v, malloc'd; floats keep float32 round-trip precision. */
+char *api_dump(json_t *v, size_t *len);
+
+#endif

@@ -1,0 +1,80 @@
+/* config: the server's settings, from built-in defaults, a YAML file
+ * (config/default.yaml), BERT_* environment variables and command-line flags,
+ * applied in that order (later wins).
+ *
+ * Owns: the cfg struct (plain values, fixed-size strings; no heap). Every
+ * rejected value produces one message of the form
+ *   FILE:LINE: key 'workers.count': must be an integer in [1, 256]
+ * (or "BERT_WORKERS: ..." / "--workers: ...") in the caller's buffer; the
+ * caller exits with status 2 on any cfg_* error. */
+#ifndef BERT_SERVER_CONFIG_H
+#define BERT_SERVER_CONFIG_H
+
+#include <stddef.h>
+
+#define BERT_SERVE_VERSION "0.1.0"
+
+#define CFG_STR_MAX  256
+#define CFG_PATH_MAX 4096
+
+typedef enum { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 } cfg_log_level;
+
+typedef struct cfg {
+    /* server */
+    char listen[CFG_STR_MAX];
+    int port; /* 0: the kernel picks one; the ready line says which */
+    long max_body_bytes;
+    int max_connections;
+    int connection_timeout_s;
+    int http_threads;
+    char auth_token[CFG_STR_MAX]; /* empty: no authentication */
+    /* workers */
+    int workers;
+    int queue_depth;
+    int request_timeout_ms;
+    int batch_max_tokens;
+    int batch_wait_us;
+    /* model */
+    char model_dir[CFG_PATH_MAX];
+    int max_sequence_length;
+    /* limits */
+    int max_inputs_per_request;
+    int default_top_k;
+    int max_top_k;
+    int max_masks_per_input;
+    /* shutdown */
+    int grace_period_s;
+    /* logging */
+    cfg_log_level log_level;
+} cfg;
+
+typedef enum {
+    CFG_OK = 0,
+    CFG_ERR_IO = 1,    /* file missing or unreadable */
+    CFG_ERR_VALUE = 2, /* syntax, unknown key, wrong type, out of range */
+    CFG_HELP = 3,      /* --help or --version was handled; exit 0 */
+} cfg_status;
+
+void cfg_defaults(cfg *c);
+
+/* Parses a YAML file over c: only keys present in the file change. */
+int cfg_load_file(cfg *c, const char *path, char *err, size_t errlen);
+/* Same from memory; name is used in messages. */
+int cfg_load_buffer(cfg *c, const char *yaml, size_t len, const char *name, char *err,
+                    size_t errlen);
+
+/* BERT_LISTEN, BERT_PORT, BERT_MODEL_DIR, BERT_WORKERS, BERT_QUEUE_DEPTH,
+ * BERT_AUTH_TOKEN, BERT_LOG_LEVEL, BERT_MAX_BODY_BYTES. */
+int cfg_apply_env(cfg *c, char *err, size_t errlen);
+
+/* Full start-up sequence: defaults, --config FILE (if given), environment,
+ * then the other flags. Prints --help / --version text to stdout and returns
+ * CFG_HELP for them. */
+int cfg_from_args(cfg *c, int argc, char **argv, char *err, size_t errlen);
+
+/* Cross-field checks (default_top_k <= max_top_k, ...). */
+int cfg_validate(const cfg *c, char *err, size_t errlen);
+
+const char *cfg_log_level_name(cfg_log_level l);
+
+#endif

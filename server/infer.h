@@ -1,0 +1,28 @@
+/* infer: what a worker thread does with a batch of api_jobs.
+ *
+ * Owns: each worker's bert_workspace and scratch buffers (one set per worker
+ * thread, created on that thread), and the conversion of logits into answers
+ * shaped like transformers' fill-mask pipeline / BertForPreTraining outputs.
+ * Every job handed to infer_run is completed exactly once (job->complete),
+ * with an answer, 504 when its deadline passed before work began, 503 when the
+ * server is aborting, or 500 when the forward pass fails. */
+#ifndef BERT_SERVER_INFER_H
+#define BERT_SERVER_INFER_H
+
+#include <stdatomic.h>
+
+#include "api.h"
+#include "pool.h"
+
+typedef struct infer_ctx {
+    const api_ctx *api;
+    atomic_int aborting; /* set when the grace period is over: queued jobs answer 503 */
+} infer_ctx;
+
+/* Callbacks for pool_new with user = ctx. */
+pool_callbacks infer_pool_callbacks(infer_ctx *ctx);
+
+/* Monotonic clock in nanoseconds (the clock of api_job.deadline_ns). */
+int64_t infer_now_ns(void);
+
+#endif

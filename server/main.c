@@ -1,0 +1,158 @@
+/* bert-server: start-up, signal handling and graceful shutdown.
+ *
+ * Order: settings (exit 2 on a bad one), listen (health routes answer at once,
+ * /readyz says "loading"), load the model once (exit 1 with the loader's
+ * message), start the workers, open the /v1 routes and log the URL. SIGTERM or
+ * SIGINT starts draining: /readyz and new work answer 503, accepted requests
+ * finish within shutdown.grace_period_s, then the process exits 0. A second
+ * signal cuts the grace period short. */
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api.h"
+#include "bert.h"
+#include "config.h"
+#include "http.h"
+#include "infer.h"
+#include "log.h"
+#include "metrics.h"
+#include "pool.h"
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Waits for accepted work to finish, a second signal, or the deadline. */
+static void drain(http_server *srv, const sigset_t *sigs, int64_t deadline_ns) {
+    while (http_accepted(srv) > 0 && infer_now_ns() < deadline_ns) {
+        struct timespec poll = {0, 20 * 1000000L};
+        if (sigtimedwait(sigs, NULL, &poll) > 0) {
+            log_msg(LOG_WARN, "second signal: ending the grace period now");
+            return;
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    cfg c;
+    char err[2048] = "";
+    int rc = cfg_from_args(&c, argc, argv, err, sizeof(err));
+    if (rc == CFG_HELP) return 0;
+    if (rc) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    log_set_level(c.log_level);
+
+    /* Signals are taken synchronously by this thread only; every thread
+     * started below inherits the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    metrics_init();
+
+    int exit_code = 1;
+    http_server *srv = NULL;
+    bert_model *model = NULL;
+    pool *workers = NULL;
+    api_ctx api;
+    infer_ctx ictx;
+    memset(&ictx, 0, sizeof(ictx));
+    metrics_model_info mi;
+
+    if (http_start(&c, &srv, err, sizeof(err))) {
+        fprintf(stderr, "bert-server: %s\n", err);
+        goto cleanup;
+    }
+    char resolved[PATH_MAX];
+    const char *model_path = realpath(c.model_dir, resolved) ? resolved : c.model_dir;
+    log_json(LOG_INFO, "loading model",
+             json_pack("{s:s,s:i}", "model_dir", model_path, "port", http_port(srv)));
+    int64_t t0 = infer_now_ns();
+    if (bert_model_load(c.model_dir, &model, err, sizeof(err)) != BERT_OK) {
+        fprintf(stderr, "bert-server: cannot load model from %s: %s\n", c.model_dir, err);
+        goto cleanup;
+    }
+    if (api_ctx_init(&api, model, c.model_dir, &c, err, sizeof(err))) {
+        fprintf(stderr, "bert-server: cannot load model from %s: %s\n", c.model_dir, err);
+        goto cleanup;
+    }
+    const bert_config *bc = bert_model_config(model);
+    if (c.max_sequence_length > bc->max_position_embeddings)
+        log_json(LOG_WARN, "model.max_sequence_length exceeds the model's position table",
+                 json_pack("{s:i,s:i}", "configured", c.max_sequence_length, "using",
+                           bc->max_position_embeddings));
+    mi = (metrics_model_info){
+        .name = bert_model_name(model),
+        .dtype = bert_model_dtype(model),
+        .hidden_act = bc->hidden_act_name,
+        .vocab_size = bc->vocab_size,
+        .hidden_size = bc->hidden_size,
+        .layers = bc->num_hidden_layers,
+        .heads = bc->num_attention_heads,
+        .max_sequence_length = api.max_len,
+        .has_mlm = bert_model_has_mlm(model),
+        .has_nsp = bert_model_has_nsp(model),
+        .params = bert_model_param_count(model),
+        .weight_bytes = bert_model_weight_bytes(model),
+    };
+    ictx.api = &api;
+    pool_options po = {
+        .workers = c.workers,
+        .queue_depth = c.queue_depth,
+        .batch_max_cost = c.batch_max_tokens,
+        .batch_wait_us = c.batch_wait_us,
+        .max_batch_items = c.queue_depth < 256 ? c.queue_depth : 256,
+    };
+    pool_callbacks cb = infer_pool_callbacks(&ictx);
+    if (pool_new(&po, &cb, &workers, err, sizeof(err)) != POOL_OK) {
+        fprintf(stderr, "bert-server: cannot start workers: %s\n", err);
+        goto cleanup;
+    }
+    http_set_ready(srv, &api, workers, &mi);
+    char url[128];
+    snprintf(url, sizeof(url), strchr(c.listen, ':') ? "http://[%s]:%d" : "http://%s:%d", c.listen,
+             http_port(srv));
+    log_json(LOG_INFO, "ready",
+             json_pack("{s:s,s:s,s:s,s:i,s:i,s:I,s:f}", "url", url, "model", mi.name, "dtype",
+                       mi.dtype, "workers", c.workers, "max_sequence_length", api.max_len,
+                       "weight_bytes", (json_int_t)mi.weight_bytes, "load_ms",
+                       (double)(infer_now_ns() - t0) / 1e6));
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    log_json(LOG_INFO, "draining",
+             json_pack("{s:s,s:i,s:i}", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                       "in_flight", http_accepted(srv), "grace_period_s", c.grace_period_s));
+    http_begin_drain(srv);
+    drain(srv, &sigs, infer_now_ns() + (int64_t)c.grace_period_s * 1000000000LL);
+
+    /* Whatever is still queued now is answered 503 by the workers; the batch
+     * being computed finishes. Every suspended connection is resumed before
+     * the daemon stops, as libmicrohttpd requires. */
+    atomic_store(&ictx.aborting, 1);
+    pool_close(workers);
+    while (pool_depth(workers) > 0 || pool_active(workers) > 0)
+        sleep_ms(5);
+    for (int i = 0; i < 400 && http_accepted(srv) > 0; i++)
+        sleep_ms(5);
+    int left = http_accepted(srv);
+    http_stop(srv);
+    srv = NULL;
+    log_json(LOG_INFO, "stopped", json_pack("{s:i}", "unanswered", left));
+    exit_code = 0;
+
+cleanup:
+    http_stop(srv);
+    pool_free(workers);
+    bert_model_free(model);
+    return exit_code;
+}

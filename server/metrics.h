@@ -1,0 +1,46 @@
+/* metrics: Prometheus counters and histograms for the service.
+ *
+ * Owns: process-wide atomic counters (no locks on the request path). Routes
+ * and status codes are small fixed enumerations so every series exists from
+ * start-up. metrics_render returns a malloc'd text exposition (format 0.0.4)
+ * the caller frees. Gauges that belong to other modules (queue depth, model
+ * info) are passed in at render time. */
+#ifndef BERT_SERVER_METRICS_H
+#define BERT_SERVER_METRICS_H
+
+#include <stddef.h>
+
+typedef enum {
+    ROUTE_FILL_MASK = 0,
+    ROUTE_NEXT_SENTENCE,
+    ROUTE_TOKENIZE,
+    ROUTE_MODELS,
+    ROUTE_HEALTHZ,
+    ROUTE_READYZ,
+    ROUTE_METRICS,
+    ROUTE_OTHER,
+    ROUTE_COUNT
+} metrics_route;
+
+const char *metrics_route_path(metrics_route r);
+
+void metrics_init(void);
+void metrics_observe_request(metrics_route r, int status, double seconds);
+void metrics_observe_batch(int sequences, long tokens);
+void metrics_add_inflight(int delta);
+
+typedef struct metrics_model_info {
+    const char *name, *dtype, *hidden_act;
+    int vocab_size, hidden_size, layers, heads, max_sequence_length;
+    int has_mlm, has_nsp;
+    size_t params, weight_bytes;
+} metrics_model_info;
+
+typedef struct metrics_gauges {
+    int queue_depth, queue_capacity, workers, busy, ready, draining;
+    const metrics_model_info *model; /* NULL while loading */
+} metrics_gauges;
+
+char *metrics_render(const metrics_gauges *g, size_t *len);
+
+#endif
