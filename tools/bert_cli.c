@@ -10,6 +10,7 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *help;
 } cli_commands[] = {
+    {"bench", cli_bench, "time the forward pass in-process (latency, GFLOP/s)"},
     {"check", cli_check, "load a checkpoint directory and print its summary"},
     {"fill", cli_fill, "fill [MASK] tokens of each stdin line"},
     {"mask", cli_mask, "apply BERT's MLM masking rule to JSON-lines id lists"},

@@ -4,6 +4,8 @@
 #ifndef BERT_CLI_H
 #define BERT_CLI_H
 
+#include "bert.h"
+
 /* bert-cli tokenize (--model DIR | --vocab FILE [--no-lower] [--strip-accents 0|1]
  *                   [--no-chinese]) [--max-len N --truncate longest_first|only_first|only_second]
  * stdin: JSON lines {"text": "...", "text_pair": "..."(optional)}
@@ -25,5 +27,10 @@ int cli_fill(int argc, char **argv);
  * stdin: JSON lines {"ids": [...], "special": [0/1 per id] (optional)}
  * stdout: {"ids": [...masked...], "labels": [...]} — BERT's 15% / 80-10-10 rule. */
 int cli_mask(int argc, char **argv);
+
+/* bert-cli bench --model DIR [--tokens T] [--batch B] [--iters N]: in-process forward
+ * latency (p50/p99) and achieved GFLOP/s, one JSON line. */
+int cli_bench(int argc, char **argv);
+double bench_flops(const bert_config *c, int B, int T);
 
 #endif
