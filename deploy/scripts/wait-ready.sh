@@ -21,7 +21,12 @@ command -v curl >/dev/null || {
     exit 2
 }
 
-deadline=$((SECONDS + timeout_s))
+# Milliseconds from bash's microsecond clock; $SECONDS would round the deadline to a tick.
+now_ms() {
+    local us=${EPOCHREALTIME/[.,]/}
+    echo $((us / 1000))
+}
+deadline=$(($(now_ms) + timeout_s * 1000))
 last="no answer"
 while :; do
     # A connection refused / timeout prints 000; keep polling through it while the server starts.
@@ -32,7 +37,7 @@ while :; do
         exit 0
     fi
     [[ "$code" != "000" ]] && last="HTTP $code"
-    if ((SECONDS >= deadline)); then
+    if (($(now_ms) >= deadline)); then
         echo "wait-ready: $base_url not ready after ${timeout_s}s (last: $last)" >&2
         exit 1
     fi

