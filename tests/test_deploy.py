@@ -5,9 +5,10 @@ What runs here, all offline:
     assertions (pinned bases, non-root numeric USER, exec-form ENTRYPOINT, HEALTHCHECK, ...);
   * the Dockerfile's build stage replayed in a scratch copy of exactly what it COPYs, so a missing
     COPY breaks this test rather than the first real image build;
-  * the kustomize base and example overlay rendered (kubectl kustomize / kustomize >= v4) and
-    validated against bundled Kubernetes JSON schemas (PyPI kubernetes-validate, strict mode), with
-    a negative control proving the validator rejects a misspelt field;
+  * the kustomize base and example overlay rendered (kustomize, or kubectl kustomize: Debian 12's
+    kubectl 1.20 is enough) and validated against bundled Kubernetes JSON schemas (PyPI
+    kubernetes-validate, strict mode), with negative controls proving the validator rejects a
+    misspelt field and a mistyped one;
   * the rendered manifests checked against the contracts they share with the image and the server
     (ports, probe paths, config mount, shutdown budget, security context);
   * the image's ENTRYPOINT + CMD + ENV run outside Docker on the repo's build, with container paths
@@ -299,29 +300,22 @@ def test_build_stage_builds_from_its_copies_alone(build_stage, tmp_path):
 
 
 def _kustomize_cmd():
+    """kustomize build, or kubectl's built-in kustomize.
+
+    The manifests use only what kustomize v2.0.3 understands, so Debian 12's kubernetes-client
+    (kubectl 1.20) renders them as well as a current kubectl does.
+    """
     standalone = shutil.which("kustomize")
     if standalone:
-        out = subprocess.run([standalone, "version"], capture_output=True, text=True).stdout
-        m = re.search(r"v(\d+)\.", out)
-        if m and int(m.group(1)) >= 4:
-            return [standalone, "build"]
+        return [standalone, "build"]
     kubectl = shutil.which("kubectl")
-    assert kubectl or standalone, (
-        "no kustomize: install kubectl >= 1.21 (kustomize v4+). Debian 12's kubernetes-client is "
-        "1.20 (kustomize v2.0.3), too old for `patches:` / directory resources."
-    )
-    out = subprocess.run(
-        [kubectl, "version", "--client"], capture_output=True, text=True
-    ).stdout
-    m = re.search(r"Kustomize Version: v(\d+)\.", out)
-    assert m and int(m.group(1)) >= 4, f"kubectl's kustomize too old:\n{out}"
+    assert kubectl, "no kustomize and no kubectl: apt-get install kubernetes-client"
     return [kubectl, "kustomize"]
 
 
 def render(path):
     r = subprocess.run(_kustomize_cmd() + [str(path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "deprecated" not in r.stderr.lower(), r.stderr
     return [d for d in yaml.safe_load_all(r.stdout) if d]
 
 
