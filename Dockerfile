@@ -27,6 +27,13 @@ COPY server/ server/
 COPY tools/ tools/
 RUN make -j"$(nproc)"
 
+# The model and config pass through this stage only to get sane modes: a checkpoint saved under a
+# 0077 umask (safetensors files often are) would be unreadable to the runtime user otherwise, and
+# RUN chmod in the runtime stage would store the weights twice.
+COPY models/default/ image/models/default/
+COPY deploy/container.yaml image/config/bert-serve.yaml
+RUN chmod -R u=rwX,go=rX image
+
 FROM debian:bookworm-20251229-slim
 
 # Versions are deliberately not pinned (DL3008): the dated base fixes the release, and an exact
@@ -35,7 +42,6 @@ FROM debian:bookworm-20251229-slim
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        ca-certificates \
         curl \
         libjansson4 \
         libmicrohttpd12 \
@@ -51,8 +57,8 @@ RUN apt-get update \
 # cannot rewrite its own weights or settings.
 COPY --from=build /src/build/bert-server /usr/local/bin/bert-server
 COPY --from=build /src/build/bert-cli /usr/local/bin/bert-cli
-COPY models/default/ /models/default/
-COPY deploy/container.yaml /config/bert-serve.yaml
+COPY --from=build /src/image/models/default/ /models/default/
+COPY --from=build /src/image/config/bert-serve.yaml /config/bert-serve.yaml
 
 # Every worker runs its own forward pass; if OpenBLAS also spawned one thread per core, N workers
 # would run N x cores threads on N cores and thrash. Parallelism comes from workers.count instead.

@@ -18,6 +18,7 @@ What runs here, all offline:
 
 import json
 import os
+import posixpath
 import re
 import shlex
 import shutil
@@ -251,37 +252,36 @@ def test_copy_sources_exist_and_are_in_context(stages):
                             assert not _dockerignored(rel, patterns) or f.suffix in (".o", ".a"), rel
 
 
-def test_model_and_config_baked_in(runtime):
-    dests = {}
-    for ins in runtime.all("COPY"):
-        flags, srcs, dest = copy_args(ins)
-        if "from" not in flags:
-            for s in srcs:
-                dests[s.rstrip("/")] = dest.rstrip("/")
+def test_model_and_config_baked_in(build_stage, runtime):
+    mapping = container_path_map(build_stage, runtime)
     cfg = load_container_config()
-    assert dests.get("deploy/container.yaml") == "/config/bert-serve.yaml"
-    assert dests.get("models/default") == cfg["model"]["dir"] == "/models/default"
+    assert map_path("/config/bert-serve.yaml", mapping) == CONTAINER_CONFIG
+    assert cfg["model"]["dir"] == "/models/default"
+    assert map_path(cfg["model"]["dir"], mapping) == REPO / "models/default"
     assert (REPO / "models/default/config.json").is_file(), "default checkpoint missing"
     cmd = exec_form(runtime.last("CMD"))
     assert cmd[cmd.index("--config") + 1] == "/config/bert-serve.yaml"
 
 
-def test_build_stage_builds_from_its_copies_alone(build_stage, tmp_path):
-    """Replays the build stage's COPY and RUN lines in an empty directory."""
-    workdir = build_stage.last("WORKDIR").args
+def test_build_stage_builds_from_its_copies_alone(build_stage, runtime, tmp_path):
+    """Replays the build stage's COPY and RUN lines in an empty directory standing for WORKDIR."""
     ctx = tmp_path / "src"
     ctx.mkdir()
     for ins in build_stage.instrs:
         if ins.cmd == "COPY":
             flags, srcs, dest = copy_args(ins)
             assert not flags, "build stage copies from the context only"
+            assert not dest.startswith("/"), "keep build-stage paths relative so this replay works"
             for src in srcs:
-                target = ctx / (dest if dest not in ("./", ".") else "")
                 if (REPO / src).is_dir():
-                    shutil.copytree(REPO / src, target, ignore=shutil.ignore_patterns("*.o", "*.a"))
+                    shutil.copytree(
+                        REPO / src, ctx / dest, ignore=shutil.ignore_patterns("*.o", "*.a"),
+                        dirs_exist_ok=True,
+                    )
                 else:
-                    target.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(REPO / src, target / Path(src).name)
+                    target = ctx / dest / Path(src).name if dest.endswith("/") else ctx / dest
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(REPO / src, target)
         elif ins.cmd == "RUN":
             r = subprocess.run(
                 ["nice", "-n", "10", "sh", "-c", ins.args],
@@ -290,9 +290,23 @@ def test_build_stage_builds_from_its_copies_alone(build_stage, tmp_path):
                 text=True,
                 timeout=900,
             )
-            assert r.returncode == 0, f"RUN {ins.args} (WORKDIR {workdir}):\n{r.stdout[-3000:]}{r.stderr[-3000:]}"
-    assert (ctx / "build/bert-server").is_file()
-    assert (ctx / "build/bert-cli").is_file()
+            assert r.returncode == 0, f"RUN {ins.args}:\n{r.stdout[-3000:]}{r.stderr[-3000:]}"
+    workdir = build_stage.last("WORKDIR").args.rstrip("/")
+    # Everything the runtime stage takes from here exists and is readable by uid 10001.
+    taken = [
+        src
+        for ins in runtime.all("COPY")
+        for flags, srcs, _ in [copy_args(ins)]
+        if flags.get("from") == build_stage.name
+        for src in srcs
+    ]
+    assert taken
+    for src in taken:
+        host = ctx / Path(src).relative_to(workdir)
+        assert host.exists(), f"runtime stage copies {src}, which the build stage did not produce"
+        for f in [host, *host.rglob("*")] if host.is_dir() else [host]:
+            need = 0o005 if f.is_dir() or f.name.startswith("bert-") else 0o004
+            assert f.stat().st_mode & need == need, f"{f} mode {oct(f.stat().st_mode)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -499,23 +513,38 @@ def test_wait_ready_gives_up_at_its_deadline():
 # The image's entrypoint, run outside Docker
 
 
+def _copy_targets(ins, workdir):
+    """(source, absolute target) pairs of one COPY, as Docker places them."""
+    _, srcs, dest = copy_args(ins)
+    base = posixpath.normpath(posixpath.join(workdir or "/", dest))
+    for src in srcs:
+        into_dir = dest.endswith("/") or len(srcs) > 1
+        yield src.rstrip("/"), posixpath.join(base, Path(src).name) if into_dir and not src.endswith("/") else base
+
+
+def build_stage_path_map(build_stage):
+    """Build-stage path -> host path: its context COPYs, and `make`'s output dir = BERT_BUILD_DIR."""
+    workdir = build_stage.last("WORKDIR").args.rstrip("/")
+    mapping = {f"{workdir}/build": BUILD_DIR}
+    for ins in build_stage.all("COPY"):
+        for src, target in _copy_targets(ins, workdir):
+            mapping[target] = REPO / src
+    return mapping
+
+
 def container_path_map(build_stage, runtime):
-    """Container path -> host path for everything the runtime stage COPYs."""
-    workdir = Path(build_stage.last("WORKDIR").args)
+    """Runtime-image path -> host path for everything the runtime stage COPYs."""
+    from_build = build_stage_path_map(build_stage)
     mapping = {}
     for ins in runtime.all("COPY"):
-        flags, srcs, dest = copy_args(ins)
-        for src in srcs:
+        flags, _, _ = copy_args(ins)
+        for src, target in _copy_targets(ins, "/"):
             if flags.get("from") == build_stage.name:
-                rel = Path(src).relative_to(workdir)
-                assert rel.parts[0] == "build", f"line {ins.line}: copies {src}, not a build output"
-                host = BUILD_DIR.joinpath(*rel.parts[1:])
+                host = map_path(src, from_build)
+                assert host, f"line {ins.line}: {src} is not produced by the build stage"
             else:
                 assert "from" not in flags, f"line {ins.line}: COPY from an unknown stage"
                 host = REPO / src
-            target = dest.rstrip("/") or "/"
-            if len(srcs) > 1 or dest.endswith("/") and host.is_file():
-                target = f"{target}/{Path(src).name}"
             mapping[target] = host
     return mapping
 
