@@ -50,7 +50,7 @@ static int read_cleanup_flag(const char *dir, int *out, char *err, size_t errlen
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
     json_error_t je;
-    json_t *root = json_loadf(f, 0, &je);
+    json_t *root = json_loadf(f, JSON_DECODE_INT_AS_REAL, &je); /* model_max_length is 1e30 */
     fclose(f);
     if (!root) {
         snprintf(err, errlen, "%s:%d: invalid JSON: %s", path, je.line, je.text);

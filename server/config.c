@@ -76,7 +76,8 @@ void cfg_defaults(cfg *c) {
     c->log_level = LOG_INFO;
 }
 
-static void errf(char *err, size_t errlen, const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static void errf(char *err, size_t errlen, const char *fmt,
+                                                       ...) {
     if (!err || !errlen) return;
     va_list ap;
     va_start(ap, fmt);

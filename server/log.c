@@ -42,6 +42,10 @@ void log_json(cfg_log_level level, const char *msg, json_t *fields) {
         json_decref(fields);
         return;
     }
+    log_json_always(level, msg, fields);
+}
+
+void log_json_always(cfg_log_level level, const char *msg, json_t *fields) {
     char ts[40];
     format_ts(ts, sizeof(ts));
     /* ts, level and msg first so lines read well in a terminal too. */

@@ -17,6 +17,10 @@ int log_enabled(cfg_log_level level);
  * caller's reference to fields. */
 void log_json(cfg_log_level level, const char *msg, json_t *fields);
 
+/* Same, whatever the level threshold: for the few lines an operator (or a
+ * supervisor script) must always see, such as the URL once ready. */
+void log_json_always(cfg_log_level level, const char *msg, json_t *fields);
+
 /* printf-style message without extra fields. */
 void log_msg(cfg_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

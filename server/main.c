@@ -121,17 +121,17 @@ int main(int argc, char **argv) {
     char url[128];
     snprintf(url, sizeof(url), strchr(c.listen, ':') ? "http://[%s]:%d" : "http://%s:%d", c.listen,
              http_port(srv));
-    log_json(LOG_INFO, "ready",
-             json_pack("{s:s,s:s,s:s,s:i,s:i,s:I,s:f}", "url", url, "model", mi.name, "dtype",
-                       mi.dtype, "workers", c.workers, "max_sequence_length", api.max_len,
-                       "weight_bytes", (json_int_t)mi.weight_bytes, "load_ms",
-                       (double)(infer_now_ns() - t0) / 1e6));
+    log_json_always(LOG_INFO, "ready",
+                    json_pack("{s:s,s:s,s:s,s:i,s:i,s:I,s:f}", "url", url, "model", mi.name,
+                              "dtype", mi.dtype, "workers", c.workers, "max_sequence_length",
+                              api.max_len, "weight_bytes", (json_int_t)mi.weight_bytes, "load_ms",
+                              (double)(infer_now_ns() - t0) / 1e6));
 
     int sig = 0;
     sigwait(&sigs, &sig);
-    log_json(LOG_INFO, "draining",
-             json_pack("{s:s,s:i,s:i}", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                       "in_flight", http_accepted(srv), "grace_period_s", c.grace_period_s));
+    log_json_always(LOG_INFO, "draining",
+                    json_pack("{s:s,s:i,s:i}", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                              "in_flight", http_accepted(srv), "grace_period_s", c.grace_period_s));
     http_begin_drain(srv);
     drain(srv, &sigs, infer_now_ns() + (int64_t)c.grace_period_s * 1000000000LL);
 
@@ -147,7 +147,7 @@ int main(int argc, char **argv) {
     int left = http_accepted(srv);
     http_stop(srv);
     srv = NULL;
-    log_json(LOG_INFO, "stopped", json_pack("{s:i}", "unanswered", left));
+    log_json_always(LOG_INFO, "stopped", json_pack("{s:i}", "unanswered", left));
     exit_code = 0;
 
 cleanup:

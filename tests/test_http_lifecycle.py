@@ -1,0 +1,303 @@
+"""Start-up and shutdown of the real bert-server: settings errors, model errors, precedence
+of file / environment / flags, and the SIGTERM drain."""
+import json
+import signal
+import subprocess
+import threading
+
+import pytest
+import requests
+import yaml
+
+from http_helpers import (Server, default_config, error_of, server_bin, shared_checkpoint,
+                          wait_until)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return shared_checkpoint(tmp_path_factory)
+
+
+def run_server(args, env=None, timeout=60):
+    import os
+
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([str(server_bin()), *args], capture_output=True, text=True,
+                          timeout=timeout, env=e)
+
+
+# ---- settings ----
+
+
+def write_yaml(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+BASE = """server:
+  listen: 127.0.0.1
+  port: 0
+workers:
+  count: 2
+model:
+  dir: {model}
+"""
+
+
+@pytest.mark.parametrize("snippet,line,key,why", [
+    ("workers:\n  count: 2\n  bogus: 1\n", 3, "workers.bogus", "unknown key"),
+    ("workers:\n  count: two\n", 2, "workers.count", "integer"),
+    ("workers:\n  count: \"2\"\n", 2, "workers.count", "integer"),
+    ("workers:\n  count: 0\n", 2, "workers.count", "[1, 256]"),
+    ("server:\n  port: 70000\n", 2, "server.port", "[0, 65535]"),
+    ("server:\n  listen: example.com\n", 2, "server.listen", "IP"),
+    ("logging:\n  level: loud\n", 2, "logging.level", "debug, info, warn, error"),
+    ("limits:\n  max_top_k: [1, 2]\n", 2, "limits.max_top_k", "single value"),
+    ("\n\nmodel:\n  dir: x\n  max_sequence_length: 1\n", 5, "model.max_sequence_length", "[2,"),
+    ("nonsense_section:\n  a: 1\n", 1, "nonsense_section", "unknown section"),
+])
+def test_config_errors_name_file_line_key(tmp_path, snippet, line, key, why):
+    path = write_yaml(tmp_path / "bad.yaml", snippet)
+    p = run_server(["--config", path])
+    assert p.returncode == 2, p.stderr
+    first = p.stderr.strip().splitlines()[0]
+    assert first.startswith(f"{path}:{line}: key '{key}':"), first
+    assert why in first, first
+
+
+def test_config_yaml_syntax_error(tmp_path):
+    path = write_yaml(tmp_path / "bad.yaml", "server:\n  port: [1,\n")
+    p = run_server(["--config", path])
+    assert p.returncode == 2
+    assert p.stderr.startswith(f"{path}:") and "YAML syntax error" in p.stderr
+
+
+def test_config_missing_file(tmp_path):
+    p = run_server(["--config", str(tmp_path / "absent.yaml")])
+    assert p.returncode == 2 and "absent.yaml" in p.stderr
+
+
+@pytest.mark.parametrize("env,args,text", [
+    ({"BERT_WORKERS": "0"}, [], "BERT_WORKERS: key 'workers.count'"),
+    ({"BERT_PORT": "http"}, [], "BERT_PORT: key 'server.port'"),
+    ({"BERT_MAX_BODY_BYTES": "-5"}, [], "BERT_MAX_BODY_BYTES: key 'server.max_body_bytes'"),
+    ({"BERT_LOG_LEVEL": "chatty"}, [], "BERT_LOG_LEVEL: key 'logging.level'"),
+    ({}, ["--workers", "many"], "--workers: key 'workers.count'"),
+    ({}, ["--port"], "--port: needs a value"),
+    ({}, ["--frobnicate"], "--frobnicate: unknown argument"),
+    ({}, ["--auth-token-file", "/nonexistent/token"], "--auth-token-file"),
+])
+def test_env_and_flag_errors(tmp_path, model_dir, env, args, text):
+    path = write_yaml(tmp_path / "ok.yaml", BASE.format(model=model_dir))
+    p = run_server(["--config", path, *args], env=env)
+    assert p.returncode == 2, p.stderr
+    assert text in p.stderr
+
+
+def test_help_and_version():
+    p = run_server(["--help"])
+    assert p.returncode == 0 and "--config FILE" in p.stdout and "BERT_MODEL_DIR" in p.stdout
+    p = run_server(["--version"])
+    assert p.returncode == 0 and p.stdout.startswith("bert-server ")
+
+
+def test_default_config_file_is_valid(tmp_path, model_dir):
+    """config/default.yaml as shipped, with the model and port overridden by flags."""
+    from checkpoints import REPO
+
+    srv = Server(tmp_path, model_dir, name="d")
+    srv.args = [str(server_bin()), "--config", str(REPO / "config" / "default.yaml"),
+                "--port", "0", "--model", str(model_dir)]
+    with srv:
+        assert srv.get("/readyz").status_code == 200
+        assert srv.stop() == 0
+
+
+def test_precedence_file_env_flags(tmp_path, model_dir):
+    cfg = default_config(model_dir, workers={"count": 5}, logging={"level": "info"},
+                         server={"max_body_bytes": 100000})
+    # env beats the file, the flag beats env
+    srv = Server(tmp_path, model_dir, cfg, args=["--workers", "3"],
+                 env={"BERT_WORKERS": "4", "BERT_MAX_BODY_BYTES": "200", "BERT_LOG_LEVEL": "warn"})
+    with srv:
+        metrics = srv.get("/metrics").text
+        assert "\nbert_workers 3\n" in metrics
+        r = srv.post("/v1/fill-mask", {"inputs": "a [MASK] " + "b " * 100})
+        assert r.status_code == 413  # BERT_MAX_BODY_BYTES=200
+        assert srv.stop() == 0
+    # BERT_LOG_LEVEL=warn: no per-request lines (the ready line is always written)
+    assert not [r for r in srv.log_records() if r.get("msg") == "request"]
+
+
+def test_log_level_flag_beats_env(tmp_path, model_dir):
+    srv = Server(tmp_path, model_dir, args=["--log-level", "debug"], env={"BERT_LOG_LEVEL": "error"})
+    with srv:
+        srv.post("/v1/fill-mask", {"inputs": ["a [MASK]", "b [MASK]"]})
+        wait_until(lambda: any(r.get("msg") == "request" and r.get("path") == "/v1/fill-mask"
+                               for r in srv.log_records()), timeout=10)
+        assert any(r["level"] == "debug" for r in srv.log_records())
+        assert srv.stop() == 0
+
+
+def test_model_dir_from_env(tmp_path, model_dir):
+    cfg = default_config("does/not/exist")
+    srv = Server(tmp_path, model_dir, cfg, env={"BERT_MODEL_DIR": str(model_dir)})
+    with srv:
+        assert srv.get("/v1/models").json()["data"][0]["id"] == model_dir.name
+        assert srv.stop() == 0
+
+
+def test_relative_model_dir_resolves_against_cwd(tmp_path, model_dir):
+    import os
+
+    rel = os.path.relpath(model_dir, tmp_path)
+    assert not os.path.isabs(rel)
+    srv = Server(tmp_path, model_dir, default_config(rel), cwd=tmp_path)
+    with srv:
+        assert srv.get("/v1/models").json()["data"][0]["id"] == model_dir.name
+        assert srv.stop() == 0
+
+
+# ---- model load failures ----
+
+
+def test_model_missing_dir(tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", BASE.format(model=tmp_path / "nope"))
+    p = run_server(["--config", path])
+    assert p.returncode == 1
+    assert "config.json" in p.stderr, p.stderr
+
+
+def test_model_bad_config_key(tmp_path, model_dir):
+    import shutil
+
+    bad = tmp_path / "bad_model"
+    shutil.copytree(model_dir, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["hidden_size"] = "sixty-four"
+    (bad / "config.json").write_text(json.dumps(cfg))
+    path = write_yaml(tmp_path / "c.yaml", BASE.format(model=bad))
+    p = run_server(["--config", path])
+    assert p.returncode == 1
+    assert "config.json" in p.stderr and "hidden_size" in p.stderr, p.stderr
+
+
+def test_model_truncated_safetensors(tmp_path, model_dir):
+    import shutil
+
+    bad = tmp_path / "bad_model"
+    shutil.copytree(model_dir, bad)
+    data = (bad / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
+    path = write_yaml(tmp_path / "c.yaml", BASE.format(model=bad))
+    p = run_server(["--config", path])
+    assert p.returncode == 1
+    assert "model.safetensors" in p.stderr, p.stderr
+
+
+def test_port_in_use(tmp_path, model_dir):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        path = write_yaml(tmp_path / "c.yaml", BASE.format(model=model_dir))
+        p = run_server(["--config", path, "--port", str(port)])
+    assert p.returncode == 1
+    assert f"port {port}" in p.stderr
+
+
+# ---- SIGTERM drain ----
+
+# About a second of work per request on the wider model below, so that requests are
+# still queued or running when the signal arrives (observed through the in-flight gauge).
+SLOW = {"inputs": ["[MASK] " + "token " * 500] * 8, "parameters": {"top_k": 100}}
+
+
+@pytest.fixture(scope="module")
+def slow_model_dir(tmp_path_factory):
+    return shared_checkpoint(tmp_path_factory, name="http_slow_model", hidden_size=256,
+                             num_hidden_layers=4, intermediate_size=1024,
+                             max_position_embeddings=512)
+
+
+def metric(srv, name):
+    for line in srv.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_drain_on_signal(tmp_path, slow_model_dir, sig):
+    cfg = default_config(slow_model_dir, workers={"count": 1, "batch_max_tokens": 128},
+                         shutdown={"grace_period_s": 120})
+    srv = Server(tmp_path, slow_model_dir, cfg)
+    with srv:
+        n = 4
+        results = [None] * n
+
+        def one(i):
+            try:
+                r = srv.post("/v1/fill-mask", SLOW, timeout=120)
+                results[i] = (r.status_code, r.json())
+            except requests.RequestException as e:
+                results[i] = (None, str(e))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        # all six accepted (queued or running) before the signal
+        wait_until(lambda: metric(srv, "bert_requests_in_flight") == n, timeout=30)
+        srv.proc.send_signal(sig)
+        wait_until(lambda: srv.get("/readyz").status_code == 503 or srv.proc.poll() is not None,
+                   timeout=30)
+        # new work is refused while the accepted requests finish
+        try:
+            r = srv.post("/v1/fill-mask", {"inputs": "a [MASK]"}, timeout=10)
+            assert r.status_code == 503 and error_of(r) == "draining"
+            assert srv.get("/readyz").json() == {"status": "draining"}
+            assert srv.get("/healthz").status_code == 200
+        except requests.ConnectionError:
+            pass  # already stopped listening: also a refusal
+        for t in threads:
+            t.join()
+        rc = srv.proc.wait(60)
+        assert rc == 0, srv.stderr()
+        assert [s for s, _ in results] == [200] * n, results
+        for _, body in results:
+            assert len(body) == 8 and len(body[0]) == 100
+        msgs = [r.get("msg") for r in srv.log_records()]
+        assert "draining" in msgs and "stopped" in msgs
+        stopped = [r for r in srv.log_records() if r.get("msg") == "stopped"][0]
+        assert stopped["unanswered"] == 0
+
+
+def test_grace_period_expiry_answers_queued_work(tmp_path, slow_model_dir):
+    cfg = default_config(slow_model_dir, workers={"count": 1, "batch_max_tokens": 128},
+                         shutdown={"grace_period_s": 0})
+    srv = Server(tmp_path, slow_model_dir, cfg)
+    with srv:
+        n = 4
+        results = [None] * n
+
+        def one(i):
+            try:
+                r = srv.post("/v1/fill-mask", SLOW, timeout=120)
+                results[i] = r.status_code
+            except requests.RequestException:
+                results[i] = None
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: metric(srv, "bert_requests_in_flight") == n, timeout=30)
+        srv.proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join()
+        assert srv.proc.wait(60) == 0, srv.stderr()
+        # nobody is left hanging: each got its answer or a 503 it can retry elsewhere
+        assert set(results) <= {200, 503}, results
+        assert 503 in results, results
