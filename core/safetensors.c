@@ -128,10 +128,13 @@ static int st_parse_entry(const char *fname, const char *key, const json_t *entr
         return ST_ERR_FORMAT;
     }
     size_t esize = st_dtype_size(t->dtype);
-    if ((uint64_t)(end - begin) != (uint64_t)numel * esize) {
+    /* Divide rather than multiply: numel may be up to 2^62 and numel * esize
+     * would wrap to a small byte count (a forged shape passing as 0 bytes). */
+    uint64_t span = (uint64_t)(end - begin);
+    if (span % esize != 0 || span / esize != (uint64_t)numel) {
         snprintf(err, errlen, "%s: tensor '%s': %lld bytes in data_offsets but shape x %s "
-                 "needs %llu", fname, key, (long long)(end - begin),
-                 st_dtype_name(t->dtype), (unsigned long long)((uint64_t)numel * esize));
+                 "needs %lld x %zu bytes", fname, key, (long long)(end - begin),
+                 st_dtype_name(t->dtype), (long long)numel, esize);
         return ST_ERR_FORMAT;
     }
     t->nbytes = (size_t)(end - begin);
