@@ -1,0 +1,80 @@
+/* fuzz_common: see fuzz_common.h. */
+#include "fuzz_common.h"
+
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int fuzz_exists(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
+
+char *fuzz_locate(const char *env, const char *const *rel) {
+    const char *v = env ? getenv(env) : NULL;
+    if (v && *v) {
+        if (fuzz_exists(v)) return strdup(v);
+        fprintf(stderr, "fuzz: $%s=%s does not exist\n", env, v);
+        return NULL;
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n < 0) n = 0;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = 0;
+    const char *bases[] = {exe, "."};
+    for (size_t b = 0; b < 2; b++) {
+        if (!*bases[b]) continue;
+        for (const char *const *r = rel; *r; r++) {
+            size_t len = strlen(bases[b]) + strlen(*r) + 2;
+            char *p = malloc(len);
+            if (!p) return NULL;
+            snprintf(p, len, "%s/%s", bases[b], *r);
+            if (fuzz_exists(p)) return p;
+            free(p);
+        }
+    }
+    fprintf(stderr, "fuzz: cannot find %s; set $%s (tried relative to %s and .)\n", rel[0],
+            env ? env : "?", exe);
+    return NULL;
+}
+
+int fuzz_utf8_valid(const uint8_t *s, size_t len) {
+    size_t i = 0;
+    while (i < len) {
+        uint8_t c = s[i];
+        size_t n;
+        uint32_t cp, min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            n = 1, cp = c & 0x1f, min = 0x80;
+        } else if ((c & 0xf0) == 0xe0) {
+            n = 2, cp = c & 0x0f, min = 0x800;
+        } else if ((c & 0xf8) == 0xf0) {
+            n = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return 0;
+        }
+        if (len - i - 1 < n) return 0;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+        i += n + 1;
+    }
+    return 1;
+}
+
+int fuzz_utf8_boundary(const uint8_t *s, size_t len, size_t off) {
+    if (off > len) return 0;
+    return off == len || (s[off] & 0xc0) != 0x80;
+}
+
+int fuzz_terminated(const char *s, size_t cap) {
+    return memchr(s, 0, cap) != NULL;
+}

@@ -1,0 +1,45 @@
+/* fuzz_common: what the harnesses share.
+ *
+ * Owns: the invariant check that turns a broken contract into a crash the
+ * fuzzer records (FUZZ_CHECK aborts with a message), locating the files a
+ * harness needs (vocab, tiny model) from an environment variable or relative
+ * to the harness executable, and a strict UTF-8 validator used as the oracle
+ * for the tokenizer's TOK_ERR_UTF8 contract. Nothing here allocates except
+ * fuzz_locate, whose result the caller frees. */
+#ifndef BERT_FUZZ_COMMON_H
+#define BERT_FUZZ_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* libFuzzer treats abort() as a crash and saves the input; the message says
+ * which contract broke, since the stack alone would only show the harness. */
+#define FUZZ_CHECK(cond, ...)                                                                      \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "FUZZ_CHECK failed at %s:%d: %s: ", __FILE__, __LINE__, #cond);        \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+/* Path of a needed file: $env if set, else each of rel[] (NULL-terminated)
+ * tried relative to the directory of the running executable, then to the
+ * current directory. Returns a malloc'd path to an existing file or
+ * directory, or NULL (after printing what was tried). */
+char *fuzz_locate(const char *env, const char *const *rel);
+
+/* 1 when s[0..len) is UTF-8 as RFC 3629 defines it (no overlongs, no
+ * surrogates, nothing above U+10FFFF); NUL bytes are valid characters. */
+int fuzz_utf8_valid(const uint8_t *s, size_t len);
+
+/* 1 when off falls on a character boundary of the valid UTF-8 text s. */
+int fuzz_utf8_boundary(const uint8_t *s, size_t len, size_t off);
+
+/* 1 when s has a NUL within its first cap bytes. */
+int fuzz_terminated(const char *s, size_t cap);
+
+#endif

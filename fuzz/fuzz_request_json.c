@@ -1,0 +1,157 @@
+/* fuzz_request_json: the /v1 request bodies, from bytes to validated work
+ * items, without a running server.
+ *
+ * Input layout: byte 0 picks the route ('f' or anything else with low bits
+ * 0: /v1/fill-mask, 1: /v1/next-sentence, 2: /v1/tokenize), the rest is the
+ * body, parsed as http.c parses it (json_loadb, duplicate keys refused) and
+ * handed to api_parse_fill_mask / api_parse_next_sentence / api_tokenize.
+ * A tiny BertForPreTraining written by transformers (fuzz/Makefile's model
+ * rule) supplies the tokenizer and heads; it is loaded once.
+ *
+ * Oracles: a refusal is a 400/422/500 with a code and a message that
+ * api_error_body turns into valid JSON; an accepted job respects the limits
+ * in cfg (inputs, masks, top_k, length) and every position and id it hands
+ * the worker is inside its sequence and the vocabulary. */
+#include "api.h"
+#include "fuzz_common.h"
+
+#include <string.h>
+
+static bert_model *g_model;
+static cfg g_cfg;
+static api_ctx g_ctx;
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    (void)argc;
+    (void)argv;
+    static const char *const rel[] = {"model", "out/model", "fuzz/out/model", NULL};
+    char *dir = fuzz_locate("BERT_FUZZ_MODEL", rel);
+    if (!dir) abort();
+    char err[1024];
+    if (bert_model_load(dir, &g_model, err, sizeof(err)) != BERT_OK) {
+        fprintf(stderr, "fuzz_request_json: cannot load %s: %s\n", dir, err);
+        abort();
+    }
+    cfg_defaults(&g_cfg);
+    /* Small limits so the fuzzer reaches every "too many" branch. */
+    g_cfg.max_inputs_per_request = 4;
+    g_cfg.max_masks_per_input = 3;
+    g_cfg.max_top_k = 10;
+    g_cfg.default_top_k = 5;
+    g_cfg.max_sequence_length = 48;
+    if (api_ctx_init(&g_ctx, g_model, dir, &g_cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fuzz_request_json: api_ctx_init: %s\n", err);
+        abort();
+    }
+    free(dir);
+    return 0;
+}
+
+static void check_error(const api_error *e) {
+    FUZZ_CHECK(e->status == 400 || e->status == 422 || e->status == 500, "status %d", e->status);
+    FUZZ_CHECK(e->code != NULL && e->code[0] != 0, "no error code");
+    FUZZ_CHECK(fuzz_terminated(e->message, sizeof(e->message)) && e->message[0] != 0,
+               "empty or unterminated message");
+    size_t len = 0;
+    char *body = api_error_body(e->code, e->message, &len);
+    FUZZ_CHECK(body != NULL, "api_error_body returned NULL");
+    json_error_t je;
+    json_t *v = json_loadb(body, len, 0, &je);
+    FUZZ_CHECK(json_is_object(v), "error body is not a JSON object: %s", body);
+    json_decref(v);
+    free(body);
+}
+
+static void check_job(const api_job *job, api_kind kind) {
+    int vocab = g_ctx.vocab_size;
+    FUZZ_CHECK(job->kind == kind, "kind %d", (int)job->kind);
+    FUZZ_CHECK(job->n_inputs >= 1 && job->n_inputs <= g_cfg.max_inputs_per_request, "n_inputs %d",
+               job->n_inputs);
+    long tokens = 0;
+    for (int i = 0; i < job->n_inputs; i++) {
+        const api_input *in = &job->inputs[i];
+        const tok_sequence *s = &in->seq;
+        FUZZ_CHECK(s->len >= 2 && s->len <= g_ctx.max_len, "input %d: %d tokens (max %d)", i,
+                   s->len, g_ctx.max_len);
+        tokens += s->len;
+        for (int p = 0; p < s->len; p++)
+            FUZZ_CHECK(s->ids[p] >= 0 && s->ids[p] < vocab, "input %d: id %d", i, s->ids[p]);
+        if (kind == API_FILL_MASK) {
+            FUZZ_CHECK(in->n_masks >= 1 && in->n_masks <= g_cfg.max_masks_per_input,
+                       "input %d: %d masks", i, in->n_masks);
+            FUZZ_CHECK(in->n_mlm >= in->n_masks && in->n_mlm <= s->len, "input %d: n_mlm %d", i,
+                       in->n_mlm);
+            for (int k = 0; k < in->n_mlm; k++) {
+                FUZZ_CHECK(in->mlm_pos[k] >= 0 && in->mlm_pos[k] < s->len,
+                           "input %d: mlm position %d", i, in->mlm_pos[k]);
+                FUZZ_CHECK(k == 0 || in->mlm_pos[k] > in->mlm_pos[k - 1],
+                           "input %d: mlm positions not ascending", i);
+            }
+            if (in->labels)
+                for (int p = 0; p < s->len; p++)
+                    FUZZ_CHECK(in->labels[p] == -100 ||
+                                   (in->labels[p] >= 0 && in->labels[p] < vocab),
+                               "input %d: label %d", i, in->labels[p]);
+        } else {
+            FUZZ_CHECK(in->nsp_label >= -1 && in->nsp_label <= 1, "nsp label %d", in->nsp_label);
+        }
+    }
+    FUZZ_CHECK(tokens == job->tokens, "tokens %ld, inputs hold %ld", job->tokens, tokens);
+    if (kind == API_FILL_MASK) {
+        int max_k = g_cfg.max_top_k < vocab ? g_cfg.max_top_k : vocab;
+        FUZZ_CHECK(job->top_k >= 1 && job->top_k <= max_k, "top_k %d", job->top_k);
+        if (job->targets) {
+            FUZZ_CHECK(job->n_targets >= 1 && job->top_k <= job->n_targets, "%d targets, top_k %d",
+                       job->n_targets, job->top_k);
+            for (int t = 0; t < job->n_targets; t++)
+                FUZZ_CHECK(job->targets[t] >= 0 && job->targets[t] < vocab, "target id %d",
+                           job->targets[t]);
+        }
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 1) return 0;
+    int route = data[0] == 'f' ? 0 : data[0] == 'n' ? 1 : data[0] == 't' ? 2 : data[0] % 3;
+    /* Exact-size body, as libmicrohttpd hands it over: not NUL-terminated. */
+    size_t blen = size - 1;
+    char *body = malloc(blen ? blen : 1);
+    if (!body) return 0;
+    memcpy(body, data + 1, blen);
+    json_error_t je;
+    json_t *req = json_loadb(body, blen, JSON_REJECT_DUPLICATES, &je);
+    free(body);
+    if (!req) return 0; /* http.c answers 400 before any api_* call */
+
+    api_error e;
+    memset(&e, 0, sizeof(e));
+    if (route == 2) {
+        size_t len = 0;
+        long tokens = -1;
+        char *out = api_tokenize(&g_ctx, req, &len, &tokens, &e);
+        if (!out) {
+            check_error(&e);
+        } else {
+            FUZZ_CHECK(tokens >= 0, "tokens %ld", tokens);
+            json_t *v = json_loadb(out, len, 0, &je);
+            FUZZ_CHECK(v != NULL, "tokenize answer is not JSON: %s", je.text);
+            json_decref(v);
+            free(out);
+        }
+    } else {
+        api_job *job = NULL;
+        api_kind kind = route == 0 ? API_FILL_MASK : API_NEXT_SENTENCE;
+        int rc = kind == API_FILL_MASK ? api_parse_fill_mask(&g_ctx, req, &job, &e)
+                                       : api_parse_next_sentence(&g_ctx, req, &job, &e);
+        if (rc != 0) {
+            FUZZ_CHECK(job == NULL, "refused request returned a job");
+            check_error(&e);
+        } else {
+            FUZZ_CHECK(job != NULL, "accepted request without a job");
+            check_job(job, kind);
+            api_job_free(job);
+        }
+    }
+    json_decref(req);
+    return 0;
+}
