@@ -298,21 +298,16 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
                  json_pack("{s:i,s:i,s:i,s:I}", "worker", w->idx, "requests", live, "sequences", B,
                            "tokens", (json_int_t)tokens));
 
+    /* Rows are in batch order: MLM rows only for fill-mask inputs, NSP rows (when
+     * computed) for every input. A completed job may be freed at once by the
+     * HTTP thread, so nothing below looks back at earlier jobs. */
     const float *mlm_rows = out.mlm_logits;
-    const float *nsp_rows = out.nsp_logits;
+    int seq_base = 0;
     for (int j = 0; j < live; j++) {
         api_job *job = jobs[j];
-        if (job->kind == API_FILL_MASK) {
-            format_job(w, api, job, &mlm_rows, &nsp_rows);
-        } else {
-            /* NSP rows follow batch order: skip rows of fill-mask jobs. */
-            const float *rows = out.nsp_logits;
-            int before = 0;
-            for (int k = 0; k < j; k++)
-                before += jobs[k]->n_inputs;
-            rows += (size_t)before * 2;
-            format_job(w, api, job, &mlm_rows, &rows);
-        }
+        const float *nsp_rows = out.nsp_logits ? out.nsp_logits + (size_t)seq_base * 2 : NULL;
+        seq_base += job->n_inputs;
+        format_job(w, api, job, &mlm_rows, &nsp_rows);
         job->complete(job);
     }
 }
