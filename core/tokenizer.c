@@ -1,0 +1,1043 @@
+/* tokenizer: BERT WordPiece, matching Hugging Face tokenizers' BertNormalizer,
+ * BertPreTokenizer, WordPiece model and added-token splitter (tokenizers 0.23).
+ *
+ * Pipeline for one text: validate UTF-8; cut the raw text at written special
+ * tokens ("[MASK]" ...), which are kept whole; normalize each piece between
+ * them into a code point array in which every code point remembers the byte
+ * span of the original character it came from; split into words on
+ * whitespace and punctuation; WordPiece each word against the vocab hash. */
+#include "tokenizer.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+struct tok_tokenizer {
+    tok_options opt;
+    int strip; /* opt.strip_accents resolved against opt.lowercase */
+    tok_special_ids sp;
+    int32_t n;         /* ids are 0 .. n-1: one per vocab.txt line */
+    char *pool;        /* every token, NUL-terminated, back to back */
+    uint32_t *tok_off; /* n: where token id starts in pool */
+    uint32_t *tok_len; /* n: its length in bytes */
+    uint8_t *shadowed; /* n: a later duplicate line took this token's text */
+    int32_t *slots;    /* open-addressing hash of ids keyed by token text; -1 empty */
+    uint32_t mask;     /* slots has mask + 1 entries, a power of two */
+    uint32_t max_len;  /* longest token in bytes: bounds the WordPiece search */
+};
+
+static int tok_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int tok_fail(char *err, size_t errlen, int code, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/* ---- Unicode: the fast tokenizer's view ----
+ *
+ * tokenizers classifies characters with the `unicode_categories` crate, whose
+ * tables are Unicode 8.0, and decomposes with `unicode-normalization-alignments`,
+ * whose tables are Unicode 9.0; lowercasing and White_Space come from Rust's
+ * std (current Unicode). utf8proc is Unicode 15. A character assigned after
+ * 8.0 is therefore unassigned (Cn) to the fast tokenizer's category tests, and
+ * Cn is never dropped by clean_text (its "control" test is Cc/Cf/Co only:
+ * measured over all 1.1M code points). That makes newer Cf characters kept,
+ * newer punctuation not split off, newer Mn marks not stripped, and, for
+ * characters after 9.0, no decomposition and combining class 0 in NFD.
+ *
+ * Rather than ship old Unicode tables we take utf8proc's answer and correct
+ * it with the list below: the ranges of characters assigned after Unicode 8.0
+ * (with the version that assigned them) whose utf8proc category is Cf, Mn or
+ * P*, or that have a nonzero combining class or a canonical decomposition;
+ * ranges may span code points still unassigned in Unicode 15. Generated from
+ * perl's Unicode::UCD Age property and utf8proc, and verified by sweeping every
+ * code point through tokenizers 0.23.3 (tests/test_tokenizer.py repeats the
+ * sweep against this code). */
+typedef struct {
+    int32_t lo, hi;
+    int32_t version; /* the Unicode major version that assigned them */
+} tok_age_range;
+
+static const tok_age_range tok_post_unicode8[] = {
+    {0x061D, 0x061D, 14},   {0x07FD, 0x07FD, 11},   {0x0890, 0x089F, 14},   {0x08CA, 0x08D2, 14},
+    {0x08D3, 0x08D3, 11},   {0x08D4, 0x08E2, 9},    {0x09FD, 0x09FD, 10},   {0x09FE, 0x09FE, 11},
+    {0x0A76, 0x0A76, 11},   {0x0AFA, 0x0AFF, 10},   {0x0B55, 0x0B55, 13},   {0x0C04, 0x0C04, 11},
+    {0x0C3C, 0x0C3C, 14},   {0x0C77, 0x0C77, 12},   {0x0C84, 0x0C84, 11},   {0x0D00, 0x0D00, 10},
+    {0x0D3B, 0x0D3C, 10},   {0x0D81, 0x0D81, 13},   {0x0EBA, 0x0EBA, 12},   {0x0ECE, 0x0ECE, 15},
+    {0x1715, 0x1715, 14},   {0x180F, 0x180F, 14},   {0x1ABF, 0x1AC0, 13},   {0x1AC1, 0x1ACE, 14},
+    {0x1B7D, 0x1B7E, 14},   {0x1DF6, 0x1DF9, 10},   {0x1DFA, 0x1DFA, 14},   {0x1DFB, 0x1DFB, 9},
+    {0x2E43, 0x2E44, 9},    {0x2E45, 0x2E49, 10},   {0x2E4A, 0x2E4E, 11},   {0x2E4F, 0x2E4F, 12},
+    {0x2E52, 0x2E52, 13},   {0x2E53, 0x2E5D, 14},   {0xA82C, 0xA82C, 13},   {0xA8C5, 0xA8C5, 9},
+    {0xA8FF, 0xA8FF, 11},   {0x10D24, 0x10D27, 11}, {0x10EAB, 0x10EAD, 13}, {0x10EFD, 0x10EFF, 15},
+    {0x10F46, 0x10F50, 11}, {0x10F55, 0x10F59, 11}, {0x10F82, 0x10F89, 14}, {0x11070, 0x11070, 14},
+    {0x11073, 0x11074, 14}, {0x110C2, 0x110C2, 14}, {0x110CD, 0x110CD, 11}, {0x111CF, 0x111CF, 13},
+    {0x1123E, 0x1123E, 9},  {0x11241, 0x11241, 15}, {0x1133B, 0x1133B, 11}, {0x11438, 0x1143F, 9},
+    {0x11442, 0x11444, 9},  {0x11446, 0x11446, 9},  {0x1144B, 0x1144F, 9},  {0x1145A, 0x1145A, 13},
+    {0x1145B, 0x1145D, 9},  {0x1145E, 0x1145E, 11}, {0x11660, 0x1166C, 9},  {0x116B9, 0x116B9, 14},
+    {0x1182F, 0x11837, 11}, {0x11839, 0x1183B, 11}, {0x11938, 0x1193E, 13}, {0x11943, 0x11946, 13},
+    {0x119D4, 0x119DB, 12}, {0x119E0, 0x119E0, 12}, {0x119E2, 0x119E2, 12}, {0x11A01, 0x11A0A, 10},
+    {0x11A33, 0x11A38, 10}, {0x11A3B, 0x11A47, 10}, {0x11A51, 0x11A56, 10}, {0x11A59, 0x11A5B, 10},
+    {0x11A8A, 0x11A96, 10}, {0x11A98, 0x11A9C, 10}, {0x11A9E, 0x11AA2, 10}, {0x11B00, 0x11B09, 15},
+    {0x11C30, 0x11C3D, 9},  {0x11C3F, 0x11C3F, 9},  {0x11C41, 0x11C45, 9},  {0x11C70, 0x11C71, 9},
+    {0x11C92, 0x11CA7, 9},  {0x11CAA, 0x11CB0, 9},  {0x11CB2, 0x11CB3, 9},  {0x11CB5, 0x11CB6, 9},
+    {0x11D31, 0x11D45, 10}, {0x11D47, 0x11D47, 10}, {0x11D90, 0x11D91, 11}, {0x11D95, 0x11D95, 11},
+    {0x11D97, 0x11D97, 11}, {0x11EF3, 0x11EF4, 11}, {0x11EF7, 0x11EF8, 11}, {0x11F00, 0x11F01, 15},
+    {0x11F36, 0x11F3A, 15}, {0x11F40, 0x11F4F, 15}, {0x11FFF, 0x11FFF, 12}, {0x12FF1, 0x12FF2, 14},
+    {0x13430, 0x13438, 12}, {0x13439, 0x13440, 15}, {0x13447, 0x13455, 15}, {0x16E97, 0x16E9A, 11},
+    {0x16F4F, 0x16F4F, 12}, {0x16FE2, 0x16FE2, 12}, {0x16FE4, 0x16FF1, 13}, {0x1CF00, 0x1CF46, 14},
+    {0x1E000, 0x1E02A, 9},  {0x1E08F, 0x1E08F, 15}, {0x1E130, 0x1E136, 12}, {0x1E2AE, 0x1E2AE, 14},
+    {0x1E2EC, 0x1E2EF, 12}, {0x1E4EC, 0x1E4EF, 15}, {0x1E944, 0x1E94A, 9},  {0x1E95E, 0x1E95F, 9},
+};
+
+/* 1 if c is in the list above and was assigned after Unicode `version`. */
+static int tok_assigned_after(int32_t c, int version) {
+    size_t lo = 0, hi = sizeof(tok_post_unicode8) / sizeof(tok_post_unicode8[0]);
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (c < tok_post_unicode8[mid].lo)
+            hi = mid;
+        else if (c > tok_post_unicode8[mid].hi)
+            lo = mid + 1;
+        else
+            return tok_post_unicode8[mid].version > version;
+    }
+    return 0;
+}
+
+/* General category as the fast tokenizer's Unicode 8.0 tables have it. */
+static int tok_category(int32_t c) {
+    /* Characters whose category changed between 8.0 and 15.0. */
+    switch (c) {
+    case 0x111C9: /* SHARADA SANDHI MARK: Po in 8.0, Mn since 11.0 */
+    case 0x166D:  /* CANADIAN SYLLABICS CHI SIGN: Po in 8.0, So since 12.0 */
+        return UTF8PROC_CATEGORY_PO;
+    case 0x1734: /* HANUNOO SIGN PAMUDPOD: Mn in 8.0, Mc since 14.0 */
+        return UTF8PROC_CATEGORY_MN;
+    case 0x1885: /* MONGOLIAN LETTER ALI GALI BALUDA: Lo in 8.0, Mn since 9.0 */
+    case 0x1886:
+        return UTF8PROC_CATEGORY_LO;
+    case 0xA9BD: /* JAVANESE CONSONANT SIGN KERET: Mc in 8.0, Mn since 12.0 */
+        return UTF8PROC_CATEGORY_MC;
+    default:
+        break;
+    }
+    int cat = (int)utf8proc_category(c);
+    if ((cat == UTF8PROC_CATEGORY_MN || cat == UTF8PROC_CATEGORY_CF ||
+         (cat >= UTF8PROC_CATEGORY_PC && cat <= UTF8PROC_CATEGORY_PO)) &&
+        tok_assigned_after(c, 8))
+        return UTF8PROC_CATEGORY_CN;
+    return cat;
+}
+
+/* Rust's char::is_whitespace (White_Space): Zs, Zl, Zp and the C0/C1 spaces. */
+static int tok_is_whitespace(int32_t c) {
+    if (c < 0x80) return c == ' ' || (c >= 0x09 && c <= 0x0D);
+    if (c == 0x85) return 1;
+    int cat = (int)utf8proc_category(c);
+    return cat == UTF8PROC_CATEGORY_ZS || cat == UTF8PROC_CATEGORY_ZL ||
+           cat == UTF8PROC_CATEGORY_ZP;
+}
+
+/* clean_text's removal test: NUL, U+FFFD and "other" (Cc, Cf, Co; Cn is kept),
+ * tab/newline/CR excepted since they become spaces. */
+static int tok_is_dropped(int32_t c) {
+    if (c < 0x80) return c == 0x7F || (c < 0x20 && c != '\t' && c != '\n' && c != '\r');
+    if (c == 0xFFFD) return 1;
+    int cat = tok_category(c);
+    return cat == UTF8PROC_CATEGORY_CC || cat == UTF8PROC_CATEGORY_CF ||
+           cat == UTF8PROC_CATEGORY_CO;
+}
+
+/* BERT's "Chinese character" blocks, exactly as tokenizers lists them
+ * (including its 0x2B920 lower bound for Extension E). */
+static int tok_is_chinese(int32_t c) {
+    return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) ||
+           (c >= 0x20000 && c <= 0x2A6DF) || (c >= 0x2A700 && c <= 0x2B73F) ||
+           (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B920 && c <= 0x2CEAF) ||
+           (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
+}
+
+/* BertPreTokenizer's punctuation: all ASCII symbols plus Unicode P*. */
+static int tok_is_punct(int32_t c) {
+    if (c < 0x80)
+        return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
+               (c >= 123 && c <= 126);
+    int cat = tok_category(c);
+    return cat >= UTF8PROC_CATEGORY_PC && cat <= UTF8PROC_CATEGORY_PO;
+}
+
+static int tok_is_mark_nonspacing(int32_t c) {
+    return c >= 0x80 && tok_category(c) == UTF8PROC_CATEGORY_MN;
+}
+
+/* Canonical combining class in the 9.0 normalization tables. */
+static int tok_ccc(int32_t c) {
+    if (c < 0x300) return 0;
+    int ccc = utf8proc_get_property(c)->combining_class;
+    return ccc && tok_assigned_after(c, 9) ? 0 : ccc;
+}
+
+/* Lowercase mappings Rust's std has and utf8proc 2.8 (Unicode 15) lacks:
+ * characters added in Unicode 16 and 17, found by the code point sweep. */
+typedef struct {
+    int32_t lo, hi, delta;
+} tok_case_range;
+
+static const tok_case_range tok_newer_lower[] = {
+    {0x1C89, 0x1C89, 1},      {0xA7CB, 0xA7CB, 0x0264 - 0xA7CB},
+    {0xA7CC, 0xA7CC, 1},      {0xA7CE, 0xA7CE, 1},
+    {0xA7D2, 0xA7D2, 1},      {0xA7D4, 0xA7D4, 1},
+    {0xA7DA, 0xA7DA, 1},      {0xA7DC, 0xA7DC, 0x019B - 0xA7DC},
+    {0x10D50, 0x10D65, 0x20}, {0x16EA0, 0x16EB8, 0x1B},
+};
+
+/* Rust's char::to_lowercase: the simple mapping, except U+0130 whose full
+ * (unconditional SpecialCasing) lowercase is two characters. Returns the
+ * count written to out (1 or 2). */
+static int tok_lower(int32_t c, int32_t out[2]) {
+    if (c < 0x80) {
+        out[0] = c >= 'A' && c <= 'Z' ? c + 32 : c;
+        return 1;
+    }
+    if (c == 0x130) {
+        out[0] = 'i';
+        out[1] = 0x307;
+        return 2;
+    }
+    int32_t l = utf8proc_tolower(c);
+    if (l == c) {
+        for (size_t i = 0; i < sizeof(tok_newer_lower) / sizeof(tok_newer_lower[0]); i++)
+            if (c >= tok_newer_lower[i].lo && c <= tok_newer_lower[i].hi) {
+                l = c + tok_newer_lower[i].delta;
+                break;
+            }
+    }
+    out[0] = l;
+    return 1;
+}
+
+/* Canonical decomposition (NFD of one character) as the 9.0 tables have it. */
+static int tok_decompose(int32_t c, int32_t *dst, int cap) {
+    if (c < 0xC0 || tok_assigned_after(c, 9)) {
+        dst[0] = c;
+        return 1;
+    }
+    int boundclass = 0;
+    utf8proc_ssize_t n = utf8proc_decompose_char(c, dst, cap, UTF8PROC_DECOMPOSE, &boundclass);
+    if (n <= 0 || n > cap) {
+        dst[0] = c;
+        return 1;
+    }
+    return (int)n;
+}
+
+/* ---- vocabulary ---- */
+
+static uint32_t tok_hash(const char *prefix, size_t plen, const char *s, size_t len) {
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < plen; i++)
+        h = (h ^ (uint8_t)prefix[i]) * 16777619u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)s[i]) * 16777619u;
+    return h;
+}
+
+/* Id of prefix+s, or -1. The prefix ("##" for continuations) saves building
+ * the joined string for every WordPiece probe. */
+static int32_t tok_lookup(const tok_tokenizer *tok, const char *prefix, size_t plen, const char *s,
+                          size_t len) {
+    if (plen + len > tok->max_len) return -1;
+    uint32_t i = tok_hash(prefix, plen, s, len) & tok->mask;
+    for (;; i = (i + 1) & tok->mask) {
+        int32_t id = tok->slots[i];
+        if (id < 0) return -1;
+        const char *t = tok->pool + tok->tok_off[id];
+        if (tok->tok_len[id] == plen + len && memcmp(t, prefix, plen) == 0 &&
+            memcmp(t + plen, s, len) == 0)
+            return id;
+    }
+}
+
+/* Byte length of s once trailing White_Space is removed (Rust's trim_end,
+ * which tokenizers applies to each vocab line). s is valid UTF-8. */
+static size_t tok_trim_end(const char *s, size_t len) {
+    size_t keep = 0, i = 0;
+    while (i < len) {
+        int32_t c;
+        utf8proc_ssize_t k =
+            utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(len - i), &c);
+        i += (size_t)k;
+        if (!tok_is_whitespace(c)) keep = i;
+    }
+    return keep;
+}
+
+void tok_options_default(tok_options *opt) {
+    opt->lowercase = 1;
+    opt->strip_accents = -1;
+    opt->tokenize_chinese = 1;
+    opt->max_input_chars = 100;
+}
+
+static int tok_build(const char *data, size_t len, const char *name, const tok_options *opt,
+                     tok_tokenizer **out, char *err, size_t errlen) {
+    *out = NULL;
+    if (!opt) return tok_fail(err, errlen, TOK_ERR_ARG, "%s: no tokenizer options", name);
+    if (len == 0) return tok_fail(err, errlen, TOK_ERR_FORMAT, "%s: vocabulary is empty", name);
+    int rc = TOK_ERR_NOMEM;
+    tok_tokenizer *tok = calloc(1, sizeof(*tok));
+    if (!tok) goto fail_nomem;
+    tok->opt = *opt;
+    tok->strip = opt->strip_accents < 0 ? opt->lowercase != 0 : opt->strip_accents != 0;
+
+    /* Lines as Rust's BufRead::lines sees them: split at \n, a \r before the
+     * \n dropped, no empty line after a final \n. */
+    size_t nlines = 0;
+    for (size_t i = 0; i < len; i++)
+        nlines += data[i] == '\n';
+    if (data[len - 1] != '\n') nlines++;
+    if (nlines > (size_t)INT32_MAX - 1 || len > UINT32_MAX - nlines) {
+        rc = tok_fail(err, errlen, TOK_ERR_FORMAT, "%s: vocabulary too large", name);
+        goto fail;
+    }
+    tok->pool = malloc(len + nlines);
+    tok->tok_off = malloc(nlines * sizeof(uint32_t));
+    tok->tok_len = malloc(nlines * sizeof(uint32_t));
+    tok->shadowed = calloc(nlines, 1);
+    uint32_t cap = 16;
+    while (cap < 2 * nlines)
+        cap *= 2;
+    tok->slots = malloc(cap * sizeof(int32_t));
+    if (!tok->pool || !tok->tok_off || !tok->tok_len || !tok->shadowed || !tok->slots)
+        goto fail_nomem;
+    memset(tok->slots, 0xff, cap * sizeof(int32_t));
+    tok->mask = cap - 1;
+
+    size_t used = 0, pos = 0;
+    for (size_t line = 0; line < nlines; line++) {
+        const char *s = data + pos;
+        const char *nl = memchr(s, '\n', len - pos);
+        size_t l = nl ? (size_t)(nl - s) : len - pos;
+        pos += l + (nl != NULL);
+        for (size_t i = 0; i < l;) {
+            int32_t c;
+            utf8proc_ssize_t k =
+                utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(l - i), &c);
+            if (k < 0) {
+                rc = tok_fail(err, errlen, TOK_ERR_FORMAT,
+                              "%s: line %zu is not valid UTF-8 (byte %zu of the line)", name,
+                              line + 1, i);
+                goto fail;
+            }
+            i += (size_t)k;
+        }
+        l = tok_trim_end(s, l);
+        memcpy(tok->pool + used, s, l);
+        tok->pool[used + l] = 0;
+        tok->tok_off[line] = (uint32_t)used;
+        tok->tok_len[line] = (uint32_t)l;
+        used += l + 1;
+        if (l > tok->max_len) tok->max_len = (uint32_t)l;
+        /* A duplicate line takes the token over, as in tokenizers' vocab map:
+         * the text maps to the later id and the earlier id decodes to nothing. */
+        uint32_t h = tok_hash("", 0, s, l) & tok->mask;
+        for (;; h = (h + 1) & tok->mask) {
+            int32_t id = tok->slots[h];
+            if (id < 0) break;
+            if (tok->tok_len[id] == l && memcmp(tok->pool + tok->tok_off[id], s, l) == 0) {
+                tok->shadowed[id] = 1;
+                break;
+            }
+        }
+        tok->slots[h] = (int32_t)line;
+    }
+    tok->n = (int32_t)nlines;
+
+    static const char *names[5] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+    int32_t *ids[5] = {&tok->sp.pad, &tok->sp.unk, &tok->sp.cls, &tok->sp.sep, &tok->sp.mask};
+    for (int i = 0; i < 5; i++) {
+        *ids[i] = tok_lookup(tok, "", 0, names[i], strlen(names[i]));
+        if (*ids[i] < 0) {
+            rc = tok_fail(err, errlen, TOK_ERR_FORMAT, "%s: special token %s is not in the vocab",
+                          name, names[i]);
+            goto fail;
+        }
+    }
+    *out = tok;
+    return TOK_OK;
+
+fail_nomem:
+    rc = tok_fail(err, errlen, TOK_ERR_NOMEM, "%s: out of memory", name);
+fail:
+    tok_free(tok);
+    return rc;
+}
+
+int tok_load_vocab_buffer(const char *data, size_t len, const tok_options *opt, tok_tokenizer **out,
+                          char *err, size_t errlen) {
+    if (!out || (!data && len)) return tok_fail(err, errlen, TOK_ERR_ARG, "vocab: no buffer");
+    return tok_build(data, len, "vocab", opt, out, err, errlen);
+}
+
+int tok_load_vocab(const char *vocab_path, const tok_options *opt, tok_tokenizer **out, char *err,
+                   size_t errlen) {
+    if (!out || !vocab_path) return tok_fail(err, errlen, TOK_ERR_ARG, "vocab: no path");
+    *out = NULL;
+    int rc = TOK_OK;
+    char *data = NULL;
+    FILE *f = fopen(vocab_path, "rb");
+    if (!f) return tok_fail(err, errlen, TOK_ERR_IO, "%s: %s", vocab_path, strerror(errno));
+    size_t cap = 1 << 16, len = 0;
+    data = malloc(cap);
+    if (!data) {
+        rc = tok_fail(err, errlen, TOK_ERR_NOMEM, "%s: out of memory", vocab_path);
+        goto cleanup;
+    }
+    for (;;) {
+        if (len == cap) {
+            char *grown = realloc(data, cap * 2);
+            if (!grown) {
+                rc = tok_fail(err, errlen, TOK_ERR_NOMEM, "%s: out of memory", vocab_path);
+                goto cleanup;
+            }
+            data = grown;
+            cap *= 2;
+        }
+        size_t k = fread(data + len, 1, cap - len, f);
+        len += k;
+        if (k == 0) break;
+    }
+    if (ferror(f)) {
+        rc = tok_fail(err, errlen, TOK_ERR_IO, "%s: read error", vocab_path);
+        goto cleanup;
+    }
+    rc = tok_build(data, len, vocab_path, opt, out, err, errlen);
+cleanup:
+    free(data);
+    fclose(f);
+    return rc;
+}
+
+/* Reads a boolean (or, where nullable, null -> -1) key of a config object.
+ * Returns 1 if found, 0 if absent, negative status on a wrong type. */
+static int tok_config_flag(json_t *obj, const char *key, int nullable, const char *path, int *out,
+                           char *err, size_t errlen) {
+    json_t *v = json_object_get(obj, key);
+    if (!v) return 0;
+    if (json_is_boolean(v)) {
+        *out = json_is_true(v);
+        return 1;
+    }
+    if (nullable && json_is_null(v)) {
+        *out = -1;
+        return 1;
+    }
+    return -tok_fail(err, errlen, TOK_ERR_FORMAT, "%s: \"%s\" must be %s", path, key,
+                     nullable ? "true, false or null" : "true or false");
+}
+
+int tok_load_dir(const char *dir, tok_tokenizer **out, char *err, size_t errlen) {
+    if (!out || !dir) return tok_fail(err, errlen, TOK_ERR_ARG, "tokenizer: no directory");
+    *out = NULL;
+    int rc = TOK_OK;
+    json_t *cfg = NULL, *tj = NULL;
+    size_t plen = strlen(dir) + sizeof("/tokenizer_config.json");
+    char *path = malloc(plen);
+    if (!path) return tok_fail(err, errlen, TOK_ERR_NOMEM, "tokenizer: out of memory");
+    tok_options opt;
+    tok_options_default(&opt);
+    int have_lower = 0, have_strip = 0, have_chinese = 0;
+
+    snprintf(path, plen, "%s/tokenizer_config.json", dir);
+    json_error_t je;
+    cfg = json_load_file(path, 0, &je);
+    if (!cfg) {
+        FILE *probe = fopen(path, "rb");
+        if (probe || errno != ENOENT) {
+            if (probe) fclose(probe);
+            rc = tok_fail(err, errlen, TOK_ERR_FORMAT, "%s: line %d: %s", path, je.line, je.text);
+            goto cleanup;
+        }
+    } else if (!json_is_object(cfg)) {
+        rc = tok_fail(err, errlen, TOK_ERR_FORMAT, "%s: not a JSON object", path);
+        goto cleanup;
+    } else {
+        struct {
+            const char *key;
+            int nullable, *dst, *have;
+        } keys[3] = {{"do_lower_case", 0, &opt.lowercase, &have_lower},
+                     {"strip_accents", 1, &opt.strip_accents, &have_strip},
+                     {"tokenize_chinese_chars", 0, &opt.tokenize_chinese, &have_chinese}};
+        for (int i = 0; i < 3; i++) {
+            int r =
+                tok_config_flag(cfg, keys[i].key, keys[i].nullable, path, keys[i].dst, err, errlen);
+            if (r < 0) {
+                rc = -r;
+                goto cleanup;
+            }
+            *keys[i].have = r;
+        }
+    }
+
+    /* Settings tokenizer_config.json leaves out come from the BertNormalizer
+     * in tokenizer.json, when there is one. */
+    if (!have_lower || !have_strip || !have_chinese) {
+        snprintf(path, plen, "%s/tokenizer.json", dir);
+        tj = json_load_file(path, 0, &je);
+        json_t *norm = tj ? json_object_get(tj, "normalizer") : NULL;
+        json_t *type = norm ? json_object_get(norm, "type") : NULL;
+        if (type && json_is_string(type) &&
+            strcmp(json_string_value(type), "BertNormalizer") == 0) {
+            struct {
+                const char *key;
+                int nullable, *dst, have;
+            } keys[3] = {{"lowercase", 0, &opt.lowercase, have_lower},
+                         {"strip_accents", 1, &opt.strip_accents, have_strip},
+                         {"handle_chinese_chars", 0, &opt.tokenize_chinese, have_chinese}};
+            for (int i = 0; i < 3; i++) {
+                if (keys[i].have) continue;
+                int r = tok_config_flag(norm, keys[i].key, keys[i].nullable, path, keys[i].dst, err,
+                                        errlen);
+                if (r < 0) {
+                    rc = -r;
+                    goto cleanup;
+                }
+            }
+        }
+    }
+
+    snprintf(path, plen, "%s/vocab.txt", dir);
+    rc = tok_load_vocab(path, &opt, out, err, errlen);
+cleanup:
+    json_decref(cfg);
+    json_decref(tj);
+    free(path);
+    return rc;
+}
+
+void tok_free(tok_tokenizer *tok) {
+    if (!tok) return;
+    free(tok->pool);
+    free(tok->tok_off);
+    free(tok->tok_len);
+    free(tok->shadowed);
+    free(tok->slots);
+    free(tok);
+}
+
+int tok_vocab_size(const tok_tokenizer *tok) {
+    return tok->n;
+}
+const tok_options *tok_get_options(const tok_tokenizer *tok) {
+    return &tok->opt;
+}
+const tok_special_ids *tok_specials(const tok_tokenizer *tok) {
+    return &tok->sp;
+}
+
+const char *tok_id_to_token(const tok_tokenizer *tok, int32_t id) {
+    if (id < 0 || id >= tok->n) return NULL;
+    return tok->pool + tok->tok_off[id];
+}
+
+int32_t tok_token_to_id(const tok_tokenizer *tok, const char *s, size_t len) {
+    return tok_lookup(tok, "", 0, s, len);
+}
+
+int tok_is_special(const tok_tokenizer *tok, int32_t id) {
+    const tok_special_ids *sp = &tok->sp;
+    return id == sp->pad || id == sp->unk || id == sp->cls || id == sp->sep || id == sp->mask;
+}
+
+/* ---- encoding ---- */
+
+/* Scratch for one text: the normalized code points, each with the byte span
+ * [os, oe) of the original character it came from, and their UTF-8 form. */
+typedef struct {
+    int32_t *cp, *os, *oe;
+    size_t n, cap;
+    char *utf8;
+    size_t *boff; /* n + 1: byte offset of each code point in utf8 */
+    size_t ucap, bcap;
+} tok_work;
+
+static void tok_work_free(tok_work *w) {
+    free(w->cp);
+    free(w->os);
+    free(w->oe);
+    free(w->utf8);
+    free(w->boff);
+}
+
+static int tok_work_reserve(tok_work *w, size_t extra) {
+    if (w->n + extra <= w->cap) return 0;
+    size_t cap = w->cap ? w->cap : 64;
+    while (cap < w->n + extra)
+        cap *= 2;
+    int32_t *cp = realloc(w->cp, cap * sizeof(int32_t));
+    if (cp) w->cp = cp;
+    int32_t *os = realloc(w->os, cap * sizeof(int32_t));
+    if (os) w->os = os;
+    int32_t *oe = realloc(w->oe, cap * sizeof(int32_t));
+    if (oe) w->oe = oe;
+    if (!cp || !os || !oe) return -1;
+    w->cap = cap;
+    return 0;
+}
+
+static void tok_work_push(tok_work *w, int32_t c, int32_t s, int32_t e) {
+    w->cp[w->n] = c;
+    w->os[w->n] = s;
+    w->oe[w->n] = e;
+    w->n++;
+}
+
+static int tok_seq_reserve(tok_sequence *seq, int extra) {
+    if (seq->len + extra <= seq->cap) return 0;
+    int cap = seq->cap ? seq->cap : 32;
+    while (cap < seq->len + extra)
+        cap *= 2;
+    int32_t *ids = realloc(seq->ids, (size_t)cap * sizeof(int32_t));
+    if (ids) seq->ids = ids;
+    int32_t *ty = realloc(seq->type_ids, (size_t)cap * sizeof(int32_t));
+    if (ty) seq->type_ids = ty;
+    int32_t *st = realloc(seq->start, (size_t)cap * sizeof(int32_t));
+    if (st) seq->start = st;
+    int32_t *en = realloc(seq->end, (size_t)cap * sizeof(int32_t));
+    if (en) seq->end = en;
+    int8_t *so = realloc(seq->source, (size_t)cap);
+    if (so) seq->source = so;
+    if (!ids || !ty || !st || !en || !so) return -1;
+    seq->cap = cap;
+    return 0;
+}
+
+static int tok_seq_push(tok_sequence *seq, int32_t id, int32_t type, int32_t s, int32_t e,
+                        int8_t source) {
+    if (tok_seq_reserve(seq, 1)) return -1;
+    int i = seq->len++;
+    seq->ids[i] = id;
+    seq->type_ids[i] = type;
+    seq->start[i] = s;
+    seq->end[i] = e;
+    seq->source[i] = source;
+    return 0;
+}
+
+void tok_sequence_free(tok_sequence *seq) {
+    if (!seq) return;
+    free(seq->ids);
+    free(seq->type_ids);
+    free(seq->start);
+    free(seq->end);
+    free(seq->source);
+    memset(seq, 0, sizeof(*seq));
+}
+
+/* BertNormalizer over text[lo, hi) into w (which it empties first). */
+static int tok_normalize(const tok_tokenizer *tok, const char *text, size_t lo, size_t hi,
+                         tok_work *w) {
+    const int lower = tok->opt.lowercase, strip = tok->strip, chinese = tok->opt.tokenize_chinese;
+    w->n = 0;
+    int32_t dec[32];
+    for (size_t p = lo; p < hi;) {
+        int32_t c;
+        utf8proc_ssize_t k =
+            utf8proc_iterate((const utf8proc_uint8_t *)text + p, (utf8proc_ssize_t)(hi - p), &c);
+        int32_t s = (int32_t)p, e = (int32_t)(p + (size_t)k);
+        p += (size_t)k;
+        if (tok_is_dropped(c)) continue;
+        if (tok_is_whitespace(c)) c = ' ';
+        if (tok_work_reserve(w, 34)) return -1;
+        /* The padding spaces only separate words; their spans never reach a
+         * token. The ideograph itself goes on through NFD (compatibility
+         * ideographs decompose) and lowercasing like any character. */
+        int pad = chinese && c >= 0x3400 && tok_is_chinese(c);
+        if (pad) tok_work_push(w, ' ', s, e);
+        if (strip) {
+            /* Decomposed now, reordered, filtered and lowercased below. */
+            int m = tok_decompose(c, dec, 32);
+            for (int i = 0; i < m; i++)
+                tok_work_push(w, dec[i], s, e);
+        } else if (lower) {
+            int32_t l[2];
+            int m = tok_lower(c, l);
+            for (int i = 0; i < m; i++)
+                tok_work_push(w, l[i], s, e);
+        } else {
+            tok_work_push(w, c, s, e);
+        }
+        if (pad) tok_work_push(w, ' ', s, e);
+    }
+    if (!strip) return 0;
+
+    /* Canonical ordering: stable sort of each run of nonzero-class marks by
+     * class. The spans stay where they are, as in tokenizers, whose alignment
+     * follows positions rather than characters. */
+    for (size_t i = 0; i < w->n;) {
+        if (w->cp[i] < 0x300 || tok_ccc(w->cp[i]) == 0) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j < w->n && w->cp[j] >= 0x300 && tok_ccc(w->cp[j]) != 0)
+            j++;
+        for (size_t a = i + 1; a < j; a++) {
+            int32_t c = w->cp[a];
+            int cc = tok_ccc(c);
+            size_t b = a;
+            while (b > i && tok_ccc(w->cp[b - 1]) > cc) {
+                w->cp[b] = w->cp[b - 1];
+                b--;
+            }
+            w->cp[b] = c;
+        }
+        i = j;
+    }
+    /* Drop nonspacing marks, then lowercase (no mark can come out of a
+     * lowercase mapping here: U+0130 was decomposed). */
+    size_t o = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        int32_t c = w->cp[i];
+        if (tok_is_mark_nonspacing(c)) continue;
+        if (lower) {
+            int32_t l[2];
+            tok_lower(c, l);
+            c = l[0];
+        }
+        w->cp[o] = c;
+        w->os[o] = w->os[i];
+        w->oe[o] = w->oe[i];
+        o++;
+    }
+    w->n = o;
+    return 0;
+}
+
+/* The UTF-8 form of w's code points, for vocab lookups. */
+static int tok_work_encode(tok_work *w) {
+    if (w->n * 4 + 1 > w->ucap) {
+        char *u = realloc(w->utf8, w->n * 4 + 1);
+        if (!u) return -1;
+        w->utf8 = u;
+        w->ucap = w->n * 4 + 1;
+    }
+    if (w->n + 1 > w->bcap) {
+        size_t *b = realloc(w->boff, (w->n + 1) * sizeof(size_t));
+        if (!b) return -1;
+        w->boff = b;
+        w->bcap = w->n + 1;
+    }
+    size_t at = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        w->boff[i] = at;
+        at += (size_t)utf8proc_encode_char(w->cp[i], (utf8proc_uint8_t *)w->utf8 + at);
+    }
+    w->boff[w->n] = at;
+    return 0;
+}
+
+/* WordPiece over the word w[wa, wb) (code point indices). */
+static int tok_wordpiece(const tok_tokenizer *tok, const tok_work *w, size_t wa, size_t wb,
+                         tok_sequence *out, int8_t source) {
+    int first = out->len;
+    if (tok->opt.max_input_chars > 0 && wb - wa > (size_t)tok->opt.max_input_chars) goto unknown;
+    for (size_t start = wa; start < wb;) {
+        size_t end = wb;
+        const char *base = w->utf8 + w->boff[start];
+        size_t plen = start > wa ? 2 : 0;
+        int32_t id = -1;
+        /* Skip ends whose piece is longer than any token without probing. */
+        while (end > start && w->boff[end] - w->boff[start] + plen > tok->max_len)
+            end--;
+        for (; end > start; end--) {
+            id = tok_lookup(tok, "##", plen, base, w->boff[end] - w->boff[start]);
+            if (id >= 0) break;
+        }
+        if (id < 0) goto unknown;
+        if (tok_seq_push(out, id, 0, w->os[start], w->oe[end - 1], source)) return -1;
+        start = end;
+    }
+    return 0;
+unknown:
+    out->len = first;
+    return tok_seq_push(out, tok->sp.unk, 0, w->os[wa], w->oe[wb - 1], source);
+}
+
+/* BertPreTokenizer + WordPiece over the normalized text in w. */
+static int tok_words(const tok_tokenizer *tok, tok_work *w, tok_sequence *out, int8_t source) {
+    if (w->n == 0) return 0;
+    if (tok_work_encode(w)) return -1;
+    size_t wa = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        int32_t c = w->cp[i];
+        int ws = tok_is_whitespace(c), punct = !ws && tok_is_punct(c);
+        if (!ws && !punct) continue;
+        if (i > wa && tok_wordpiece(tok, w, wa, i, out, source)) return -1;
+        if (punct && tok_wordpiece(tok, w, i, i + 1, out, source)) return -1;
+        wa = i + 1;
+    }
+    if (w->n > wa && tok_wordpiece(tok, w, wa, w->n, out, source)) return -1;
+    return 0;
+}
+
+static int tok_check_utf8(const char *text, size_t len, const char *what, char *err,
+                          size_t errlen) {
+    if (len > INT32_MAX) return tok_fail(err, errlen, TOK_ERR_ARG, "%s is longer than 2 GiB", what);
+    for (size_t p = 0; p < len;) {
+        int32_t c;
+        /* Plain ASCII needs no decoding. */
+        if ((unsigned char)text[p] < 0x80) {
+            p++;
+            continue;
+        }
+        utf8proc_ssize_t k =
+            utf8proc_iterate((const utf8proc_uint8_t *)text + p, (utf8proc_ssize_t)(len - p), &c);
+        if (k < 0)
+            return tok_fail(err, errlen, TOK_ERR_UTF8, "%s is not valid UTF-8 at byte %zu", what,
+                            p);
+        p += (size_t)k;
+    }
+    return TOK_OK;
+}
+
+/* Written special token at text[p], as the added-token splitter matches them
+ * on the raw text: its id and length, or -1. */
+static int32_t tok_special_at(const tok_tokenizer *tok, const char *text, size_t len, size_t p,
+                              size_t *slen) {
+    static const char *names[5] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
+    const int32_t ids[5] = {tok->sp.pad, tok->sp.unk, tok->sp.cls, tok->sp.sep, tok->sp.mask};
+    for (int i = 0; i < 5; i++) {
+        size_t l = strlen(names[i]);
+        if (len - p >= l && memcmp(text + p, names[i], l) == 0) {
+            *slen = l;
+            return ids[i];
+        }
+    }
+    return -1;
+}
+
+static int tok_encode_text(const tok_tokenizer *tok, const char *text, size_t len,
+                           tok_sequence *out, int8_t source, tok_work *w) {
+    size_t seg = 0;
+    for (size_t p = 0; p < len;) {
+        const char *br = memchr(text + p, '[', len - p);
+        if (!br) break;
+        p = (size_t)(br - text);
+        size_t slen;
+        int32_t id = tok_special_at(tok, text, len, p, &slen);
+        if (id < 0) {
+            p++;
+            continue;
+        }
+        if (p > seg) {
+            if (tok_normalize(tok, text, seg, p, w) || tok_words(tok, w, out, source)) return -1;
+        }
+        if (tok_seq_push(out, id, 0, (int32_t)p, (int32_t)(p + slen), source)) return -1;
+        p += slen;
+        seg = p;
+    }
+    if (len > seg) {
+        if (tok_normalize(tok, text, seg, len, w) || tok_words(tok, w, out, source)) return -1;
+    }
+    return 0;
+}
+
+int tok_encode_plain(const tok_tokenizer *tok, const char *text, size_t len, tok_sequence *out,
+                     char *err, size_t errlen) {
+    if (!tok || !out || (!text && len)) return tok_fail(err, errlen, TOK_ERR_ARG, "no text");
+    int rc = tok_check_utf8(text, len, "text", err, errlen);
+    if (rc) return rc;
+    tok_work w = {0};
+    if (tok_encode_text(tok, text, len, out, 0, &w))
+        rc = tok_fail(err, errlen, TOK_ERR_NOMEM, "out of memory");
+    tok_work_free(&w);
+    return rc;
+}
+
+/* Keeps n tokens of seq: the first n, or the last n when truncating left. */
+static void tok_keep(tok_sequence *seq, int n, tok_side side) {
+    if (n >= seq->len) return;
+    if (side == TOK_SIDE_LEFT) {
+        int drop = seq->len - n;
+        memmove(seq->ids, seq->ids + drop, (size_t)n * sizeof(int32_t));
+        memmove(seq->type_ids, seq->type_ids + drop, (size_t)n * sizeof(int32_t));
+        memmove(seq->start, seq->start + drop, (size_t)n * sizeof(int32_t));
+        memmove(seq->end, seq->end + drop, (size_t)n * sizeof(int32_t));
+        memmove(seq->source, seq->source + drop, (size_t)n);
+    }
+    seq->len = n;
+}
+
+/* tokenizers' truncate_encodings, max_len counting the special tokens. */
+static int tok_truncate(tok_sequence *a, tok_sequence *b, int max_len, tok_truncation trunc,
+                        tok_side side, char *err, size_t errlen) {
+    int added = b ? 3 : 2;
+    int n1 = a->len, n2 = b ? b->len : 0;
+    if (max_len <= 0 || n1 + n2 + added <= max_len) return TOK_OK;
+    if (trunc == TOK_TRUNC_NONE)
+        return tok_fail(err, errlen, TOK_ERR_TOO_LONG,
+                        "input is %d tokens long, over the limit of %d", n1 + n2 + added, max_len);
+    if (max_len < added)
+        return tok_fail(err, errlen, TOK_ERR_ARG,
+                        "max_len %d leaves no room for the %d special tokens", max_len, added);
+    int room = max_len - added, to_remove = n1 + n2 - room;
+    switch (trunc) {
+    case TOK_TRUNC_LONGEST_FIRST:
+        if (!b) {
+            tok_keep(a, room, side);
+        } else {
+            /* Shorten the longer one down to the shorter; if both must give,
+             * split the room evenly, the odd token going to the longer one. */
+            int swap = n1 > n2;
+            int s1 = swap ? n2 : n1, s2;
+            s2 = s1 > room ? s1 : (s1 > room - s1 ? s1 : room - s1);
+            if (s1 + s2 > room) {
+                s1 = room / 2;
+                s2 = s1 + room % 2;
+            }
+            tok_keep(a, swap ? s2 : s1, side);
+            tok_keep(b, swap ? s1 : s2, side);
+        }
+        return TOK_OK;
+    case TOK_TRUNC_ONLY_FIRST:
+    case TOK_TRUNC_ONLY_SECOND: {
+        tok_sequence *t = trunc == TOK_TRUNC_ONLY_FIRST ? a : b;
+        if (!t)
+            return tok_fail(err, errlen, TOK_ERR_ARG, "only_second truncation needs a text pair");
+        if (t->len <= to_remove)
+            return tok_fail(err, errlen, TOK_ERR_TOO_LONG,
+                            "the %s text is too short (%d tokens) to remove the %d tokens over "
+                            "max_len %d",
+                            t == a ? "first" : "second", t->len, to_remove, max_len);
+        tok_keep(t, t->len - to_remove, side);
+        return TOK_OK;
+    }
+    default:
+        return tok_fail(err, errlen, TOK_ERR_ARG, "unknown truncation strategy %d", (int)trunc);
+    }
+}
+
+int tok_encode(const tok_tokenizer *tok, const char *a, size_t alen, const char *b, size_t blen,
+               int max_len, tok_truncation trunc, tok_side side, tok_sequence *out, char *err,
+               size_t errlen) {
+    if (!tok || !out || (!a && alen) || (!b && blen))
+        return tok_fail(err, errlen, TOK_ERR_ARG, "tok_encode: missing argument");
+    out->len = 0;
+    int rc = tok_check_utf8(a, alen, "text", err, errlen);
+    if (!rc && b) rc = tok_check_utf8(b, blen, "text_pair", err, errlen);
+    if (rc) return rc;
+    tok_work w = {0};
+    tok_sequence sa = {0}, sb = {0};
+    if (tok_encode_text(tok, a, alen, &sa, 0, &w) ||
+        (b && tok_encode_text(tok, b, blen, &sb, 1, &w))) {
+        rc = tok_fail(err, errlen, TOK_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    rc = tok_truncate(&sa, b ? &sb : NULL, max_len, trunc, side, err, errlen);
+    if (rc) goto cleanup;
+    if (tok_seq_reserve(out, sa.len + sb.len + 3)) {
+        rc = tok_fail(err, errlen, TOK_ERR_NOMEM, "out of memory");
+        goto cleanup;
+    }
+    tok_seq_push(out, tok->sp.cls, 0, 0, 0, -1);
+    for (int i = 0; i < sa.len; i++)
+        tok_seq_push(out, sa.ids[i], 0, sa.start[i], sa.end[i], 0);
+    tok_seq_push(out, tok->sp.sep, 0, 0, 0, -1);
+    if (b) {
+        for (int i = 0; i < sb.len; i++)
+            tok_seq_push(out, sb.ids[i], 1, sb.start[i], sb.end[i], 1);
+        tok_seq_push(out, tok->sp.sep, 1, 0, 0, -1);
+    }
+cleanup:
+    tok_work_free(&w);
+    tok_sequence_free(&sa);
+    tok_sequence_free(&sb);
+    return rc;
+}
+
+/* ---- decoding ---- */
+
+/* Replaces every pat in s[0, *len) by the no-longer rep, left to right, in
+ * place (str::replace / str.replace semantics). */
+static void tok_replace_all(char *s, size_t *len, const char *pat, const char *rep) {
+    size_t pl = strlen(pat), rl = strlen(rep), o = 0;
+    for (size_t i = 0; i < *len;) {
+        if (*len - i >= pl && memcmp(s + i, pat, pl) == 0) {
+            memmove(s + o, rep, rl);
+            o += rl;
+            i += pl;
+        } else {
+            s[o++] = s[i++];
+        }
+    }
+    *len = o;
+    s[o] = 0;
+}
+
+char *tok_decode(const tok_tokenizer *tok, const int32_t *ids, int n, int skip_special,
+                 int cleanup_spaces) {
+    /* Every piece is at most its token plus a space. */
+    size_t cap = 1;
+    for (int i = 0; i < n; i++)
+        if (ids[i] >= 0 && ids[i] < tok->n) cap += tok->tok_len[ids[i]] + 1;
+    char *outs = malloc(cap);
+    if (!outs) return NULL;
+    size_t len = 0;
+    int count = 0;
+    char *piece = malloc(tok->max_len + 2);
+    if (!piece) {
+        free(outs);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        int32_t id = ids[i];
+        /* An id with no token (out of range, or a duplicate line's earlier
+         * id) decodes to nothing, as in tokenizers. */
+        if (id < 0 || id >= tok->n || tok->shadowed[id]) continue;
+        if (skip_special && tok_is_special(tok, id)) continue;
+        const char *t = tok->pool + tok->tok_off[id];
+        size_t tl = tok->tok_len[id], pl = 0;
+        /* The WordPiece decoder: "##" glues to the previous token, anything
+         * else after the first gets a space; then its per-token cleanup. */
+        if (count > 0 && tl >= 2 && t[0] == '#' && t[1] == '#') {
+            t += 2;
+            tl -= 2;
+        } else if (count > 0) {
+            piece[pl++] = ' ';
+        }
+        memcpy(piece + pl, t, tl);
+        pl += tl;
+        piece[pl] = 0;
+        static const char *rules[11][2] = {{" .", "."},     {" ?", "?"},           {" !", "!"},
+                                           {" ,", ","},     {" ' ", "'"},          {" n't", "n't"},
+                                           {" 'm", "'m"},   {" do not", " don't"}, {" 's", "'s"},
+                                           {" 've", "'ve"}, {" 're", "'re"}};
+        for (int r = 0; r < 11; r++)
+            tok_replace_all(piece, &pl, rules[r][0], rules[r][1]);
+        memcpy(outs + len, piece, pl);
+        len += pl;
+        count++;
+    }
+    outs[len] = 0;
+    free(piece);
+    if (cleanup_spaces) {
+        /* transformers' clean_up_tokenization over the joined text. */
+        static const char *rules[10][2] = {
+            {" .", "."},     {" ?", "?"},   {" !", "!"},   {" ,", ","},     {" ' ", "'"},
+            {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+        for (int r = 0; r < 10; r++)
+            tok_replace_all(outs, &len, rules[r][0], rules[r][1]);
+    }
+    return outs;
+}
