@@ -110,26 +110,45 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(rc == TOK_ERR_UTF8, "invalid UTF-8 gave status %d, not TOK_ERR_UTF8", rc);
     } else {
         FUZZ_CHECK(rc != TOK_ERR_UTF8, "valid UTF-8 refused: %s", err);
-        if (rc == TOK_ERR_TOO_LONG) {
-            FUZZ_CHECK(max_len > 0, "TOK_ERR_TOO_LONG without a limit");
-            /* Longest-first can always shorten down to the special tokens;
-             * only-first/only-second may legitimately run out of tokens. */
-            if (trunc == TOK_TRUNC_LONGEST_FIRST)
-                FUZZ_CHECK(max_len < (pair ? 3 : 2), "longest-first refused max_len %d", max_len);
-            if (trunc == TOK_TRUNC_NONE) {
-                tok_sequence full = {0};
-                int frc = tok_encode(g_tok, (const char *)a, alen, (const char *)b, blen, 0,
-                                     TOK_TRUNC_NONE, side, &full, err, sizeof(err));
-                FUZZ_CHECK(frc == TOK_OK, "unlimited encode failed: %d", frc);
-                FUZZ_CHECK(full.len > max_len, "TOO_LONG for %d tokens under max_len %d", full.len,
-                           max_len);
-                tok_sequence_free(&full);
-            }
-        } else {
-            FUZZ_CHECK(rc == TOK_OK, "status %d: %s", rc, err);
+        if (rc != TOK_OK) {
+            /* Refusals for length are allowed only when the text really is
+             * over the limit: without truncation (TOO_LONG), with a limit too
+             * small for the special tokens or only_second on a single text
+             * (ARG), or only_first/only_second running out of tokens
+             * (TOO_LONG). Longest-first always fits otherwise. */
+            int added = pair ? 3 : 2;
+            FUZZ_CHECK(max_len > 0, "status %d without a limit: %s", rc, err);
+            if (rc == TOK_ERR_TOO_LONG)
+                FUZZ_CHECK(trunc != TOK_TRUNC_LONGEST_FIRST, "longest-first refused: %s", err);
+            else
+                FUZZ_CHECK(rc == TOK_ERR_ARG && trunc != TOK_TRUNC_NONE &&
+                               (max_len < added || (trunc == TOK_TRUNC_ONLY_SECOND && !pair)),
+                           "status %d: %s", rc, err);
+            tok_sequence full = {0};
+            int frc = tok_encode(g_tok, (const char *)a, alen, (const char *)b, blen, 0,
+                                 TOK_TRUNC_NONE, side, &full, err, sizeof(err));
+            FUZZ_CHECK(frc == TOK_OK, "unlimited encode failed: %d", frc);
+            FUZZ_CHECK(full.len > max_len, "refused (%d) %d tokens under max_len %d", rc, full.len,
+                       max_len);
+            tok_sequence_free(&full);
         }
         if (rc == TOK_OK) {
             check_sequence(&seq, a, alen, b, blen, pair, max_len, trunc);
+            if (!pair && max_len > 0) {
+                /* A truncated single text keeps a prefix (right) or suffix
+                 * (left) of its untruncated pieces, offsets included. */
+                tok_sequence full = {0};
+                int frc = tok_encode(g_tok, (const char *)a, alen, NULL, 0, 0, TOK_TRUNC_NONE, side,
+                                     &full, err, sizeof(err));
+                FUZZ_CHECK(frc == TOK_OK, "unlimited encode failed: %d", frc);
+                int kept = seq.len - 2, skip = side == TOK_SIDE_LEFT ? full.len - seq.len : 0;
+                FUZZ_CHECK(kept <= full.len - 2, "truncation added tokens");
+                for (int i = 0; i < kept; i++)
+                    FUZZ_CHECK(seq.ids[1 + i] == full.ids[1 + skip + i] &&
+                                   seq.start[1 + i] == full.start[1 + skip + i],
+                               "truncated piece %d differs from the untruncated one", i);
+                tok_sequence_free(&full);
+            }
             for (int skip = 0; skip < 2; skip++) {
                 char *text = tok_decode(g_tok, seq.ids, seq.len, skip, skip);
                 FUZZ_CHECK(text != NULL, "tok_decode returned NULL");
@@ -141,8 +160,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* The same text as plain word pieces (targets use this path). */
     tok_sequence plain = {0};
     rc = tok_encode_plain(g_tok, (const char *)a, alen, &plain, err, sizeof(err));
-    FUZZ_CHECK(valid ? rc == TOK_OK : rc == TOK_ERR_UTF8, "encode_plain status %d (valid %d)", rc,
-               valid);
+    int a_valid = fuzz_utf8_valid(a, alen);
+    FUZZ_CHECK(a_valid ? rc == TOK_OK : rc == TOK_ERR_UTF8, "encode_plain status %d (valid %d)", rc,
+               a_valid);
     if (rc == TOK_OK) {
         for (int i = 0; i < plain.len; i++)
             FUZZ_CHECK(plain.ids[i] >= 0 && plain.ids[i] < tok_vocab_size(g_tok), "plain id %d",

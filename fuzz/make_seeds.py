@@ -260,6 +260,60 @@ def request_seeds():
     put("request_json", "nsp_list_empty.json", 'n{"inputs": []}')
 
 
+# Must match CONFIG in fuzz_checkpoint.c.
+CKPT_CONFIG = dict(vocab_size=8, hidden_size=4, num_hidden_layers=1, num_attention_heads=2,
+                   intermediate_size=8, max_position_embeddings=8, type_vocab_size=2,
+                   hidden_act="gelu")
+
+
+def checkpoint_seeds():
+    import tempfile
+
+    import torch
+    from safetensors.torch import load_file, save
+    from transformers import BertConfig, BertForMaskedLM, BertForPreTraining, BertModel
+
+    torch.manual_seed(0)
+
+    def weights(cls, dtype=torch.float32, **kw):
+        model = cls(BertConfig(**{**CKPT_CONFIG, **kw})).eval().to(dtype)
+        with tempfile.TemporaryDirectory() as d:
+            model.save_pretrained(d, safe_serialization=True)
+            return (Path(d) / "model.safetensors").read_bytes(), load_file(
+                str(Path(d) / "model.safetensors"))
+
+    raw, tensors = weights(BertForPreTraining)
+    put("checkpoint", "pretraining_f32.st", raw)
+    put("checkpoint", "masked_lm.st", weights(BertForMaskedLM)[0])
+    put("checkpoint", "base_no_prefix.st", weights(BertModel)[0])
+    put("checkpoint", "pretraining_f16.st", weights(BertForPreTraining, torch.float16)[0])
+    put("checkpoint", "pretraining_bf16.st", weights(BertForPreTraining, torch.bfloat16)[0])
+    put("checkpoint", "untied.st", weights(BertForPreTraining, tie_word_embeddings=False)[0])
+    # TensorFlow-converted checkpoints name LayerNorm parameters gamma/beta.
+    tf = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias",
+                                                                    "LayerNorm.beta"): v
+          for k, v in tensors.items()}
+    put("checkpoint", "tf_gamma_beta.st", save(tf))
+    # No NSP head, and NaN/Inf weights.
+    put("checkpoint", "no_nsp.st", save({k: v for k, v in tensors.items()
+                                         if "seq_relationship" not in k}))
+    bad = dict(tensors)
+    k = "bert.embeddings.LayerNorm.weight"
+    bad[k] = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e38])
+    put("checkpoint", "nan_inf.st", save(bad))
+    # Unaligned F32: a 1-byte tensor first shifts every other tensor off 4-byte alignment.
+    header, payload, off = {"pad": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}, [b"\0"], 1
+    for name, t in sorted(tensors.items()):
+        b = t.contiguous().numpy().tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
+        payload.append(b)
+        off += len(b)
+    put("checkpoint", "unaligned_f32.st", st_raw(header, b"".join(payload)))
+    put("checkpoint", "wrong_shape.st", save({**tensors, "bert.pooler.dense.bias": torch.zeros(5)}))
+    put("checkpoint", "wrong_dtype.st", save({**tensors, "cls.predictions.bias":
+                                               torch.zeros(8, dtype=torch.float64)}))
+
+
 def put_dict(harness, tokens):
     """libFuzzer dictionary dict/<harness>.dict; tokens are str (UTF-8) or bytes."""
     lines = [f"# libFuzzer dictionary for fuzz_{harness}: tokens of the format it parses."]
@@ -300,6 +354,9 @@ def dicts():
                              "!!str", "!!int", "!!binary", "{", "}", "[", "]", "'", '"', "#",
                              "|", ">", "0x", "0o", "-1", "2147483648", "9223372036854775808"]
              + keys)
+    put_dict("checkpoint", dtypes + ["bert.", "embeddings.", "encoder.layer.0.", "LayerNorm",
+                                     ".gamma", ".beta", ".weight", ".bias", "cls.predictions.",
+                                     "cls.seq_relationship.", "pooler.dense.", "decoder."])
     put_dict("tokenizer", ["[MASK]", "[SEP]", "[CLS]", "[UNK]", "[PAD]", "##", " ", "é", "e\u0301",
                            "中", "🤗", "\u200b", "\u00a0", "\u0000", "\ufeff", "'", ".", "!",
                            b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\x80"])
@@ -314,6 +371,7 @@ def main():
     vocab_seeds()
     yaml_seeds()
     request_seeds()
+    checkpoint_seeds()
     dicts()
 
 

@@ -20,7 +20,8 @@ from checkpoints import build_dir, make_checkpoint
 REPO = Path(__file__).resolve().parent.parent
 FUZZ = REPO / "fuzz"
 OUT = FUZZ / "out"
-HARNESSES = ["safetensors", "model_config", "tokenizer", "vocab", "yaml_config", "request_json"]
+HARNESSES = ["safetensors", "model_config", "tokenizer", "vocab", "yaml_config", "request_json",
+             "checkpoint"]
 SAN_ENV = {
     "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1:allocator_may_return_null=1",
     "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
@@ -75,7 +76,8 @@ def good_checkpoint(tmp_path_factory):
                            max_position_embeddings=64)
 
 
-REAL_FILE = {"safetensors": "model.safetensors", "model_config": "config.json",
+REAL_FILE = {"safetensors": "model.safetensors", "checkpoint": "model.safetensors",
+             "model_config": "config.json",
              "vocab": "vocab.txt"}
 
 
