@@ -301,3 +301,38 @@ def test_grace_period_expiry_answers_queued_work(tmp_path, slow_model_dir):
         # nobody is left hanging: each got its answer or a 503 it can retry elsewhere
         assert set(results) <= {200, 503}, results
         assert 503 in results, results
+
+
+def test_readyz_503_while_loading(tmp_path, model_dir):
+    """The server listens before the model loads. config.json is made a FIFO so that loading
+    blocks, deterministically, until the test opens it."""
+    import os
+
+    stalled = tmp_path / "stalled_model"
+    stalled.mkdir()
+    for f in model_dir.iterdir():
+        if f.name != "config.json":
+            os.symlink(f, stalled / f.name)
+    os.mkfifo(stalled / "config.json")
+    srv = Server(tmp_path, stalled, default_config(stalled))
+    srv.start(wait=False)
+    try:
+        def loading_line():
+            return [r for r in srv.log_records() if r.get("msg") == "loading model"]
+
+        wait_until(loading_line, timeout=30)
+        srv.url = f"http://127.0.0.1:{loading_line()[0]['port']}"
+        r = srv.get("/readyz")
+        assert r.status_code == 503 and r.json() == {"status": "loading"}
+        assert srv.get("/healthz").status_code == 200
+        r = srv.post("/v1/fill-mask", {"inputs": "a [MASK]"})
+        assert r.status_code == 503 and error_of(r) == "loading"
+        assert r.headers["Retry-After"] == "1"
+        assert srv.get("/v1/models").status_code == 503
+        assert "\nbert_ready 0\n" in srv.get("/metrics").text
+    finally:
+        # unblock the loader: a FIFO cannot be read as a file, so loading then fails
+        fd = os.open(stalled / "config.json", os.O_WRONLY)
+        os.close(fd)
+    assert srv.proc.wait(30) == 1
+    assert "config.json" in srv.stderr()
