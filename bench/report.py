@@ -1,0 +1,302 @@
+"""Turns bench.py's results.json into the markdown tables of bench/README.md and latency.png.
+
+Every timing is also shown against the GEMM limit: the time OpenBLAS itself needs, on this
+machine, for the matrix products of that forward pass at their real shapes (measured by
+gemm_bench.c, best of 1 and 2 threads, at the median), i.e. what a forward would take if
+everything except sgemm were free. "% of limit" = limit time / measured time.
+"""
+from pathlib import Path
+
+BEGIN = "<!-- BEGIN GENERATED RESULTS (bench/bench.py --readme; do not edit by hand) -->"
+END = "<!-- END GENERATED RESULTS -->"
+
+
+def model_flops(c, B, T):
+    """FLOPs of one forward over B sequences of T tokens, one MLM row each, and NSP: the
+    formula of bench_flops in tools/cli_bench.c."""
+    C, I, V = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
+    per_layer = B * T * (8.0 * C * C + 4.0 * C * I) + B * 4.0 * T * T * C
+    heads = B * (2.0 * C * C + 2.0 * C * V) + B * (2.0 * C * C + 4.0 * C)
+    return c["num_hidden_layers"] * per_layer + heads
+
+
+def gemm_rates(res):
+    """{T: {shape: best median GFLOP/s over thread counts}}."""
+    rates = {}
+    for g in res["gemm"]:
+        d = rates.setdefault(g["M"], {})
+        d[g["name"]] = max(d.get(g["name"], 0.0), g["gflops"])
+    return rates
+
+
+def limit_ms(res, B, T):
+    """sgemm-only time of a forward over B x T tokens at the measured rates for T rows."""
+    c = res["meta"]["model_config"]
+    r = gemm_rates(res).get(T)
+    if not r:
+        return None
+    C, I, V, L = c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["num_hidden_layers"]
+    gf = lambda flops, rate: flops / (rate * 1e9) * 1e3  # noqa: E731  (ms)
+    per_layer = (gf(4 * 2.0 * T * C * C, r["proj_CxC"]) + gf(2.0 * T * C * I, r["ffn_up_CxI"]) +
+                 gf(2.0 * T * I * C, r["ffn_down_IxC"]) +
+                 gf(2.0 * T * T * C, r["attn_scores"]) + gf(2.0 * T * T * C, r["attn_ctx"]))
+    heads = model_flops(c, 1, T) - L * (T * (8.0 * C * C + 4.0 * C * I) + 4.0 * T * T * C)
+    return B * (L * per_layer + gf(heads, r["proj_CxC"]))
+
+
+def fmt_ms(x):
+    if x is None:
+        return "—"
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def pct(limit, ms):
+    return f"{100.0 * limit / ms:.0f}%" if limit and ms else "—"
+
+
+def columns(res):
+    return [(r["kind"], r["tokens"]) for r in res["requests"]]
+
+
+def latency_rows(res):
+    """(label, {(kind, tokens): row}) for every system that was timed one request at a time."""
+    out = []
+    for s in res["server"]:
+        out.append((f"bert-serve over HTTP, {s['name']}",
+                    {(r["kind"], r["tokens"]): r for r in s["latency"]}))
+    variants = sorted({(r["coretype"], r["blas_threads"]) for r in res["cli"]},
+                      key=lambda v: (v[0] != "default", -v[1]))
+    for core, th in variants:
+        rows = {("fill-mask", r["tokens"]): r for r in res["cli"]
+                if r["blas_threads"] == th and r["coretype"] == core}
+        kern = "" if core == "default" else f", {core} kernels"
+        out.append((f"C core in-process (`bert-cli bench`), {th} BLAS thread{'s' * (th > 1)}"
+                    f"{kern}", rows))
+    t = res["torch"]
+    out.append(("transformers `pipeline(\"fill-mask\")`, PyTorch",
+                {(r["kind"], r["tokens"]): r for r in t["pipeline"]}))
+    out.append(("PyTorch `BertForPreTraining`, stock forward (heads on every row)",
+                {(r["kind"], r["tokens"]): r for r in t["stock"]}))
+    out.append(("PyTorch `BertForPreTraining`, heads on needed rows only",
+                {(r["kind"], r["tokens"]): r for r in t["rows"]}))
+    o = res["onnx"]
+    out.append(("ONNX Runtime, heads on needed rows only",
+                {(r["kind"], r["tokens"]): r for r in o["rows"]}))
+    return out
+
+
+def render_markdown(res):
+    m = res["meta"]
+    c = m["model_config"]
+    cols = columns(res)
+    L = []
+    L.append(f"Run: profile `{m['profile']}`, {m['date_utc']} UTC, git `{m['git_commit'][:12]}`"
+             + (f" with uncommitted changes in {', '.join(m['git_dirty_paths'])}"
+                if m["git_dirty_paths"] else "") + f", {res['total_seconds']:.0f} s in all.")
+    L.append(f"Machine: {m['cpu_model']}, {m['cpus']} CPUs, Linux {m['kernel']}; OpenBLAS "
+             f"{m['openblas']}, torch {m['torch']}, transformers {m['transformers']}, "
+             f"onnxruntime {m['onnxruntime']}.")
+    L.append(f"Model: {c['num_hidden_layers']} layers, hidden {c['hidden_size']}, "
+             f"{c['num_attention_heads']} heads, intermediate {c['intermediate_size']}, vocab "
+             f"{c['vocab_size']}, float32, random weights (tests/checkpoints.py).")
+    ld = res["load"]
+    others = ", ".join(f"{p['comm']} (nice {p['nice']}, {p['pcpu']:.0f}% CPU)"
+                       for p in ld["other_processes_at_start"]) or "none above 5% CPU"
+    L.append(f"Other load: 1-min load average {ld['start'][0]} at the start, "
+             f"{ld['end'][0]} at the end (2 CPUs); other busy processes at the start: {others}.")
+    L.append("")
+
+    L.append("### Latency, one request at a time (ms, p50 / p99; % = GEMM limit / p50)")
+    L.append("")
+    L.append("| System | " + " | ".join(f"{k} {t} tok" for k, t in cols) + " |")
+    L.append("|---|" + "---|" * len(cols))
+    for label, rows in latency_rows(res):
+        cells = []
+        for k, t in cols:
+            r = rows.get((k, t))
+            cells.append("—" if r is None else
+                         f"{fmt_ms(r['p50_ms'])} / {fmt_ms(r['p99_ms'])} "
+                         f"({pct(limit_ms(res, 1, t), r['p50_ms'])})")
+        L.append(f"| {label} | " + " | ".join(cells) + " |")
+    L.append("| GEMM limit: OpenBLAS sgemm time of the same products | " +
+             " | ".join(fmt_ms(limit_ms(res, 1, t)) for _, t in cols) + " |")
+    ns = sorted({r["n"] for _, rows in latency_rows(res) for r in rows.values()})
+    L.append("")
+    L.append(f"Samples per cell: {ns[0]}–{ns[-1]} after warm-up (p99 of so few samples is "
+             "close to the maximum). HTTP: python `requests` with one keep-alive session, "
+             "client-side wall time; in-process peers include tokenization and top-k.")
+    L.append("")
+
+    tt = res["profile"]["throughput_tokens"]
+    L.append(f"### Throughput, fill-mask of {tt} tokens (% = sgemm-only time / time per request)")
+    L.append("")
+    L.append("| System | Concurrency | req/s | tokens/s | p50 ms | p99 ms | errors | % of limit |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    lim = limit_ms(res, 1, tt)
+    for s in res["server"]:
+        for w in s["throughput"]:
+            err = w["non_2xx"] + w["socket_errors"]
+            L.append(f"| bert-serve, {s['name']} (wrk, {w['seconds']} s) | {w['connections']} "
+                     f"connections | {w['requests_per_s']:.2f} | {w['tokens_per_s']:.0f} | "
+                     f"{fmt_ms(w['p50_ms'])} | {fmt_ms(w['p99_ms'])} | {err} | "
+                     f"{pct(lim, 1e3 / w['requests_per_s'] if w['requests_per_s'] else None)} |")
+    for label, peer in (("PyTorch, heads on needed rows", res["torch"]),
+                        ("ONNX Runtime, heads on needed rows", res["onnx"])):
+        for b in peer["batch"]:
+            L.append(f"| {label}, in-process | batch of {b['batch']} in one forward | "
+                     f"{b['requests_per_s']:.2f} | {b['requests_per_s'] * b['tokens']:.0f} | "
+                     f"{fmt_ms(b['p50_ms'])} per batch | {fmt_ms(b['p99_ms'])} per batch | 0 | "
+                     f"{pct(lim, 1e3 / b['requests_per_s'])} |")
+    L.append("")
+    L.append(best_config_text(res))
+    L.append("")
+
+    L.append("### Memory and start-up (bert-server, OPENBLAS_NUM_THREADS=1)")
+    L.append("")
+    L.append("| Workers | VmRSS at ready (MiB) | VmRSS after requests (MiB) | VmHWM (MiB) | "
+             "Threads | Start → /readyz 200 (s) |")
+    L.append("|---|---|---|---|---|---|")
+    for r in res["memory"]:
+        L.append(f"| {r['workers']} | {r['rss_at_ready_kib'] / 1024:.0f} | "
+                 f"{r['vm_rss_kib'] / 1024:.0f} | {r['vm_hwm_kib'] / 1024:.0f} | "
+                 f"{r['threads']} | {r['startup_s']:.3f} |")
+    size = Path(m["model_dir"], "model.safetensors")
+    size_txt = f"{size.stat().st_size / 2**20:.0f} MiB" if size.exists() else "unknown size"
+    L.append("")
+    L.append(f"model.safetensors is {size_txt}; it was in the page cache (written just before). "
+             "After requests = one request per worker at once, then the longest fill-mask and "
+             "the next-sentence request.")
+    L.append("")
+
+    L.append("### OpenBLAS sgemm at the model's shapes (GFLOP/s at the median; `gemm_bench`)")
+    L.append("")
+    L.append("C = hidden, I = intermediate, weights as nn.Linear stores them (out, in) and "
+             f"streamed cold from a {res['profile']['gemm_pool_mib']} MiB pool of copies (a "
+             "forward reads every weight once, far more than the L3); attention operands warm.")
+    L.append("")
+    names = ["proj_CxC", "ffn_up_CxI", "ffn_down_IxC", "qkv_fused_Cx3C", "attn_scores",
+             "attn_ctx", "proj_CxC_wT", "ffn_up_CxI_wT"]
+    L.append("| T | OpenBLAS kernels | BLAS threads | (T,C)·(C,C)ᵀ | (T,C)·(I,C)ᵀ | (T,I)·(C,I)ᵀ "
+             "| fused QKV (T,C)·(3C,C)ᵀ | QKᵀ per head, x H | PV per head, x H "
+             "| (T,C)·(C,C), weight pre-transposed | (T,C)·(C,I), weight pre-transposed |")
+    L.append("|---|---|---|" + "---|" * len(names))
+    by = {}
+    for g in res["gemm"]:
+        by.setdefault((g["M"], g["coretype"] != "default", g["threads"]), {})[g["name"]] = g
+    for key in sorted(by):
+        d = by[key]
+        kern = next(iter(d.values()))["coretype"]
+        kern = (f"detected ({res['meta'].get('openblas_core', '?')})" if kern == "default"
+                else f"{kern} (forced)")
+        L.append(f"| {key[0]} | {kern} | {key[2]} | " +
+                 " | ".join(f"{d[n]['gflops']:.0f}" if n in d else "—" for n in names) + " |")
+    L.append("")
+    L.append("The GEMM limit used above takes, per shape and T, the best of these rows.")
+    L.append("")
+    L.append("Time per section (s): " + ", ".join(f"{k} {v}" for k, v in
+                                                   res["section_seconds"].items()) +
+             "; 1-min load average when each began: " +
+             ", ".join(f"{k} {v[0]}" for k, v in res["load"]["sections"].items()) + ".")
+    ex = res["onnx"]["export"]
+    L.append(f"ONNX export: {ex['method']}"
+             + (f" (after: {'; '.join(ex['errors'])})" if ex["errors"] else "")
+             + f"; ONNX Runtime vs PyTorch logits max |diff| "
+             f"{res['onnx']['max_abs_diff_vs_torch']:.2e}.")
+    return "\n".join(L) + "\n"
+
+
+def best_config_text(res):
+    """Which worker/thread split won, among configurations that use the same BLAS kernels."""
+    tt = res["profile"]["throughput_tokens"]
+    out = []
+    groups = {}
+    for x in res["server"]:
+        groups.setdefault(x.get("coretype") or "default", []).append(x)
+    for core, s in groups.items():
+        if len(s) < 2:
+            continue
+        lat = {x["name"]: next(r["p50_ms"] for r in x["latency"]
+                               if r["kind"] == "fill-mask" and r["tokens"] == tt) for x in s}
+        top_c = max(w["connections"] for w in s[0]["throughput"])
+        thr = {x["name"]: next(w["requests_per_s"] for w in x["throughput"]
+                               if w["connections"] == top_c) for x in s}
+        best_lat = min(lat, key=lat.get)
+        best_thr = max(thr, key=thr.get)
+        out.append(f"Measured here ({'detected' if core == 'default' else core} kernels): "
+                   f"single-request latency at {tt} tokens is best with **{best_lat}** "
+                   f"({', '.join(f'{k}: {fmt_ms(v)} ms' for k, v in lat.items())}); throughput "
+                   f"at {top_c} connections is best with **{best_thr}** "
+                   f"({', '.join(f'{k}: {v:.2f} req/s' for k, v in thr.items())}).")
+    return "\n\n".join(out)
+
+
+def plot_latency(res, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.2), dpi=110)
+    fills = sorted({t for k, t in columns(res) if k == "fill-mask"})
+
+    def series(rows, label, **kw):
+        pts = [(t, rows[("fill-mask", t)]) for t in fills if ("fill-mask", t) in rows]
+        if not pts:
+            return
+        xs = [t for t, _ in pts]
+        ax.plot(xs, [r["p50_ms"] for _, r in pts], marker="o", label=label, **kw)
+        ax.vlines(xs, [r["p50_ms"] for _, r in pts], [r["p99_ms"] for _, r in pts],
+                  colors=kw.get("color"), alpha=0.5, linewidth=3)
+
+    rows = dict(latency_rows(res))
+    styles = [dict(color="tab:blue"), dict(color="tab:cyan", linestyle="--")]
+    detected = [s for s in res["server"] if s.get("coretype", "default") == "default"]
+    for s, st in zip(detected, styles):
+        series({(r["kind"], r["tokens"]): r for r in s["latency"]},
+               f"bert-serve over HTTP ({s['name']})", **st)
+    cli = next((label for label, _ in latency_rows(res) if label.startswith("C core")), None)
+    if cli:
+        series(rows[cli], cli.replace("`", ""), color="tab:purple", linestyle=":")
+    series(rows["PyTorch `BertForPreTraining`, heads on needed rows only"],
+           "PyTorch BertForPreTraining (heads on needed rows)", color="tab:red")
+    series(rows["transformers `pipeline(\"fill-mask\")`, PyTorch"],
+           "transformers pipeline(\"fill-mask\")", color="tab:orange", linestyle="--")
+    series(rows["ONNX Runtime, heads on needed rows only"], "ONNX Runtime", color="tab:green")
+    lim = [(t, limit_ms(res, 1, t)) for t in fills]
+    lim = [(t, v) for t, v in lim if v]
+    if lim:
+        ax.plot([t for t, _ in lim], [v for _, v in lim], color="gray", linestyle=":",
+                marker=".", label="OpenBLAS sgemm time of the same products (limit)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(fills)
+    ax.set_xticklabels([str(t) for t in fills])
+    ax.set_xlabel("tokens in the request ([CLS] and [SEP] included)")
+    ax.set_ylabel("latency, ms (line: p50, bar up to p99)")
+    c = res["meta"]["model_config"]
+    ax.set_title(f"fill-mask latency, {c['num_hidden_layers']}x{c['hidden_size']} BERT, "
+                 f"{res['meta']['cpus']} CPUs ({res['meta']['profile']} run)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def update_readme(path, md):
+    text = Path(path).read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{path} lacks the generated-results markers")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    Path(path).write_text(head + BEGIN + "\n\n" + md + "\n" + END + tail)
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    r = json.loads(Path(sys.argv[1]).read_text())
+    sys.stdout.write(render_markdown(r))
+    if len(sys.argv) > 2:
+        plot_latency(r, sys.argv[2])
