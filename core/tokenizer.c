@@ -460,7 +460,9 @@ int tok_load_dir(const char *dir, tok_tokenizer **out, char *err, size_t errlen)
 
     snprintf(path, plen, "%s/tokenizer_config.json", dir);
     json_error_t je;
-    cfg = json_load_file(path, 0, &je);
+    /* Hub files carry "model_max_length": 1e30 written as an integer, beyond
+     * json_int_t; only booleans are read here, so integers may become reals. */
+    cfg = json_load_file(path, JSON_DECODE_INT_AS_REAL, &je);
     if (!cfg) {
         FILE *probe = fopen(path, "rb");
         if (probe || errno != ENOENT) {
@@ -493,7 +495,7 @@ int tok_load_dir(const char *dir, tok_tokenizer **out, char *err, size_t errlen)
      * in tokenizer.json, when there is one. */
     if (!have_lower || !have_strip || !have_chinese) {
         snprintf(path, plen, "%s/tokenizer.json", dir);
-        tj = json_load_file(path, 0, &je);
+        tj = json_load_file(path, JSON_DECODE_INT_AS_REAL, &je);
         json_t *norm = tj ? json_object_get(tj, "normalizer") : NULL;
         json_t *type = norm ? json_object_get(norm, "type") : NULL;
         if (type && json_is_string(type) &&
@@ -565,7 +567,11 @@ int tok_is_special(const tok_tokenizer *tok, int32_t id) {
  * [os, oe) of the original character it came from, and their UTF-8 form. */
 typedef struct {
     int32_t *cp, *os, *oe;
+    uint8_t *head; /* 1: first code point of its character's decomposition */
     size_t n, cap;
+    /* Room to sort one run of combining marks (cap entries each). */
+    int32_t *t_cp, *t_os, *t_oe;
+    uint8_t *t_head, *t_ccc;
     char *utf8;
     size_t *boff; /* n + 1: byte offset of each code point in utf8 */
     size_t ucap, bcap;
@@ -575,8 +581,21 @@ static void tok_work_free(tok_work *w) {
     free(w->cp);
     free(w->os);
     free(w->oe);
+    free(w->head);
+    free(w->t_cp);
+    free(w->t_os);
+    free(w->t_oe);
+    free(w->t_head);
+    free(w->t_ccc);
     free(w->utf8);
     free(w->boff);
+}
+
+static int tok_grow(void **p, size_t n, size_t size) {
+    void *q = realloc(*p, n * size);
+    if (!q) return -1;
+    *p = q;
+    return 0;
 }
 
 static int tok_work_reserve(tok_work *w, size_t extra) {
@@ -584,22 +603,64 @@ static int tok_work_reserve(tok_work *w, size_t extra) {
     size_t cap = w->cap ? w->cap : 64;
     while (cap < w->n + extra)
         cap *= 2;
-    int32_t *cp = realloc(w->cp, cap * sizeof(int32_t));
-    if (cp) w->cp = cp;
-    int32_t *os = realloc(w->os, cap * sizeof(int32_t));
-    if (os) w->os = os;
-    int32_t *oe = realloc(w->oe, cap * sizeof(int32_t));
-    if (oe) w->oe = oe;
-    if (!cp || !os || !oe) return -1;
+    if (tok_grow((void **)&w->cp, cap, sizeof(int32_t)) ||
+        tok_grow((void **)&w->os, cap, sizeof(int32_t)) ||
+        tok_grow((void **)&w->oe, cap, sizeof(int32_t)) || tok_grow((void **)&w->head, cap, 1) ||
+        tok_grow((void **)&w->t_cp, cap, sizeof(int32_t)) ||
+        tok_grow((void **)&w->t_os, cap, sizeof(int32_t)) ||
+        tok_grow((void **)&w->t_oe, cap, sizeof(int32_t)) ||
+        tok_grow((void **)&w->t_head, cap, 1) || tok_grow((void **)&w->t_ccc, cap, 1))
+        return -1;
     w->cap = cap;
     return 0;
 }
 
-static void tok_work_push(tok_work *w, int32_t c, int32_t s, int32_t e) {
+static void tok_work_push(tok_work *w, int32_t c, int32_t s, int32_t e, int head) {
     w->cp[w->n] = c;
     w->os[w->n] = s;
     w->oe[w->n] = e;
+    w->head[w->n] = (uint8_t)head;
     w->n++;
+}
+
+/* Canonical ordering of the run w[i, j) of nonzero-class marks: a stable sort
+ * by class (counting sort, so a long run of marks stays linear). The spans
+ * are then dealt out as tokenizers' alignment does it: its NFD yields each
+ * code point with a flag saying whether it starts a character's
+ * decomposition, the flags travel with the code points through the sort, and
+ * the result is aligned in order: every starting code point takes the next
+ * original character's span, every other one the span before it. */
+static void tok_reorder_run(tok_work *w, size_t i, size_t j) {
+    size_t count[257] = {0}, nh = 0;
+    for (size_t a = i; a < j; a++) {
+        w->t_ccc[a] = (uint8_t)tok_ccc(w->cp[a]);
+        count[w->t_ccc[a] + 1]++;
+        if (w->head[a]) {
+            w->t_os[nh] = w->os[a];
+            w->t_oe[nh] = w->oe[a];
+            nh++;
+        }
+    }
+    for (int k = 1; k < 257; k++)
+        count[k] += count[k - 1];
+    for (size_t a = i; a < j; a++) {
+        size_t to = i + count[w->t_ccc[a]]++;
+        w->t_cp[to] = w->cp[a];
+        w->t_head[to] = w->head[a];
+    }
+    size_t h = 0;
+    for (size_t a = i; a < j; a++) {
+        w->cp[a] = w->t_cp[a];
+        w->head[a] = w->t_head[a];
+        if (w->head[a]) {
+            w->os[a] = w->t_os[h];
+            w->oe[a] = w->t_oe[h];
+            h++;
+        } else {
+            w->os[a] = a > 0 ? w->os[a - 1] : 0;
+            w->oe[a] = a > 0 ? w->oe[a - 1] : 0;
+        }
+    }
 }
 
 static int tok_seq_reserve(tok_sequence *seq, int extra) {
@@ -663,45 +724,33 @@ static int tok_normalize(const tok_tokenizer *tok, const char *text, size_t lo, 
          * token. The ideograph itself goes on through NFD (compatibility
          * ideographs decompose) and lowercasing like any character. */
         int pad = chinese && c >= 0x3400 && tok_is_chinese(c);
-        if (pad) tok_work_push(w, ' ', s, e);
+        if (pad) tok_work_push(w, ' ', s, e, 1);
         if (strip) {
             /* Decomposed now, reordered, filtered and lowercased below. */
             int m = tok_decompose(c, dec, 32);
             for (int i = 0; i < m; i++)
-                tok_work_push(w, dec[i], s, e);
+                tok_work_push(w, dec[i], s, e, i == 0);
         } else if (lower) {
             int32_t l[2];
             int m = tok_lower(c, l);
             for (int i = 0; i < m; i++)
-                tok_work_push(w, l[i], s, e);
+                tok_work_push(w, l[i], s, e, i == 0);
         } else {
-            tok_work_push(w, c, s, e);
+            tok_work_push(w, c, s, e, 1);
         }
-        if (pad) tok_work_push(w, ' ', s, e);
+        if (pad) tok_work_push(w, ' ', s, e, 1);
     }
     if (!strip) return 0;
 
-    /* Canonical ordering: stable sort of each run of nonzero-class marks by
-     * class. The spans stay where they are, as in tokenizers, whose alignment
-     * follows positions rather than characters. */
     for (size_t i = 0; i < w->n;) {
         if (w->cp[i] < 0x300 || tok_ccc(w->cp[i]) == 0) {
             i++;
             continue;
         }
-        size_t j = i;
+        size_t j = i + 1;
         while (j < w->n && w->cp[j] >= 0x300 && tok_ccc(w->cp[j]) != 0)
             j++;
-        for (size_t a = i + 1; a < j; a++) {
-            int32_t c = w->cp[a];
-            int cc = tok_ccc(c);
-            size_t b = a;
-            while (b > i && tok_ccc(w->cp[b - 1]) > cc) {
-                w->cp[b] = w->cp[b - 1];
-                b--;
-            }
-            w->cp[b] = c;
-        }
+        if (j - i > 1) tok_reorder_run(w, i, j);
         i = j;
     }
     /* Drop nonspacing marks, then lowercase (no mark can come out of a
