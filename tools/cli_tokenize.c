@@ -1,14 +1,16 @@
 /* bert-cli tokenize: core/tokenizer over JSON lines, so the tests can hold
  * it against the fast tokenizer on a large corpus in one process.
  *
- * Options beyond cli.h's usage: --side left|right (truncation side) and
+ * Options beyond cli.h's usage: --side left|right (truncation side);
  * --raw (each stdin line, minus its newline, is the text itself: the only
  * way to hand the tokenizer bytes that are not valid UTF-8, which JSON
- * cannot carry). */
+ * cannot carry); --decode (stdin: {"ids": [..], "skip_special": bool,
+ * "cleanup": bool}, stdout: {"text": "..."}, i.e. tok_decode). */
 #include "cli.h"
 #include "tokenizer.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +20,7 @@ static const char *const tokenize_usage =
     "usage: bert-cli tokenize (--model DIR | --vocab FILE [--no-lower] [--strip-accents 0|1]\n"
     "                         [--no-chinese]) [--max-len N --truncate "
     "longest_first|only_first|only_second]\n"
-    "                         [--side right|left] [--raw]\n";
+    "                         [--side right|left] [--raw | --decode]\n";
 
 static json_t *tokenize_error(const char *msg) {
     return json_pack("{s:s}", "error", msg);
@@ -35,6 +37,42 @@ static json_t *tokenize_result(const tok_tokenizer *tok, const tok_sequence *seq
     }
     return json_pack("{s:o,s:o,s:o,s:o}", "ids", ids, "type_ids", types, "offsets", offs, "tokens",
                      tokens);
+}
+
+static json_t *decode_line(const tok_tokenizer *tok, const char *line, size_t len) {
+    json_error_t jerr;
+    json_t *req = json_loadb(line, len, 0, &jerr), *res = NULL;
+    int32_t *ids = NULL;
+    if (!req) {
+        char err[256];
+        snprintf(err, sizeof(err), "invalid JSON: %s", jerr.text);
+        return tokenize_error(err);
+    }
+    json_t *arr = json_object_get(req, "ids");
+    if (!json_is_array(arr)) {
+        res = tokenize_error("\"ids\" must be an array of integers");
+        goto cleanup;
+    }
+    size_t n = json_array_size(arr);
+    ids = malloc((n ? n : 1) * sizeof(int32_t));
+    if (!ids) goto cleanup;
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(arr, i);
+        if (!json_is_integer(v) || json_integer_value(v) < INT32_MIN ||
+            json_integer_value(v) > INT32_MAX) {
+            res = tokenize_error("\"ids\" must be an array of 32-bit integers");
+            goto cleanup;
+        }
+        ids[i] = (int32_t)json_integer_value(v);
+    }
+    char *text = tok_decode(tok, ids, (int)n, json_is_true(json_object_get(req, "skip_special")),
+                            json_is_true(json_object_get(req, "cleanup")));
+    if (text) res = json_pack("{s:s}", "text", text);
+    free(text);
+cleanup:
+    free(ids);
+    json_decref(req);
+    return res;
 }
 
 static json_t *tokenize_line(const tok_tokenizer *tok, const char *line, size_t len, int raw,
@@ -75,7 +113,7 @@ int cli_tokenize(int argc, char **argv) {
     const char *model = NULL, *vocab = NULL;
     tok_options opt;
     tok_options_default(&opt);
-    int max_len = 0, raw = 0, rc = 1;
+    int max_len = 0, raw = 0, decode = 0, rc = 1;
     tok_truncation trunc = TOK_TRUNC_NONE;
     tok_side side = TOK_SIDE_RIGHT;
     for (int i = 0; i < argc; i++) {
@@ -86,6 +124,8 @@ int cli_tokenize(int argc, char **argv) {
             opt.tokenize_chinese = 0;
         } else if (strcmp(arg, "--raw") == 0) {
             raw = 1;
+        } else if (strcmp(arg, "--decode") == 0) {
+            decode = 1;
         } else if (val && strcmp(arg, "--model") == 0) {
             model = val, i++;
         } else if (val && strcmp(arg, "--vocab") == 0) {
@@ -113,7 +153,7 @@ int cli_tokenize(int argc, char **argv) {
             goto usage;
         }
     }
-    if (!model == !vocab) goto usage;
+    if (!model == !vocab || (raw && decode)) goto usage;
 
     char err[512];
     tok_tokenizer *tok = NULL;
@@ -129,7 +169,9 @@ int cli_tokenize(int argc, char **argv) {
     ssize_t len;
     while ((len = getline(&line, &cap, stdin)) >= 0) {
         if (len > 0 && line[len - 1] == '\n') len--;
-        json_t *res = tokenize_line(tok, line, (size_t)len, raw, max_len, trunc, side, &seq);
+        json_t *res = decode
+                          ? decode_line(tok, line, (size_t)len)
+                          : tokenize_line(tok, line, (size_t)len, raw, max_len, trunc, side, &seq);
         if (!res) {
             fprintf(stderr, "bert-cli tokenize: out of memory\n");
             goto cleanup;
