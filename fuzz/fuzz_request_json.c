@@ -20,6 +20,7 @@
 static bert_model *g_model;
 static cfg g_cfg;
 static api_ctx g_ctx;
+static int g_verbose; /* $FUZZ_VERBOSE: one line per input, to check seeds reach their paths */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
@@ -32,6 +33,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         fprintf(stderr, "fuzz_request_json: cannot load %s: %s\n", dir, err);
         abort();
     }
+    g_verbose = getenv("FUZZ_VERBOSE") != NULL;
     cfg_defaults(&g_cfg);
     /* Small limits so the fuzzer reaches every "too many" branch. */
     g_cfg.max_inputs_per_request = 4;
@@ -121,7 +123,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     json_error_t je;
     json_t *req = json_loadb(body, blen, JSON_REJECT_DUPLICATES, &je);
     free(body);
-    if (!req) return 0; /* http.c answers 400 before any api_* call */
+    if (!req) { /* http.c answers 400 before any api_* call */
+        if (g_verbose) fprintf(stderr, "not JSON: %s\n", je.text);
+        return 0;
+    }
 
     api_error e;
     memset(&e, 0, sizeof(e));
@@ -129,6 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         size_t len = 0;
         long tokens = -1;
         char *out = api_tokenize(&g_ctx, req, &len, &tokens, &e);
+        if (g_verbose) fprintf(stderr, "tokenize: %s\n", out ? "ok" : e.code);
         if (!out) {
             check_error(&e);
         } else {
@@ -143,6 +149,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         api_kind kind = route == 0 ? API_FILL_MASK : API_NEXT_SENTENCE;
         int rc = kind == API_FILL_MASK ? api_parse_fill_mask(&g_ctx, req, &job, &e)
                                        : api_parse_next_sentence(&g_ctx, req, &job, &e);
+        if (g_verbose)
+            fprintf(stderr, "%s: %s\n", kind == API_FILL_MASK ? "fill-mask" : "next-sentence",
+                    rc ? e.code : "ok");
         if (rc != 0) {
             FUZZ_CHECK(job == NULL, "refused request returned a job");
             check_error(&e);
