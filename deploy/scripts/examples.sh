@@ -29,9 +29,10 @@ curl -sS --fail-with-body "$URL/healthz" | "${PRETTY[@]}"
 show "curl -sS $URL/readyz"
 curl -sS --fail-with-body "$URL/readyz" | "${PRETTY[@]}"
 
-# Prometheus metrics (text exposition format); first lines only here.
+# Prometheus metrics (text exposition format); first lines only here (sed, not head, reads to
+# the end so curl never sees a closed pipe).
 show "curl -sS $URL/metrics"
-curl -sS --fail-with-body "$URL/metrics" | head -n 12
+curl -sS --fail-with-body "$URL/metrics" | sed -n 1,12p
 
 # The loaded checkpoint: heads, sizes, dtype.
 show "curl -sS $URL/v1/models"
