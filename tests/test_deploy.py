@@ -253,6 +253,41 @@ def test_copy_sources_exist_and_are_in_context(stages):
                             assert not _dockerignored(rel, patterns) or f.suffix in (".o", ".a"), rel
 
 
+def _apt_installed_in(stage):
+    pkgs = set()
+    for ins in stage.all("RUN"):
+        for cmd in re.split(r"&&|;", ins.args):
+            words = cmd.split()
+            if words[:2] == ["apt-get", "install"]:
+                pkgs |= {w.split("=")[0] for w in words[2:] if not w.startswith("-")}
+    return pkgs
+
+
+def test_runtime_packages_provide_every_needed_library(build_stage, runtime):
+    """Each shared library the shipped binaries load comes from a package the runtime installs."""
+    installed = _apt_installed_in(runtime) | {"libc6"}  # libc6 is in every Debian base image
+    mapping = container_path_map(build_stage, runtime)
+    ldcache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=True).stdout
+    for target, host in mapping.items():
+        if not target.startswith("/usr/local/bin/"):
+            continue
+        assert host.is_file(), f"{host} missing: run make"
+        dyn = subprocess.run(["readelf", "-d", str(host)], capture_output=True, text=True, check=True)
+        for lib in re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", dyn.stdout):
+            m = re.search(rf"^\s+{re.escape(lib)} \(libc6,x86-64\) => (\S+)$", ldcache, re.M)
+            assert m, f"{lib} (needed by {target}) not in the ld cache"
+            # dpkg records either side of the /lib -> /usr/lib merge; the soname is often a link.
+            real = os.path.realpath(m.group(1))
+            name = os.path.basename(real)
+            candidates = {real, os.path.join(os.path.dirname(m.group(1)), name)}
+            candidates |= {c.removeprefix("/usr") for c in candidates}
+            owners = [subprocess.run(["dpkg", "-S", c], capture_output=True, text=True) for c in candidates]
+            found = [o.stdout for o in owners if o.returncode == 0]
+            assert found, f"{real} belongs to no package"
+            pkg = found[0].split(":")[0]
+            assert pkg in installed, f"{target} needs {lib} from {pkg}, not installed by the runtime stage"
+
+
 def test_model_and_config_baked_in(build_stage, runtime):
     mapping = container_path_map(build_stage, runtime)
     cfg = load_container_config()
