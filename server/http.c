@@ -335,8 +335,8 @@ static enum MHD_Result handle_body(http_server *s, req_ctx *r) {
 static enum MHD_Result first_call(http_server *s, req_ctx *r, const char *method) {
     if (!r->route)
         return send_error(r, 404, "not_found",
-                          "no such route; see /openapi.yaml "
-                          "in the repository for the API",
+                          "no such route; the routes are POST /v1/fill-mask, /v1/next-sentence, "
+                          "/v1/tokenize and GET /v1/models, /healthz, /readyz, /metrics",
                           NULL);
     int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     int is_post = strcmp(method, "POST") == 0;
