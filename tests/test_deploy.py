@@ -226,7 +226,8 @@ def _dockerignored(rel, patterns):
         p = p.strip("/")
         for n in range(1, len(parts) + 1):
             prefix = "/".join(parts[:n])
-            if fnmatch.fnmatch(prefix, p) or (p.startswith("**/") and fnmatch.fnmatch(prefix, p[3:])):
+            anywhere = p.startswith("**/") and fnmatch.fnmatch(prefix, p[3:])
+            if fnmatch.fnmatch(prefix, p) or anywhere:
                 excluded = not neg
                 break
     return excluded
@@ -250,7 +251,8 @@ def test_copy_sources_exist_and_are_in_context(stages):
                     for f in (REPO / src).rglob("*"):
                         if f.is_file() and "__pycache__" not in f.parts:
                             rel = f.relative_to(REPO).as_posix()
-                            assert not _dockerignored(rel, patterns) or f.suffix in (".o", ".a"), rel
+                            ok = not _dockerignored(rel, patterns) or f.suffix in (".o", ".a")
+                            assert ok, f"{rel} is excluded by .dockerignore"
 
 
 def _apt_installed_in(stage):
@@ -272,7 +274,9 @@ def test_runtime_packages_provide_every_needed_library(build_stage, runtime):
         if not target.startswith("/usr/local/bin/"):
             continue
         assert host.is_file(), f"{host} missing: run make"
-        dyn = subprocess.run(["readelf", "-d", str(host)], capture_output=True, text=True, check=True)
+        dyn = subprocess.run(
+            ["readelf", "-d", str(host)], capture_output=True, text=True, check=True
+        )
         for lib in re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", dyn.stdout):
             m = re.search(rf"^\s+{re.escape(lib)} \(libc6,x86-64\) => (\S+)$", ldcache, re.M)
             assert m, f"{lib} (needed by {target}) not in the ld cache"
@@ -281,11 +285,14 @@ def test_runtime_packages_provide_every_needed_library(build_stage, runtime):
             name = os.path.basename(real)
             candidates = {real, os.path.join(os.path.dirname(m.group(1)), name)}
             candidates |= {c.removeprefix("/usr") for c in candidates}
-            owners = [subprocess.run(["dpkg", "-S", c], capture_output=True, text=True) for c in candidates]
+            owners = [
+                subprocess.run(["dpkg", "-S", c], capture_output=True, text=True)
+                for c in candidates
+            ]
             found = [o.stdout for o in owners if o.returncode == 0]
             assert found, f"{real} belongs to no package"
             pkg = found[0].split(":")[0]
-            assert pkg in installed, f"{target} needs {lib} from {pkg}, not installed by the runtime stage"
+            assert pkg in installed, f"{target} needs {lib} from {pkg}, which the image lacks"
 
 
 def test_model_and_config_baked_in(build_stage, runtime):
@@ -388,7 +395,8 @@ def _validate(docs, version):
         try:
             kubernetes_validate.validate(d, version, strict=True)
         except kubernetes_validate.ValidationError as e:
-            errors.append(f"{d['kind']}/{d['metadata']['name']}: {'.'.join(map(str, e.path))}: {e.message}")
+            where = ".".join(map(str, e.path))
+            errors.append(f"{d['kind']}/{d['metadata']['name']}: {where}: {e.message}")
         except kubernetes_validate.SchemaNotFoundError as e:
             errors.append(e.message)
     return errors
@@ -447,7 +455,8 @@ def test_deployment_contract(rendered):
     pre = c["lifecycle"]["preStop"]["exec"]["command"]
     assert pre[0] == "/bin/sleep"
     budget = int(pre[1]) + cfg["shutdown"]["grace_period_s"]
-    assert pod["terminationGracePeriodSeconds"] >= budget + 3, (pod["terminationGracePeriodSeconds"], budget)
+    grace = pod["terminationGracePeriodSeconds"]
+    assert grace >= budget + 3, (grace, budget)
 
     # The config the args name is the ConfigMap key mounted read-only at its directory.
     cfg_path = c["args"][c["args"].index("--config") + 1]
@@ -456,11 +465,14 @@ def test_deployment_contract(rendered):
     (vol,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     cm = by_kind(docs, "ConfigMap")
     assert vol["configMap"]["name"] == cm["metadata"]["name"]
-    assert yaml.safe_load(cm["data"][Path(cfg_path).name]) == cfg, "ConfigMap differs from deploy/container.yaml"
+    embedded = yaml.safe_load(cm["data"][Path(cfg_path).name])
+    assert embedded == cfg, "ConfigMap differs from deploy/container.yaml"
 
     # CPU request == worker count: one BLAS thread per worker, no oversubscription.
     args = c["args"]
-    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else cfg["workers"]["count"]
+    workers = cfg["workers"]["count"]
+    if "--workers" in args:
+        workers = int(args[args.index("--workers") + 1])
     assert str(c["resources"]["requests"]["cpu"]) == str(workers)
     assert c["resources"]["limits"]["memory"] == c["resources"]["requests"]["memory"]
 
@@ -497,7 +509,8 @@ def test_overlay_mounts_its_checkpoint():
     pvc = by_kind(docs, "PersistentVolumeClaim")
     assert vol["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
     ns = by_kind(docs, "Namespace")
-    assert all(d["metadata"].get("namespace") == ns["metadata"]["name"] for d in docs if d is not ns)
+    others = [d for d in docs if d is not ns]
+    assert all(d["metadata"].get("namespace") == ns["metadata"]["name"] for d in others)
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,11 +568,14 @@ def _copy_targets(ins, workdir):
     base = posixpath.normpath(posixpath.join(workdir or "/", dest))
     for src in srcs:
         into_dir = dest.endswith("/") or len(srcs) > 1
-        yield src.rstrip("/"), posixpath.join(base, Path(src).name) if into_dir and not src.endswith("/") else base
+        if into_dir and not src.endswith("/"):
+            yield src.rstrip("/"), posixpath.join(base, Path(src).name)
+        else:
+            yield src.rstrip("/"), base
 
 
 def build_stage_path_map(build_stage):
-    """Build-stage path -> host path: its context COPYs, and `make`'s output dir = BERT_BUILD_DIR."""
+    """Build-stage path -> host path: its context COPYs, and make's output dir = BERT_BUILD_DIR."""
     workdir = build_stage.last("WORKDIR").args.rstrip("/")
     mapping = {f"{workdir}/build": BUILD_DIR}
     for ins in build_stage.all("COPY"):
@@ -620,7 +636,9 @@ def start_container_entrypoint(stages, tmp_path, extra_env=None):
     # parallel runs cannot collide) and the model path, which lives under the repo here. The
     # environment outranks the config file, so the file itself is used unchanged.
     model_dir = load_container_config()["model"]["dir"]
-    env.update(BERT_LISTEN="127.0.0.1", BERT_PORT="0", BERT_MODEL_DIR=str(map_path(model_dir, mapping)))
+    env.update(
+        BERT_LISTEN="127.0.0.1", BERT_PORT="0", BERT_MODEL_DIR=str(map_path(model_dir, mapping))
+    )
     env.update(extra_env or {})
 
     log = tmp_path / "server.log"
@@ -664,10 +682,18 @@ def server(stages, tmp_path_factory):
     stop(srv, 60)
 
 
-def test_entrypoint_becomes_ready(server):
-    r = subprocess.run(
-        [str(SCRIPTS / "wait-ready.sh"), server.url, "60"], capture_output=True, text=True, timeout=90
+def run_script(name, *args, token=None, timeout=300):
+    """Runs deploy/scripts/NAME; BERT_AUTH_TOKEN is exactly `token` (unset when None)."""
+    env = {k: v for k, v in os.environ.items() if k != "BERT_AUTH_TOKEN"}
+    if token is not None:
+        env["BERT_AUTH_TOKEN"] = token
+    return subprocess.run(
+        [str(SCRIPTS / name), *args], capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+def test_entrypoint_becomes_ready(server):
+    r = run_script("wait-ready.sh", server.url, "60", timeout=90)
     assert r.returncode == 0, r.stdout + r.stderr
     resp = requests.get(server.url + "/readyz", timeout=5)
     assert resp.status_code == 200 and resp.json() == {"status": "ready"}
@@ -682,7 +708,8 @@ def test_healthcheck_and_probes_answer(stages, server):
 
     dep, _, c = _container(render(DEPLOY / "base"))
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        resp = requests.get(server.url + c[probe]["httpGet"]["path"], timeout=c[probe]["timeoutSeconds"])
+        path, timeout = c[probe]["httpGet"]["path"], c[probe]["timeoutSeconds"]
+        resp = requests.get(server.url + path, timeout=timeout)
         assert resp.status_code == 200, (probe, resp.status_code, resp.text)
     ann = dep["spec"]["template"]["metadata"]["annotations"]
     resp = requests.get(server.url + ann["prometheus.io/path"], timeout=5)
@@ -691,21 +718,17 @@ def test_healthcheck_and_probes_answer(stages, server):
 
 
 def test_smoke_script_passes(server):
-    env = {k: v for k, v in os.environ.items() if k != "BERT_AUTH_TOKEN"}
-    r = subprocess.run(
-        [str(SCRIPTS / "smoke.sh"), server.url], capture_output=True, text=True, timeout=300, env=env
-    )
+    r = run_script("smoke.sh", server.url)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "FAIL" not in r.stdout and re.search(r"all \d+ checks passed", r.stdout), r.stdout
 
 
 def test_examples_script_runs(server):
-    env = {k: v for k, v in os.environ.items() if k != "BERT_AUTH_TOKEN"}
-    r = subprocess.run(
-        [str(SCRIPTS / "examples.sh"), server.url], capture_output=True, text=True, timeout=300, env=env
-    )
+    r = run_script("examples.sh", server.url)
     assert r.returncode == 0, r.stdout + r.stderr
-    for route in ("/healthz", "/readyz", "/metrics", "/v1/models", "/v1/fill-mask", "/v1/next-sentence", "/v1/tokenize"):
+    routes = ["/healthz", "/readyz", "/metrics", "/v1/models"]
+    routes += ["/v1/fill-mask", "/v1/next-sentence", "/v1/tokenize"]
+    for route in routes:
         assert f"{server.url}{route}" in r.stdout, route
 
 
@@ -761,7 +784,8 @@ def test_base_memory_limit_covers_the_worst_case():
 
 def _rss(pid):
     status = Path(f"/proc/{pid}/status").read_text()
-    return {k: int(re.search(rf"^{k}:\s+(\d+) kB", status, re.M).group(1)) * 1024 for k in ("VmRSS", "VmHWM")}
+    kib = {k: re.search(rf"^{k}:\s+(\d+) kB", status, re.M).group(1) for k in ("VmRSS", "VmHWM")}
+    return {k: int(v) * 1024 for k, v in kib.items()}
 
 
 def test_worst_case_memory_measured(stages, tmp_path):
@@ -777,10 +801,13 @@ def test_worst_case_memory_measured(stages, tmp_path):
         n = cfg["limits"]["max_inputs_per_request"]
         text = "[MASK] " + " ".join(["word"] * (2 * length))
         params = {"truncate": True}
-        ids = requests.post(srv.url + "/v1/tokenize", json={"inputs": text, "parameters": params},
-                            timeout=30).json()["ids"]
+        tok = requests.post(
+            srv.url + "/v1/tokenize", json={"inputs": text, "parameters": params}, timeout=30
+        )
+        ids = tok.json()["ids"]
         assert len(ids) == length
-        # Labels on every position: MLM logits for all n x length tokens, the most a request can ask.
+        # Labels on every position: MLM logits for all n x length tokens, the most one request
+        # can ask for.
         body = {"inputs": [text] * n, "labels": [ids] * n, "parameters": params}
 
         def one(_):
@@ -806,13 +833,11 @@ def test_worst_case_memory_measured(stages, tmp_path):
 def test_auth_token_from_environment(stages, tmp_path):
     srv = start_container_entrypoint(stages, tmp_path, {"BERT_AUTH_TOKEN": "s3cret-token"})
     try:
-        env = {k: v for k, v in os.environ.items() if k != "BERT_AUTH_TOKEN"}
-        wrong = subprocess.run([str(SCRIPTS / "smoke.sh"), srv.url], capture_output=True, text=True,
-                               timeout=300, env=dict(env, BERT_AUTH_TOKEN="wrong"))
+        # A wrong answer must fail the smoke test: here every /v1 call answers 401.
+        wrong = run_script("smoke.sh", srv.url, token="wrong")
         assert wrong.returncode == 1, wrong.stdout + wrong.stderr
         assert "FAIL GET /v1/models: HTTP 401" in wrong.stdout, wrong.stdout
-        right = subprocess.run([str(SCRIPTS / "smoke.sh"), srv.url], capture_output=True, text=True,
-                               timeout=300, env=dict(env, BERT_AUTH_TOKEN="s3cret-token"))
+        right = run_script("smoke.sh", srv.url, token="s3cret-token")
         assert right.returncode == 0, right.stdout + right.stderr
         assert "ok   no token -> 401" in right.stdout
     finally:
@@ -826,6 +851,7 @@ def test_sigterm_drains_and_exits_zero(stages, tmp_path):
     rc = stop(srv, grace + 10)
     elapsed = time.monotonic() - t0
     assert rc == 0, srv.log.read_text()
-    msgs = [json.loads(ln).get("msg") for ln in srv.log.read_text().splitlines() if ln.startswith("{")]
+    lines = srv.log.read_text().splitlines()
+    msgs = [json.loads(ln).get("msg") for ln in lines if ln.startswith("{")]
     assert "draining" in msgs and "stopped" in msgs, msgs
     assert elapsed < grace + 5, elapsed
