@@ -96,10 +96,15 @@ def run_clients(srv, mix, n_clients, per_client, seed=1234):
     return results
 
 
-@pytest.mark.parametrize("batch_wait_us", [0, 2000])
-def test_concurrent_answers_equal_sequential(tmp_path, model_dir, batch_wait_us):
+@pytest.mark.parametrize("batch_wait_us,batch_max_tokens", [(0, 1), (0, 8192), (2000, 8192)])
+def test_concurrent_answers_equal_sequential(tmp_path, model_dir, batch_wait_us,
+                                             batch_max_tokens):
+    """batch_max_tokens=1 turns cross-request batching off: then every answer must be
+    bit-identical, whatever the concurrency. With batching, floats may differ in the last
+    float32 bits (see same_answer), nothing else."""
     cfg = default_config(model_dir, workers={"count": 2, "queue_depth": 64,
-                                             "batch_wait_us": batch_wait_us})
+                                             "batch_wait_us": batch_wait_us,
+                                             "batch_max_tokens": batch_max_tokens})
     mix = request_mix()
     with Server(tmp_path, model_dir, cfg) as srv:
         # one at a time first: the reference answers
@@ -119,7 +124,9 @@ def test_concurrent_answers_equal_sequential(tmp_path, model_dir, batch_wait_us)
                 exact += got == expected[k][1]
                 n += 1
         assert n == CLIENTS * PER_CLIENT
-        print(f"\nbatch_wait_us={batch_wait_us}: {n} answers, {exact} bit-identical to the "
+        if batch_max_tokens == 1:
+            assert exact == n
+        print(f"\nbatch_wait_us={batch_wait_us} batch_max_tokens={batch_max_tokens}: {n} answers, {exact} bit-identical to the "
               f"sequential ones, the rest equal within float32 rounding")
         metrics = srv.get("/metrics").text
         batches = {}
@@ -128,6 +135,17 @@ def test_concurrent_answers_equal_sequential(tmp_path, model_dir, batch_wait_us)
                 name, value = line.rsplit(" ", 1)
                 batches[name] = float(value)
         assert batches["bert_batch_size_count"] > 0
+        if batch_max_tokens == 1:
+            # no cross-request batching: one forward pass per inference request
+            def n_seqs(k):
+                inputs = mix[k][1]["inputs"]
+                return len(inputs) if isinstance(inputs, list) else 1
+
+            ran = [k for k, (st, _) in enumerate(expected)] + [
+                k for per_client in results for k, _, _ in per_client]
+            ran = [k for k in ran if expected[k][0] == 200 and mix[k][0] != "/v1/tokenize"]
+            assert batches["bert_batch_size_count"] == len(ran)
+            assert batches["bert_batch_size_sum"] == sum(n_seqs(k) for k in ran)
         if batch_wait_us:
             # with a wait window, concurrent requests were really run together
             assert batches["bert_batch_size_sum"] > batches["bert_batch_size_count"] * 1.5
