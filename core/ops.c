@@ -58,6 +58,7 @@ static inline float ops_expf(float a) {
     a = a < -87.0f ? -87.0f : a;
     a = a > 88.0f ? 88.0f : a;
     float n = __builtin_roundf(a * 1.44269504088896341f);
+    n = n == n ? n : 0.0f; /* NaN in, NaN out (through r), without UB in the int cast */
     float r = a - n * 0.693145751953125f;
     r = r - n * 1.428606765330187045e-06f;
     float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 +
@@ -125,10 +126,14 @@ void ops_activation(float *x, size_t n, bert_activation act) {
     }
 }
 
+/* Clones stay static: clang 14 emits no callable symbol for a cloned function
+ * referenced from another object file. */
 OPS_VECTOR_CLONES
-void ops_tanh(float *x, size_t n) {
+static void ops_tanh_loop(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = ops_tanhf(x[i]);
 }
+
+void ops_tanh(float *x, size_t n) { ops_tanh_loop(x, n); }
 
 /* row (n) -> softmax(row) in place */
 OPS_VECTOR_CLONES
