@@ -102,7 +102,7 @@ int main(int argc, char **argv) {
     }
     const bert_config *bc = bert_model_config(model);
     if (c.max_sequence_length > bc->max_position_embeddings)
-        log_json(LOG_WARN, "model.max_sequence_length exceeds the model's position table",
+        log_json(LOG_INFO, "model.max_sequence_length capped by the model's position table",
                  json_pack("{s:i,s:i}", "configured", c.max_sequence_length, "using",
                            bc->max_position_embeddings));
     mi = (metrics_model_info){
