@@ -963,7 +963,10 @@ static int tok_truncate(tok_sequence *a, tok_sequence *b, int max_len, tok_trunc
     case TOK_TRUNC_ONLY_SECOND: {
         tok_sequence *t = trunc == TOK_TRUNC_ONLY_FIRST ? a : b;
         if (!t)
-            return tok_fail(err, errlen, TOK_ERR_ARG, "only_second truncation needs a text pair");
+            return tok_fail(err, errlen, TOK_ERR_ARG,
+                            "input is over max_len %d and only_second truncation has no text "
+                            "pair to shorten",
+                            max_len);
         if (t->len <= to_remove)
             return tok_fail(err, errlen, TOK_ERR_TOO_LONG,
                             "the %s text is too short (%d tokens) to remove the %d tokens over "

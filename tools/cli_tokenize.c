@@ -26,17 +26,86 @@ static json_t *tokenize_error(const char *msg) {
     return json_pack("{s:s}", "error", msg);
 }
 
-static json_t *tokenize_result(const tok_tokenizer *tok, const tok_sequence *seq) {
-    json_t *ids = json_array(), *types = json_array(), *offs = json_array(), *tokens = json_array();
-    for (int i = 0; i < seq->len; i++) {
-        json_array_append_new(ids, json_integer(seq->ids[i]));
-        json_array_append_new(types, json_integer(seq->type_ids[i]));
-        json_array_append_new(offs, json_pack("[i,i]", seq->start[i], seq->end[i]));
-        const char *t = tok_id_to_token(tok, seq->ids[i]);
-        json_array_append_new(tokens, t ? json_string(t) : json_null());
+/* Output is written by hand: building a jansson tree for every token cost
+ * more than the tokenization itself. */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} tokenize_out;
+
+static int out_reserve(tokenize_out *o, size_t extra) {
+    if (o->len + extra <= o->cap) return 0;
+    size_t cap = o->cap ? o->cap : 4096;
+    while (cap < o->len + extra)
+        cap *= 2;
+    char *b = realloc(o->buf, cap);
+    if (!b) return -1;
+    o->buf = b;
+    o->cap = cap;
+    return 0;
+}
+
+static int out_str(tokenize_out *o, const char *s) {
+    size_t n = strlen(s);
+    if (out_reserve(o, n)) return -1;
+    memcpy(o->buf + o->len, s, n);
+    o->len += n;
+    return 0;
+}
+
+static int out_int(tokenize_out *o, long v) {
+    if (out_reserve(o, 24)) return -1;
+    char tmp[24];
+    int n = 0;
+    unsigned long u = v < 0 ? 0UL - (unsigned long)v : (unsigned long)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) o->buf[o->len++] = '-';
+    while (n)
+        o->buf[o->len++] = tmp[--n];
+    return 0;
+}
+
+/* A JSON string from valid UTF-8 (vocab tokens are checked at load). */
+static int out_json_string(tokenize_out *o, const char *s) {
+    size_t n = strlen(s);
+    if (out_reserve(o, 6 * n + 2)) return -1;
+    char *d = o->buf + o->len;
+    *d++ = '"';
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            *d++ = '\\';
+            *d++ = (char)*p;
+        } else if (*p < 0x20) {
+            d += sprintf(d, "\\u%04x", *p);
+        } else {
+            *d++ = (char)*p;
+        }
     }
-    return json_pack("{s:o,s:o,s:o,s:o}", "ids", ids, "type_ids", types, "offsets", offs, "tokens",
-                     tokens);
+    *d++ = '"';
+    o->len = (size_t)(d - o->buf);
+    return 0;
+}
+
+static int tokenize_result(const tok_tokenizer *tok, const tok_sequence *seq, tokenize_out *o) {
+    int rc = out_str(o, "{\"ids\":[");
+    for (int i = 0; i < seq->len && !rc; i++)
+        rc = (i && out_str(o, ",")) || out_int(o, seq->ids[i]);
+    rc = rc || out_str(o, "],\"type_ids\":[");
+    for (int i = 0; i < seq->len && !rc; i++)
+        rc = (i && out_str(o, ",")) || out_int(o, seq->type_ids[i]);
+    rc = rc || out_str(o, "],\"offsets\":[");
+    for (int i = 0; i < seq->len && !rc; i++)
+        rc = out_str(o, i ? ",[" : "[") || out_int(o, seq->start[i]) || out_str(o, ",") ||
+             out_int(o, seq->end[i]) || out_str(o, "]");
+    rc = rc || out_str(o, "],\"tokens\":[");
+    for (int i = 0; i < seq->len && !rc; i++) {
+        const char *t = tok_id_to_token(tok, seq->ids[i]);
+        rc = (i && out_str(o, ",")) || (t ? out_json_string(o, t) : out_str(o, "null"));
+    }
+    return rc || out_str(o, "]}");
 }
 
 static json_t *decode_line(const tok_tokenizer *tok, const char *line, size_t len) {
@@ -75,8 +144,11 @@ cleanup:
     return res;
 }
 
+/* Tokenizes one input line; a result goes into o, an error comes back as a
+ * JSON object (NULL with o filled on success). */
 static json_t *tokenize_line(const tok_tokenizer *tok, const char *line, size_t len, int raw,
-                             int max_len, tok_truncation trunc, tok_side side, tok_sequence *seq) {
+                             int max_len, tok_truncation trunc, tok_side side, tok_sequence *seq,
+                             tokenize_out *o, int *oom) {
     char err[512];
     const char *a = line, *b = NULL;
     size_t alen = len, blen = 0;
@@ -102,8 +174,8 @@ static json_t *tokenize_line(const tok_tokenizer *tok, const char *line, size_t 
     }
     if (tok_encode(tok, a, alen, b, blen, max_len, trunc, side, seq, err, sizeof(err)) != TOK_OK)
         res = tokenize_error(err);
-    else
-        res = tokenize_result(tok, seq);
+    else if (tokenize_result(tok, seq, o))
+        *oom = 1;
 cleanup:
     json_decref(req);
     return res;
@@ -164,25 +236,34 @@ int cli_tokenize(int argc, char **argv) {
         return 1;
     }
     tok_sequence seq = {0};
+    tokenize_out out = {0};
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
     while ((len = getline(&line, &cap, stdin)) >= 0) {
         if (len > 0 && line[len - 1] == '\n') len--;
-        json_t *res = decode
-                          ? decode_line(tok, line, (size_t)len)
-                          : tokenize_line(tok, line, (size_t)len, raw, max_len, trunc, side, &seq);
-        if (!res) {
+        int oom = 0;
+        out.len = 0;
+        json_t *res = decode ? decode_line(tok, line, (size_t)len)
+                             : tokenize_line(tok, line, (size_t)len, raw, max_len, trunc, side,
+                                             &seq, &out, &oom);
+        if (oom || (!res && !out.len)) {
             fprintf(stderr, "bert-cli tokenize: out of memory\n");
+            json_decref(res);
             goto cleanup;
         }
-        json_dumpf(res, stdout, JSON_COMPACT);
+        if (res) {
+            json_dumpf(res, stdout, JSON_COMPACT);
+            json_decref(res);
+        } else {
+            fwrite(out.buf, 1, out.len, stdout);
+        }
         fputc('\n', stdout);
-        json_decref(res);
     }
     rc = fflush(stdout) == 0 ? 0 : 1;
 cleanup:
     free(line);
+    free(out.buf);
     tok_sequence_free(&seq);
     tok_free(tok);
     return rc;
