@@ -9,7 +9,13 @@
  * Contract: input text must be valid UTF-8 (TOK_ERR_UTF8 otherwise). Offsets
  * are byte offsets into the caller's original text. Special tokens written in
  * the text ("[MASK]", "[SEP]", ...) are kept whole, matched on the raw text
- * exactly as the fast tokenizer's added-token splitter does. */
+ * exactly as the fast tokenizer's added-token splitter does.
+ *
+ * vocab.txt is read as tokenizers reads it: one token per line, CRLF
+ * accepted, trailing whitespace trimmed, ids numbered by line. A duplicate
+ * line takes the token over (its text looks up to the later id); the earlier
+ * id keeps its text for tok_id_to_token but decodes to nothing, as in
+ * tokenizers. All five special tokens must be present. */
 #ifndef BERT_TOKENIZER_H
 #define BERT_TOKENIZER_H
 
@@ -27,10 +33,10 @@ typedef enum {
 } tok_status;
 
 typedef struct tok_options {
-    int lowercase;          /* do_lower_case */
-    int strip_accents;      /* -1: follow lowercase (HF's null), 0: no, 1: yes */
-    int tokenize_chinese;   /* tokenize_chinese_chars */
-    int max_input_chars;    /* WordPiece: longer words become [UNK]; HF uses 100 */
+    int lowercase;        /* do_lower_case */
+    int strip_accents;    /* -1: follow lowercase (HF's null), 0: no, 1: yes */
+    int tokenize_chinese; /* tokenize_chinese_chars */
+    int max_input_chars;  /* WordPiece: longer words become [UNK]; HF uses 100 */
 } tok_options;
 
 void tok_options_default(tok_options *opt); /* bert-base-uncased defaults */
@@ -46,14 +52,14 @@ typedef struct tok_tokenizer tok_tokenizer;
  * normalizer in tokenizer.json). Errors name the file and the key. */
 int tok_load_dir(const char *dir, tok_tokenizer **out, char *err, size_t errlen);
 /* Loads one vocab.txt with explicit options (used by tests and fuzzers). */
-int tok_load_vocab(const char *vocab_path, const tok_options *opt, tok_tokenizer **out,
-                   char *err, size_t errlen);
+int tok_load_vocab(const char *vocab_path, const tok_options *opt, tok_tokenizer **out, char *err,
+                   size_t errlen);
 /* Same from an in-memory vocab.txt image. */
-int tok_load_vocab_buffer(const char *data, size_t len, const tok_options *opt,
-                          tok_tokenizer **out, char *err, size_t errlen);
+int tok_load_vocab_buffer(const char *data, size_t len, const tok_options *opt, tok_tokenizer **out,
+                          char *err, size_t errlen);
 void tok_free(tok_tokenizer *tok);
 
-int tok_vocab_size(const tok_tokenizer *tok);
+int tok_vocab_size(const tok_tokenizer *tok); /* lines in vocab.txt: ids are 0 .. size-1 */
 const tok_options *tok_get_options(const tok_tokenizer *tok);
 const tok_special_ids *tok_specials(const tok_tokenizer *tok);
 const char *tok_id_to_token(const tok_tokenizer *tok, int32_t id); /* NULL if out of range */
@@ -70,8 +76,8 @@ typedef struct tok_sequence {
 } tok_sequence;
 
 typedef enum {
-    TOK_TRUNC_NONE = 0,         /* over max_len is TOK_ERR_TOO_LONG */
-    TOK_TRUNC_LONGEST_FIRST = 1,/* HF default for pairs: drop from the longer one */
+    TOK_TRUNC_NONE = 0,          /* over max_len is TOK_ERR_TOO_LONG */
+    TOK_TRUNC_LONGEST_FIRST = 1, /* HF default for pairs: drop from the longer one */
     TOK_TRUNC_ONLY_FIRST = 2,
     TOK_TRUNC_ONLY_SECOND = 3,
 } tok_truncation;
@@ -80,7 +86,10 @@ typedef enum { TOK_SIDE_RIGHT = 0, TOK_SIDE_LEFT = 1 } tok_side;
 
 /* Tokenizes text a (and optional pair b; b == NULL for a single text) into
  * out, adding special tokens. max_len counts special tokens; max_len <= 0
- * means unlimited. Grows out's arrays as needed. */
+ * means unlimited. Grows out's arrays as needed. Truncation follows
+ * tokenizers: TOK_ERR_TOO_LONG when only_first/only_second would have to
+ * empty their text; TOK_ERR_ARG when max_len cannot even hold the special
+ * tokens, or only_second is asked to shorten a single text. */
 int tok_encode(const tok_tokenizer *tok, const char *a, size_t alen, const char *b, size_t blen,
                int max_len, tok_truncation trunc, tok_side side, tok_sequence *out, char *err,
                size_t errlen);
@@ -92,7 +101,10 @@ void tok_sequence_free(tok_sequence *seq);
 
 /* HF decode: tokens joined by spaces, "##" continuations glued, optional
  * skipping of special tokens and clean_up_tokenization_spaces. Returns a
- * malloc'd NUL-terminated string the caller frees, or NULL on OOM. */
+ * malloc'd NUL-terminated string the caller frees, or NULL on OOM.
+ * cleanup_spaces = 0 is transformers' decode(clean_up_tokenization_spaces=
+ * False): the WordPiece decoder's own per-token cleanup (" ." -> "." ...)
+ * still applies, as it does there. */
 char *tok_decode(const tok_tokenizer *tok, const int32_t *ids, int n, int skip_special,
                  int cleanup_spaces);
 
