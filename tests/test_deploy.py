@@ -267,7 +267,8 @@ def _apt_installed_in(stage):
 
 def test_runtime_packages_provide_every_needed_library(build_stage, runtime):
     """Each shared library the shipped binaries load comes from a package the runtime installs."""
-    installed = _apt_installed_in(runtime) | {"libc6"}  # libc6 is in every Debian base image
+    # libc6 and libgcc-s1 (a dependency of libc6) are in every Debian base image.
+    installed = _apt_installed_in(runtime) | {"libc6", "libgcc-s1"}
     mapping = container_path_map(build_stage, runtime)
     ldcache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=True).stdout
     for target, host in mapping.items():
