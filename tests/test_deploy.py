@@ -824,11 +824,10 @@ def test_worst_case_memory_measured(stages, tmp_path):
     limit = _quantity_bytes(c["resources"]["limits"]["memory"])
     print(f"\nidle peak RSS {idle / MIB:.0f} MiB; worst-case peak RSS {peak / MIB:.0f} MiB; "
           f"formula {bound / MIB:.0f} MiB; limit {limit / MIB:.0f} MiB")
-    # ASan's shadow memory and quarantine make RSS meaningless for sizing; there the answers above
-    # are the check.
-    if os.environ.get("BERT_SANITIZED") != "1":
-        assert peak <= 1.1 * bound, "the sizing formula underestimates: fix docs/DEPLOY.md"
-        assert peak <= 0.85 * limit, "less than 15 % headroom under the base memory limit"
+    # Holds for the ASan build too (measured 1150 MiB there against 1126 MiB): the scratch buffers
+    # are few and large, so shadow memory and redzones add little.
+    assert peak <= 1.1 * bound, "the sizing formula underestimates: fix docs/DEPLOY.md"
+    assert peak <= 0.85 * limit, "less than 15 % headroom under the base memory limit"
 
 
 def test_auth_token_from_environment(stages, tmp_path):
