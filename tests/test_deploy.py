@@ -434,7 +434,7 @@ def test_deployment_contract(rendered):
 
     (http,) = [p for p in c["ports"] if p["name"] == "http"]
     assert http["containerPort"] == port
-    assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["startupProbe"]["httpGet"]["path"] == "/readyz"  # /healthz answers while loading
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
