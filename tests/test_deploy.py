@@ -279,7 +279,8 @@ def test_runtime_packages_provide_every_needed_library(build_stage, runtime):
             ["readelf", "-d", str(host)], capture_output=True, text=True, check=True
         )
         for lib in re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", dyn.stdout):
-            m = re.search(rf"^\s+{re.escape(lib)} \(libc6,x86-64\) => (\S+)$", ldcache, re.M)
+            # "(libc6,x86-64)" / "(libc6,AArch64)": the native entry, not a multilib one.
+            m = re.search(rf"^\s+{re.escape(lib)} \(libc6,[^)]+\) => (\S+)$", ldcache, re.M)
             assert m, f"{lib} (needed by {target}) not in the ld cache"
             # dpkg records either side of the /lib -> /usr/lib merge; the soname is often a link.
             real = os.path.realpath(m.group(1))
