@@ -6,6 +6,7 @@
 #
 # BASE_URL defaults to $BERT_URL, then http://127.0.0.1:8080. When $BERT_AUTH_TOKEN is set it is
 # sent as a bearer token, and the script also checks that /v1 refuses a request without it.
+# SMOKE_MAX_TIME (default 30) caps each request in seconds.
 # Exit 0 when every check passes, 1 when any fails (each failure is printed), 2 on bad usage.
 # The checks hold for any BERT checkpoint: they test the contract, not one model's predictions.
 set -euo pipefail
