@@ -914,6 +914,27 @@ int tok_encode_plain(const tok_tokenizer *tok, const char *text, size_t len, tok
     return rc;
 }
 
+char *tok_normalize_text(const tok_tokenizer *tok, const char *text, size_t len, size_t *out_len,
+                         char *err, size_t errlen) {
+    if (!tok || !out_len || (!text && len)) {
+        tok_fail(err, errlen, TOK_ERR_ARG, "no text");
+        return NULL;
+    }
+    if (tok_check_utf8(text, len, "text", err, errlen)) return NULL;
+    tok_work w = {0};
+    char *res = NULL;
+    if (tok_normalize(tok, text, 0, len, &w) || tok_work_encode(&w) ||
+        !(res = malloc(w.boff[w.n] + 1))) {
+        tok_fail(err, errlen, TOK_ERR_NOMEM, "out of memory");
+    } else {
+        memcpy(res, w.utf8, w.boff[w.n]);
+        res[w.boff[w.n]] = 0;
+        *out_len = w.boff[w.n];
+    }
+    tok_work_free(&w);
+    return res;
+}
+
 /* Keeps n tokens of seq: the first n, or the last n when truncating left. */
 static void tok_keep(tok_sequence *seq, int n, tok_side side) {
     if (n >= seq->len) return;

@@ -99,6 +99,12 @@ int tok_encode_plain(const tok_tokenizer *tok, const char *text, size_t len, tok
                      char *err, size_t errlen);
 void tok_sequence_free(tok_sequence *seq);
 
+/* The text after the normalizer alone (BertNormalizer.normalize_str: no
+ * special-token splitting), malloc'd, NUL-terminated, length in *out_len;
+ * NULL with err filled on invalid UTF-8 or OOM. For tests and debugging. */
+char *tok_normalize_text(const tok_tokenizer *tok, const char *text, size_t len, size_t *out_len,
+                         char *err, size_t errlen);
+
 /* HF decode: tokens joined by spaces, "##" continuations glued, optional
  * skipping of special tokens and clean_up_tokenization_spaces. Returns a
  * malloc'd NUL-terminated string the caller frees, or NULL on OOM.

@@ -135,6 +135,25 @@ def test_codepoint_sweep(cli):
         assert not bad, f"{len(bad)} of {len(texts)} sweep lines differ" + detail
 
 
+@pytest.mark.parametrize("setting", ["uncased", "cased", "uncased_keep_accents",
+                                     "cased_strip_accents"])
+def test_normalizer_parity(cli, lines, setting):
+    """The normalized text itself, string for string, over every code point
+    and the corpus: catches differences WordPiece would hide behind [UNK]
+    (a lowercase mapping or a decomposition of a character not in the vocab)."""
+    args, kw = SETTINGS[setting]
+    texts = tokenizer_corpus.sweep_lines() + lines
+    got, _ = run_cli(cli, ["--vocab", str(VOCAB), "--normalize", *args],
+                     [{"text": t} for t in texts])
+    norm = hf(**kw).backend_tokenizer.normalizer
+    bad = [i for i, (g, t) in enumerate(zip(got, texts)) if g.get("normalized") !=
+           norm.normalize_str(t)]
+    detail = "".join(f"\n  {texts[i][:60]!r}\n    ours {got[i]!r:.300}\n    hf   "
+                     f"{norm.normalize_str(texts[i])!r:.300}" for i in bad[:3])
+    print(f"[normalizer {setting}] {len(texts)} texts, {len(bad)} mismatches")
+    assert not bad, f"{len(bad)} of {len(texts)} normalize differently" + detail
+
+
 @pytest.mark.parametrize("setting", ["uncased", "cased"])
 def test_pair_parity(cli, lines, setting):
     args, kw = SETTINGS[setting]

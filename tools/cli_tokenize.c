@@ -5,7 +5,8 @@
  * --raw (each stdin line, minus its newline, is the text itself: the only
  * way to hand the tokenizer bytes that are not valid UTF-8, which JSON
  * cannot carry); --decode (stdin: {"ids": [..], "skip_special": bool,
- * "cleanup": bool}, stdout: {"text": "..."}, i.e. tok_decode). */
+ * "cleanup": bool}, stdout: {"text": "..."}, i.e. tok_decode); --normalize
+ * (stdout: {"normalized": "..."}, i.e. tok_normalize_text). */
 #include "cli.h"
 #include "tokenizer.h"
 
@@ -20,7 +21,7 @@ static const char *const tokenize_usage =
     "usage: bert-cli tokenize (--model DIR | --vocab FILE [--no-lower] [--strip-accents 0|1]\n"
     "                         [--no-chinese]) [--max-len N --truncate "
     "longest_first|only_first|only_second]\n"
-    "                         [--side right|left] [--raw | --decode]\n";
+    "                         [--side right|left] [--raw | --decode | --normalize]\n";
 
 static json_t *tokenize_error(const char *msg) {
     return json_pack("{s:s}", "error", msg);
@@ -144,6 +145,28 @@ cleanup:
     return res;
 }
 
+static json_t *normalize_line(const tok_tokenizer *tok, const char *line, size_t len) {
+    json_error_t jerr;
+    json_t *req = json_loadb(line, len, JSON_ALLOW_NUL, &jerr), *res = NULL;
+    char err[512];
+    if (!req) {
+        snprintf(err, sizeof(err), "invalid JSON: %s", jerr.text);
+        return tokenize_error(err);
+    }
+    json_t *text = json_object_get(req, "text");
+    if (!json_is_string(text)) {
+        res = tokenize_error("\"text\" must be a string");
+    } else {
+        size_t n = 0;
+        char *norm = tok_normalize_text(tok, json_string_value(text), json_string_length(text), &n,
+                                        err, sizeof(err));
+        res = norm ? json_pack("{s:s%}", "normalized", norm, n) : tokenize_error(err);
+        free(norm);
+    }
+    json_decref(req);
+    return res;
+}
+
 /* Tokenizes one input line; a result goes into o, an error comes back as a
  * JSON object (NULL with o filled on success). */
 static json_t *tokenize_line(const tok_tokenizer *tok, const char *line, size_t len, int raw,
@@ -185,7 +208,7 @@ int cli_tokenize(int argc, char **argv) {
     const char *model = NULL, *vocab = NULL;
     tok_options opt;
     tok_options_default(&opt);
-    int max_len = 0, raw = 0, decode = 0, rc = 1;
+    int max_len = 0, raw = 0, decode = 0, normalize = 0, rc = 1;
     tok_truncation trunc = TOK_TRUNC_NONE;
     tok_side side = TOK_SIDE_RIGHT;
     for (int i = 0; i < argc; i++) {
@@ -198,6 +221,8 @@ int cli_tokenize(int argc, char **argv) {
             raw = 1;
         } else if (strcmp(arg, "--decode") == 0) {
             decode = 1;
+        } else if (strcmp(arg, "--normalize") == 0) {
+            normalize = 1;
         } else if (val && strcmp(arg, "--model") == 0) {
             model = val, i++;
         } else if (val && strcmp(arg, "--vocab") == 0) {
@@ -225,7 +250,7 @@ int cli_tokenize(int argc, char **argv) {
             goto usage;
         }
     }
-    if (!model == !vocab || (raw && decode)) goto usage;
+    if (!model == !vocab || raw + decode + normalize > 1) goto usage;
 
     char err[512];
     tok_tokenizer *tok = NULL;
@@ -244,9 +269,10 @@ int cli_tokenize(int argc, char **argv) {
         if (len > 0 && line[len - 1] == '\n') len--;
         int oom = 0;
         out.len = 0;
-        json_t *res = decode ? decode_line(tok, line, (size_t)len)
-                             : tokenize_line(tok, line, (size_t)len, raw, max_len, trunc, side,
-                                             &seq, &out, &oom);
+        json_t *res = decode      ? decode_line(tok, line, (size_t)len)
+                      : normalize ? normalize_line(tok, line, (size_t)len)
+                                  : tokenize_line(tok, line, (size_t)len, raw, max_len, trunc, side,
+                                                  &seq, &out, &oom);
         if (oom || (!res && !out.len)) {
             fprintf(stderr, "bert-cli tokenize: out of memory\n");
             json_decref(res);
