@@ -8,7 +8,9 @@ Both start build/bert-server (BERT_BUILD_DIR) on the checkpoint, send every case
 (errors included: overload, timeout and draining are provoked for real), validate each answer
 against the schema openapi.yaml declares for it, and with --write store the answers as the
 examples of openapi.yaml (request bodies too). info.x-examples-model records which
-checkpoint produced them; tests/test_http_openapi.py holds the file to that.
+checkpoint produced them and info.x-examples-provisional whether that checkpoint was still
+being trained (its training_meta.json says "partial"); tests/test_http_openapi.py holds the
+file to both.
 """
 import argparse
 import json
@@ -297,13 +299,28 @@ def dump_spec(spec):
     return yaml.dump(spec, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
-def write_examples(spec, results, model_name):
+def training_state(model_dir):
+    """(provisional, step): a checkpoint still being trained says so in training_meta.json."""
+    meta = Path(model_dir) / "training_meta.json"
+    if not meta.exists():
+        return False, None
+    m = json.loads(meta.read_text())
+    return bool(m.get("partial", False)), m.get("step")
+
+
+def write_examples(spec, results, model_dir):
+    model_name = Path(model_dir).resolve().name
+    provisional, step = training_state(model_dir)
     spec["info"]["x-examples-model"] = model_name
+    spec["info"]["x-examples-provisional"] = provisional
+    source = model_name
+    if provisional:
+        source += f", PROVISIONAL: partially trained checkpoint (step {step}); regenerate"
     for c, status, body in results:
         slot = response_slot(spec, c)
         ex = slot["content"]["application/json"].setdefault("examples", {})
         what = c["summary"] or c["name"].replace("_", " ")
-        ex[c["name"]] = {"summary": f"{what} (live answer of {model_name})", "value": body}
+        ex[c["name"]] = {"summary": f"{what} (live answer of {source})", "value": body}
         if c["method"] == "post" and c["body"] is not None and status == 200:
             op = spec["paths"][c["path"]]["post"]
             rex = op["requestBody"]["content"]["application/json"].setdefault("examples", {})
@@ -329,7 +346,7 @@ def main():
     if bad:
         sys.exit(f"{bad} answers do not match openapi.yaml")
     if args.write:
-        write_examples(spec, results, Path(args.model).resolve().name)
+        write_examples(spec, results, args.model)
         SPEC.write_text(dump_spec(spec))
         print(f"wrote {len(results)} examples from {args.model} into {SPEC}")
     else:
