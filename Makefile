@@ -47,7 +47,7 @@ ifneq ($(wildcard server/main.c),)
 BINS += $(BUILD)/bert-server
 endif
 
-.PHONY: all run test test-san test-c format format-check warnings deps deps-system deps-python \
+.PHONY: all run test test-san format format-check warnings deps deps-system deps-test-system deps-python \
         pretrain bench fuzz clean
 
 all: $(BINS)
@@ -66,21 +66,36 @@ $(BUILD)/bert-server: $(BUILD)/server/main.o $(SERVER_OBJ) $(BUILD)/libbertcore.
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # ---- dependencies (Debian 12 as root; idempotent, skipped when present) ----
-SYSTEM_PACKAGES := build-essential pkg-config libmicrohttpd-dev libjansson-dev libyaml-dev \
-                   libutf8proc-dev libopenblas-dev clang clang-format libclang-rt-14-dev \
-                   curl jq wrk valgrind python3 python3-pip
+# What building and serving need (make run, the Dockerfile's build stage) ...
+BUILD_PACKAGES := build-essential pkg-config libmicrohttpd-dev libjansson-dev libyaml-dev \
+                  libutf8proc-dev libopenblas-dev
+# ... and what the tests, sanitizer builds, fuzzing and benchmarks add.
+TEST_PACKAGES  := clang clang-format libclang-rt-14-dev curl jq wrk valgrind shellcheck \
+                  python3 python3-pip
 
-deps: deps-system deps-python
-
-deps-system:
-	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+define apt_install_missing
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing: $$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+endef
+
+deps: deps-system deps-test-system deps-python
+
+deps-system:
+	$(call apt_install_missing,$(BUILD_PACKAGES))
+
+deps-test-system:
+	$(call apt_install_missing,$(TEST_PACKAGES))
+	@# kubectl renders the kustomize manifests in tests; any installed kubectl will do, and
+	@# Debian's kubernetes-client would conflict with another package's /usr/bin/kubectl.
+	@command -v kubectl >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client; }
 
 deps-python:
-	@$(PYTHON) -c "import torch, transformers, tokenizers, pytest, requests, yaml, jsonschema" 2>/dev/null || \
+	@$(PYTHON) -c "import torch, transformers, tokenizers, pytest, requests, yaml, jsonschema, \
+	  kubernetes_validate" 2>/dev/null && command -v hadolint >/dev/null || \
 	  $(PYTHON) -m pip install -q -r tests/requirements.txt
 
 # ---- run ----
