@@ -111,19 +111,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     } else {
         FUZZ_CHECK(rc != TOK_ERR_UTF8, "valid UTF-8 refused: %s", err);
         if (rc != TOK_OK) {
-            /* Refusals for length are allowed only when the text really is
-             * over the limit: without truncation (TOO_LONG), with a limit too
-             * small for the special tokens or only_second on a single text
-             * (ARG), or only_first/only_second running out of tokens
-             * (TOO_LONG). Longest-first always fits otherwise. */
+            /* Refusals are allowed only when the text really is over the
+             * limit (checked below) and: truncation is off (TOO_LONG); the
+             * limit cannot hold the special tokens, or only_second is asked
+             * of a single text (TOO_LONG or ARG); only_first/only_second run
+             * out of tokens (TOO_LONG). Longest-first otherwise always fits. */
             int added = pair ? 3 : 2;
+            int degenerate = max_len < added || (trunc == TOK_TRUNC_ONLY_SECOND && !pair);
             FUZZ_CHECK(max_len > 0, "status %d without a limit: %s", rc, err);
-            if (rc == TOK_ERR_TOO_LONG)
-                FUZZ_CHECK(trunc != TOK_TRUNC_LONGEST_FIRST, "longest-first refused: %s", err);
+            FUZZ_CHECK(rc == TOK_ERR_TOO_LONG || rc == TOK_ERR_ARG, "status %d: %s", rc, err);
+            if (trunc == TOK_TRUNC_NONE)
+                FUZZ_CHECK(rc == TOK_ERR_TOO_LONG, "status %d without truncation: %s", rc, err);
+            else if (trunc == TOK_TRUNC_LONGEST_FIRST)
+                FUZZ_CHECK(degenerate, "longest-first refused: %s", err);
             else
-                FUZZ_CHECK(rc == TOK_ERR_ARG && trunc != TOK_TRUNC_NONE &&
-                               (max_len < added || (trunc == TOK_TRUNC_ONLY_SECOND && !pair)),
-                           "status %d: %s", rc, err);
+                FUZZ_CHECK(rc == TOK_ERR_TOO_LONG || degenerate, "status %d: %s", rc, err);
             tok_sequence full = {0};
             int frc = tok_encode(g_tok, (const char *)a, alen, (const char *)b, blen, 0,
                                  TOK_TRUNC_NONE, side, &full, err, sizeof(err));
