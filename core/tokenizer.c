@@ -300,13 +300,14 @@ static int tok_build(const char *data, size_t len, const char *name, const tok_o
     tok->opt = *opt;
     tok->strip = opt->strip_accents < 0 ? opt->lowercase != 0 : opt->strip_accents != 0;
 
-    /* Lines as Rust's BufRead::lines sees them: split at \n, a \r before the
-     * \n dropped, no empty line after a final \n. */
+    /* Lines as Rust's BufRead::lines sees them: split at \n, no empty line
+     * after a final \n (a \r before the \n goes with the trailing
+     * whitespace trimmed below). */
     size_t nlines = 0;
     for (size_t i = 0; i < len; i++)
         nlines += data[i] == '\n';
     if (data[len - 1] != '\n') nlines++;
-    if (nlines > (size_t)INT32_MAX - 1 || len > UINT32_MAX - nlines) {
+    if (nlines > ((size_t)1 << 28) || len > UINT32_MAX - nlines) {
         rc = tok_fail(err, errlen, TOK_ERR_FORMAT, "%s: vocabulary too large", name);
         goto fail;
     }
@@ -631,22 +632,41 @@ static void tok_work_push(tok_work *w, int32_t c, int32_t s, int32_t e, int head
  * the result is aligned in order: every starting code point takes the next
  * original character's span, every other one the span before it. */
 static void tok_reorder_run(tok_work *w, size_t i, size_t j) {
-    size_t count[257] = {0}, nh = 0;
+    size_t nh = 0;
     for (size_t a = i; a < j; a++) {
         w->t_ccc[a] = (uint8_t)tok_ccc(w->cp[a]);
-        count[w->t_ccc[a] + 1]++;
         if (w->head[a]) {
             w->t_os[nh] = w->os[a];
             w->t_oe[nh] = w->oe[a];
             nh++;
         }
     }
-    for (int k = 1; k < 257; k++)
-        count[k] += count[k - 1];
-    for (size_t a = i; a < j; a++) {
-        size_t to = i + count[w->t_ccc[a]]++;
-        w->t_cp[to] = w->cp[a];
-        w->t_head[to] = w->head[a];
+    if (j - i <= 16) {
+        /* Short runs (the usual one or two marks per letter) skip the counts. */
+        for (size_t a = i; a < j; a++) {
+            uint8_t key = w->t_ccc[a], hd = w->head[a];
+            int32_t c = w->cp[a];
+            size_t b = a;
+            for (; b > i && w->t_ccc[b - 1] > key; b--) {
+                w->t_ccc[b] = w->t_ccc[b - 1];
+                w->t_cp[b] = w->t_cp[b - 1];
+                w->t_head[b] = w->t_head[b - 1];
+            }
+            w->t_ccc[b] = key;
+            w->t_cp[b] = c;
+            w->t_head[b] = hd;
+        }
+    } else {
+        size_t count[257] = {0};
+        for (size_t a = i; a < j; a++)
+            count[w->t_ccc[a] + 1]++;
+        for (int k = 1; k < 257; k++)
+            count[k] += count[k - 1];
+        for (size_t a = i; a < j; a++) {
+            size_t to = i + count[w->t_ccc[a]]++;
+            w->t_cp[to] = w->cp[a];
+            w->t_head[to] = w->head[a];
+        }
     }
     size_t h = 0;
     for (size_t a = i; a < j; a++) {
