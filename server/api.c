@@ -143,8 +143,9 @@ static int parse_trunc(json_t *params, trunc_params *t, api_error *e) {
     v = json_object_get(params, "truncation_direction");
     if (v && !json_is_null(v)) {
         const char *s = json_string_value(v);
-        if (!s || (strcmp(s, "right") != 0 && strcmp(s, "left") != 0 && strcmp(s, "Right") != 0 &&
-                   strcmp(s, "Left") != 0))
+        if (!s || strlen(s) != json_string_length(v) ||
+            (strcmp(s, "right") != 0 && strcmp(s, "left") != 0 && strcmp(s, "Right") != 0 &&
+             strcmp(s, "Left") != 0))
             return fail(e, 400, "invalid_request",
                         "parameters.truncation_direction must be \"right\" or \"left\"");
         t->side = (s[0] == 'l' || s[0] == 'L') ? TOK_SIDE_LEFT : TOK_SIDE_RIGHT;

@@ -298,7 +298,10 @@ static enum MHD_Result submit_job(http_server *s, req_ctx *r, api_job *job) {
 
 static enum MHD_Result handle_body(http_server *s, req_ctx *r) {
     json_error_t je;
-    json_t *req = json_loadb(r->body ? r->body : "", r->len, JSON_REJECT_DUPLICATES, &je);
+    /* \u0000 is valid JSON; the tokenizer drops NUL as clean_text does, and
+     * every string is read with its length. */
+    json_t *req =
+        json_loadb(r->body ? r->body : "", r->len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (!req) {
         char msg[300];
         if (json_error_code(&je) == json_error_invalid_utf8) {
