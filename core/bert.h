@@ -81,9 +81,8 @@ typedef struct bert_seq_input {
 } bert_seq_input;
 
 typedef struct bert_forward_out {
-    float *mlm_logits; /* (sum of n_mlm over the batch, vocab_size), in batch order */
+    int n_mlm_rows;    /* sum of n_mlm over the batch: rows for bert_mlm_logits */
     float *nsp_logits; /* (B, 2): index 0 = is next, 1 = random; NULL unless asked */
-    int n_mlm_rows;
 } bert_forward_out;
 
 typedef struct bert_workspace bert_workspace;
@@ -91,9 +90,17 @@ bert_workspace *bert_workspace_new(void);
 void bert_workspace_free(bert_workspace *ws);
 size_t bert_workspace_bytes(const bert_workspace *ws);
 
-/* Runs B sequences of different lengths through the encoder, then the MLM head
- * at the requested positions and, when want_nsp, the pooler and NSP head. */
+/* Runs B sequences of different lengths through the encoder, the MLM head's
+ * transform at the requested positions and, when want_nsp, the pooler and NSP
+ * head. MLM logits are then read with bert_mlm_logits. */
 int bert_forward(const bert_model *m, bert_workspace *ws, const bert_seq_input *seqs, int B,
                  int want_nsp, bert_forward_out *out, char *err, size_t errlen);
+
+/* MLM logits (n, vocab_size) of rows [first, first + n) of the last
+ * bert_forward on ws, rows in batch order. Valid until the next call with ws.
+ * Computed on demand so that a batch with thousands of labelled positions never
+ * holds (rows x vocab) floats at once: callers take a few rows at a time.
+ * NULL when the range is outside the last forward or memory runs out. */
+const float *bert_mlm_logits(const bert_model *m, bert_workspace *ws, int first, int n);
 
 #endif

@@ -23,8 +23,8 @@ enum {
     WS_TMP,        /* (max(N, M, B), C) sublayer outputs, head transforms */
     WS_INTER,      /* (N, I) feed-forward activations */
     WS_SCORES,     /* (Lmax, Lmax) one head's attention matrix */
-    WS_MLM_ROWS,   /* (M, C) hidden states at MLM positions */
-    WS_MLM_LOGITS, /* (M, V) */
+    WS_MLM_ROWS,   /* (M, C) MLM positions after the head's transform */
+    WS_MLM_LOGITS, /* (n, V) the rows asked of bert_mlm_logits */
     WS_POOLED,     /* (B, C) */
     WS_NSP_LOGITS, /* (B, 2) */
     WS_NBUF
@@ -34,17 +34,23 @@ struct bert_workspace {
     float *buf[WS_NBUF];
     size_t cap[WS_NBUF]; /* floats */
     size_t bytes;
+    int mlm_rows; /* rows in WS_MLM_ROWS from the last forward */
 };
 
-bert_workspace *bert_workspace_new(void) { return calloc(1, sizeof(bert_workspace)); }
+bert_workspace *bert_workspace_new(void) {
+    return calloc(1, sizeof(bert_workspace));
+}
 
 void bert_workspace_free(bert_workspace *ws) {
     if (!ws) return;
-    for (int i = 0; i < WS_NBUF; i++) free(ws->buf[i]);
+    for (int i = 0; i < WS_NBUF; i++)
+        free(ws->buf[i]);
     free(ws);
 }
 
-size_t bert_workspace_bytes(const bert_workspace *ws) { return ws->bytes; }
+size_t bert_workspace_bytes(const bert_workspace *ws) {
+    return ws->bytes;
+}
 
 /* Makes buffer i hold at least n floats (contents not kept). */
 static int ws_reserve(bert_workspace *ws, int i, size_t n) {
@@ -58,8 +64,9 @@ static int ws_reserve(bert_workspace *ws, int i, size_t n) {
     return 1;
 }
 
-static int forward_check_inputs(const bert_model *m, const bert_seq_input *seqs, int B, int want_nsp,
-                                size_t *N, size_t *M, int *Lmax, char *err, size_t errlen) {
+static int forward_check_inputs(const bert_model *m, const bert_seq_input *seqs, int B,
+                                int want_nsp, size_t *N, size_t *M, int *Lmax, char *err,
+                                size_t errlen) {
     const bert_config *c = &m->cfg;
     *N = 0, *M = 0, *Lmax = 0;
     if (B <= 0) {
@@ -67,7 +74,8 @@ static int forward_check_inputs(const bert_model *m, const bert_seq_input *seqs,
         return BERT_ERR_INPUT;
     }
     if (want_nsp && !m->has_nsp) {
-        snprintf(err, errlen, "next-sentence prediction is not available in this model "
+        snprintf(err, errlen,
+                 "next-sentence prediction is not available in this model "
                  "(checkpoint has no pooler/cls.seq_relationship weights)");
         return BERT_ERR_NO_HEAD;
     }
@@ -81,13 +89,16 @@ static int forward_check_inputs(const bert_model *m, const bert_seq_input *seqs,
         for (int t = 0; t < s->len; t++) {
             if (s->ids[t] < 0 || s->ids[t] >= c->vocab_size ||
                 (s->type_ids && (s->type_ids[t] < 0 || s->type_ids[t] >= c->type_vocab_size))) {
-                snprintf(err, errlen, "sequence %d position %d: token or token type id out of "
-                         "range", b, t);
+                snprintf(err, errlen,
+                         "sequence %d position %d: token or token type id out of "
+                         "range",
+                         b, t);
                 return BERT_ERR_INPUT;
             }
         }
         if (s->n_mlm > 0 && !m->has_mlm) {
-            snprintf(err, errlen, "masked language modelling is not available in this model "
+            snprintf(err, errlen,
+                     "masked language modelling is not available in this model "
                      "(checkpoint has no cls.predictions weights)");
             return BERT_ERR_NO_HEAD;
         }
@@ -115,7 +126,8 @@ static void forward_embeddings(const bert_model *m, const bert_seq_input *seqs, 
             const float *p = m->pos_emb + (size_t)t * C;
             const int type = seqs[b].type_ids ? seqs[b].type_ids[t] : 0;
             const float *ty = m->type_emb + (size_t)type * C;
-            for (int c = 0; c < C; c++) row[c] = w[c] + p[c] + ty[c];
+            for (int c = 0; c < C; c++)
+                row[c] = w[c] + p[c] + ty[c];
         }
     }
 }
@@ -130,34 +142,46 @@ static void forward_layer(const bert_model *m, const bert_layer *L, bert_workspa
     ops_linear(ws->buf[WS_V], ws->buf[WS_X], L->v_w, L->v_b, N, C, C);
     size_t off = 0;
     for (int b = 0; b < B; b++) {
-        ops_attention(ws->buf[WS_CTX] + off, ws->buf[WS_Q] + off, ws->buf[WS_K] + off, ws->buf[WS_V] + off, ws->buf[WS_SCORES],
-                      seqs[b].len, H, C / H, C);
+        ops_attention(ws->buf[WS_CTX] + off, ws->buf[WS_Q] + off, ws->buf[WS_K] + off,
+                      ws->buf[WS_V] + off, ws->buf[WS_SCORES], seqs[b].len, H, C / H, C);
         off += (size_t)seqs[b].len * C;
     }
     ops_linear(ws->buf[WS_TMP], ws->buf[WS_CTX], L->attn_out_w, L->attn_out_b, N, C, C);
-    ops_layernorm(ws->buf[WS_X], ws->buf[WS_TMP], L->attn_ln_w, L->attn_ln_b, N, C, c->layer_norm_eps);
+    ops_layernorm(ws->buf[WS_X], ws->buf[WS_TMP], L->attn_ln_w, L->attn_ln_b, N, C,
+                  c->layer_norm_eps);
     ops_linear(ws->buf[WS_INTER], ws->buf[WS_X], L->inter_w, L->inter_b, N, C, I);
     ops_activation(ws->buf[WS_INTER], (size_t)N * I, c->hidden_act);
     ops_linear(ws->buf[WS_TMP], ws->buf[WS_INTER], L->out_w, L->out_b, N, I, C);
-    ops_layernorm(ws->buf[WS_X], ws->buf[WS_TMP], L->out_ln_w, L->out_ln_b, N, C, c->layer_norm_eps);
+    ops_layernorm(ws->buf[WS_X], ws->buf[WS_TMP], L->out_ln_w, L->out_ln_b, N, C,
+                  c->layer_norm_eps);
 }
 
-// x (N,C) at the requested positions -> mlm_logits (M,V)
-static void forward_mlm(const bert_model *m, bert_workspace *ws, const bert_seq_input *seqs, int B,
-                        int M) {
+// x (N,C) at the requested positions -> mlm_rows (M,C) = LN(act(x W^T + b))
+static void forward_mlm_transform(const bert_model *m, bert_workspace *ws,
+                                  const bert_seq_input *seqs, int B, int M) {
     const bert_config *c = &m->cfg;
     const int C = c->hidden_size;
     size_t base = 0, r = 0;
     for (int b = 0; b < B; b++) {
         for (int i = 0; i < seqs[b].n_mlm; i++, r++)
-            memcpy(ws->buf[WS_MLM_ROWS] + r * C, ws->buf[WS_X] + (base + (size_t)seqs[b].mlm_positions[i]) * C,
+            memcpy(ws->buf[WS_TMP] + r * C,
+                   ws->buf[WS_X] + (base + (size_t)seqs[b].mlm_positions[i]) * C,
                    (size_t)C * sizeof(float));
         base += (size_t)seqs[b].len;
     }
-    ops_linear(ws->buf[WS_TMP], ws->buf[WS_MLM_ROWS], m->mlm_dense_w, m->mlm_dense_b, M, C, C);
-    ops_activation(ws->buf[WS_TMP], (size_t)M * C, c->hidden_act);
-    ops_layernorm(ws->buf[WS_TMP], NULL, m->mlm_ln_w, m->mlm_ln_b, M, C, c->layer_norm_eps);
-    ops_linear(ws->buf[WS_MLM_LOGITS], ws->buf[WS_TMP], m->mlm_dec_w, m->mlm_bias, M, C, c->vocab_size);
+    ops_linear(ws->buf[WS_MLM_ROWS], ws->buf[WS_TMP], m->mlm_dense_w, m->mlm_dense_b, M, C, C);
+    ops_activation(ws->buf[WS_MLM_ROWS], (size_t)M * C, c->hidden_act);
+    ops_layernorm(ws->buf[WS_MLM_ROWS], NULL, m->mlm_ln_w, m->mlm_ln_b, M, C, c->layer_norm_eps);
+}
+
+// mlm_rows[first .. first+n) (n,C) -> logits (n,V) = rows @ decoder^T + bias
+const float *bert_mlm_logits(const bert_model *m, bert_workspace *ws, int first, int n) {
+    const int C = m->cfg.hidden_size, V = m->cfg.vocab_size;
+    if (first < 0 || n <= 0 || first > ws->mlm_rows - n) return NULL;
+    if (!ws_reserve(ws, WS_MLM_LOGITS, (size_t)n * V)) return NULL;
+    ops_linear(ws->buf[WS_MLM_LOGITS], ws->buf[WS_MLM_ROWS] + (size_t)first * C, m->mlm_dec_w,
+               m->mlm_bias, n, C, V);
+    return ws->buf[WS_MLM_LOGITS];
 }
 
 // x (N,C) at each sequence's [CLS] -> nsp_logits (B,2)
@@ -166,7 +190,8 @@ static void forward_nsp(const bert_model *m, bert_workspace *ws, const bert_seq_
     const int C = m->cfg.hidden_size;
     size_t base = 0;
     for (int b = 0; b < B; b++) {
-        memcpy(ws->buf[WS_TMP] + (size_t)b * C, ws->buf[WS_X] + base * C, (size_t)C * sizeof(float));
+        memcpy(ws->buf[WS_TMP] + (size_t)b * C, ws->buf[WS_X] + base * C,
+               (size_t)C * sizeof(float));
         base += (size_t)seqs[b].len;
     }
     ops_linear(ws->buf[WS_POOLED], ws->buf[WS_TMP], m->pool_w, m->pool_b, B, C, C);
@@ -184,14 +209,20 @@ int bert_forward(const bert_model *m, bert_workspace *ws, const bert_seq_input *
     if (rc) return rc;
 
     const size_t C = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
-    const size_t V = (size_t)c->vocab_size;
     size_t rows_tmp = N > M ? N : M;
     rows_tmp = rows_tmp > (size_t)B ? rows_tmp : (size_t)B;
     const size_t need[WS_NBUF] = {
-        [WS_X] = N * C,        [WS_Q] = N * C,         [WS_K] = N * C,
-        [WS_V] = N * C,        [WS_CTX] = N * C,       [WS_TMP] = rows_tmp * C,
-        [WS_INTER] = N * I,    [WS_SCORES] = (size_t)Lmax * Lmax,
-        [WS_MLM_ROWS] = M * C, [WS_MLM_LOGITS] = M * V, [WS_POOLED] = (size_t)B * C,
+        [WS_X] = N * C,
+        [WS_Q] = N * C,
+        [WS_K] = N * C,
+        [WS_V] = N * C,
+        [WS_CTX] = N * C,
+        [WS_TMP] = rows_tmp * C,
+        [WS_INTER] = N * I,
+        [WS_SCORES] = (size_t)Lmax * Lmax,
+        [WS_MLM_ROWS] = M * C,
+        [WS_MLM_LOGITS] = 0,
+        [WS_POOLED] = (size_t)B * C,
         [WS_NSP_LOGITS] = (size_t)B * 2,
     };
     for (int i = 0; i < WS_NBUF; i++)
@@ -201,9 +232,10 @@ int bert_forward(const bert_model *m, bert_workspace *ws, const bert_seq_input *
     ops_layernorm(ws->buf[WS_X], NULL, m->emb_ln_w, m->emb_ln_b, (int)N, (int)C, c->layer_norm_eps);
     for (int l = 0; l < c->num_hidden_layers; l++)
         forward_layer(m, &m->layers[l], ws, seqs, B, (int)N);
+    ws->mlm_rows = 0;
     if (M > 0) {
-        forward_mlm(m, ws, seqs, B, (int)M);
-        out->mlm_logits = ws->buf[WS_MLM_LOGITS];
+        forward_mlm_transform(m, ws, seqs, B, (int)M);
+        ws->mlm_rows = (int)M;
         out->n_mlm_rows = (int)M;
     }
     if (want_nsp) {

@@ -94,8 +94,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(rc == BERT_OK, "forward failed on a loaded model: %s", err);
     FUZZ_CHECK(out.n_mlm_rows == (mlm ? 2 : 0), "n_mlm_rows %d", out.n_mlm_rows);
     volatile float sink = 0;
+    const float *logits = out.n_mlm_rows ? bert_mlm_logits(m, g_ws, 0, out.n_mlm_rows) : NULL;
+    FUZZ_CHECK(!out.n_mlm_rows || logits, "no MLM logits for %d rows", out.n_mlm_rows);
     for (int i = 0; i < out.n_mlm_rows * c->vocab_size; i++)
-        sink += out.mlm_logits[i];
+        sink += logits[i];
     if (bert_model_has_nsp(m)) {
         FUZZ_CHECK(out.nsp_logits != NULL, "no NSP logits");
         for (int i = 0; i < 4; i++)

@@ -11,6 +11,10 @@
 #include "metrics.h"
 #include "objectives.h"
 
+/* MLM rows turned into vocabulary logits at once: 64 x 30522 floats = 7.8 MB
+ * per worker for bert-base, however many positions a batch labels. */
+#define INFER_MLM_BLOCK 64
+
 typedef struct infer_worker {
     int idx;
     bert_workspace *ws;
@@ -120,32 +124,47 @@ static json_t *mask_predictions(infer_worker *w, const api_ctx *api, const api_j
     return list;
 }
 
-/* rows: this input's MLM logit rows (n_mlm, V), in mlm_pos order. */
+/* first_row: this input's first MLM row of the batch; its n_mlm rows are in
+ * mlm_pos order. Logits are computed INFER_MLM_BLOCK rows at a time, so a
+ * worker never holds more than that many vocabulary-sized rows. */
 static json_t *fill_mask_answer(infer_worker *w, const api_ctx *api, const api_job *job,
-                                const api_input *in, const float *rows, double *loss,
-                                int *n_labelled) {
+                                const api_input *in, int first_row, double *loss, int *n_labelled) {
     int V = api->vocab_size;
     int32_t mask = tok_specials(api->tok)->mask;
     int single = in->n_masks == 1;
     json_t *per_mask = json_array();
-    for (int r = 0; r < in->n_mlm; r++) {
-        int pos = in->mlm_pos[r];
-        if (in->seq.ids[pos] != mask) continue;
-        json_t *preds = mask_predictions(w, api, job, in, rows + (size_t)r * V, pos, single);
-        if (single) {
-            json_decref(per_mask);
-            per_mask = preds;
-            break;
-        }
-        json_array_append_new(per_mask, preds);
-    }
+    double loss_sum = 0.0;
     *loss = NAN;
     *n_labelled = 0;
-    if (in->labels) {
-        for (int r = 0; r < in->n_mlm; r++)
-            w->row_lab[r] = in->labels[in->mlm_pos[r]];
-        *loss = obj_cross_entropy_mean(rows, w->row_lab, in->n_mlm, V, n_labelled);
+    for (int r0 = 0; r0 < in->n_mlm; r0 += INFER_MLM_BLOCK) {
+        int n = in->n_mlm - r0 < INFER_MLM_BLOCK ? in->n_mlm - r0 : INFER_MLM_BLOCK;
+        const float *rows = bert_mlm_logits(api->model, w->ws, first_row + r0, n);
+        if (!rows) {
+            json_decref(per_mask);
+            return NULL;
+        }
+        for (int r = r0; r < r0 + n; r++) {
+            int pos = in->mlm_pos[r];
+            if (in->seq.ids[pos] != mask) continue;
+            json_t *preds =
+                mask_predictions(w, api, job, in, rows + (size_t)(r - r0) * V, pos, single);
+            if (single) {
+                json_decref(per_mask);
+                per_mask = preds;
+            } else {
+                json_array_append_new(per_mask, preds);
+            }
+        }
+        if (in->labels) {
+            int used = 0;
+            for (int r = r0; r < r0 + n; r++)
+                w->row_lab[r - r0] = in->labels[in->mlm_pos[r]];
+            double block = obj_cross_entropy_mean(rows, w->row_lab, n, V, &used);
+            if (used > 0) loss_sum += block * used;
+            *n_labelled += used;
+        }
     }
+    if (in->labels && *n_labelled > 0) *loss = loss_sum / *n_labelled;
     return per_mask;
 }
 
@@ -179,7 +198,7 @@ static void finish(api_job *job, json_t *answer) {
     }
 }
 
-static void format_job(infer_worker *w, const api_ctx *api, api_job *job, const float **mlm_rows,
+static void format_job(infer_worker *w, const api_ctx *api, api_job *job, int *mlm_row,
                        const float **nsp_rows) {
     json_t *answer = job->batched ? json_array() : NULL;
     if (job->kind == API_NEXT_SENTENCE) {
@@ -201,8 +220,14 @@ static void format_job(infer_worker *w, const api_ctx *api, api_job *job, const 
         const api_input *in = &job->inputs[i];
         double loss;
         int n_lab;
-        json_t *o = fill_mask_answer(w, api, job, in, *mlm_rows, &loss, &n_lab);
-        *mlm_rows += (size_t)in->n_mlm * api->vocab_size;
+        json_t *o = fill_mask_answer(w, api, job, in, *mlm_row, &loss, &n_lab);
+        *mlm_row += in->n_mlm;
+        if (!o) {
+            json_decref(losses);
+            json_decref(answer);
+            api_job_fail(job, 500, "internal", "out of memory computing the MLM logits");
+            return;
+        }
         if (n_lab > 0) {
             loss_sum += loss * n_lab;
             labelled += n_lab;
@@ -301,13 +326,13 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
     /* Rows are in batch order: MLM rows only for fill-mask inputs, NSP rows (when
      * computed) for every input. A completed job may be freed at once by the
      * HTTP thread, so nothing below looks back at earlier jobs. */
-    const float *mlm_rows = out.mlm_logits;
+    int mlm_row = 0;
     int seq_base = 0;
     for (int j = 0; j < live; j++) {
         api_job *job = jobs[j];
         const float *nsp_rows = out.nsp_logits ? out.nsp_logits + (size_t)seq_base * 2 : NULL;
         seq_base += job->n_inputs;
-        format_job(w, api, job, &mlm_rows, &nsp_rows);
+        format_job(w, api, job, &mlm_row, &nsp_rows);
         job->complete(job);
     }
 }

@@ -31,10 +31,14 @@ int cli_bench(int argc, char **argv) {
     const char *dir = NULL;
     int T = 128, B = 1, iters = 20;
     for (int i = 0; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--model") == 0) dir = argv[i + 1];
-        else if (strcmp(argv[i], "--tokens") == 0) T = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--batch") == 0) B = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--iters") == 0) iters = atoi(argv[i + 1]);
+        if (strcmp(argv[i], "--model") == 0)
+            dir = argv[i + 1];
+        else if (strcmp(argv[i], "--tokens") == 0)
+            T = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--batch") == 0)
+            B = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--iters") == 0)
+            iters = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "bert-cli bench: unknown option '%s'\n", argv[i]);
             return 2;
@@ -58,14 +62,17 @@ int cli_bench(int argc, char **argv) {
     int32_t pos = T / 2;
     bert_seq_input *seqs = malloc((size_t)B * sizeof(*seqs));
     double *ms = malloc((size_t)iters * sizeof(double));
-    for (int t = 0; t < T; t++) ids[t] = 1000 + (t * 7919) % (c->vocab_size - 1000);
-    for (int b = 0; b < B; b++) seqs[b] = (bert_seq_input){ids, NULL, T, &pos, 1};
+    for (int t = 0; t < T; t++)
+        ids[t] = 1000 + (t * 7919) % (c->vocab_size - 1000);
+    for (int b = 0; b < B; b++)
+        seqs[b] = (bert_seq_input){ids, NULL, T, &pos, 1};
     bert_workspace *ws = bert_workspace_new();
     bert_forward_out out;
     int rc = 0;
     for (int i = -2; i < iters; i++) { /* two warm-up runs page the weights in */
         double s = bench_now();
-        if (bert_forward(m, ws, seqs, B, bert_model_has_nsp(m), &out, err, sizeof(err))) {
+        if (bert_forward(m, ws, seqs, B, bert_model_has_nsp(m), &out, err, sizeof(err)) ||
+            (out.n_mlm_rows && !bert_mlm_logits(m, ws, 0, out.n_mlm_rows))) {
             fprintf(stderr, "bert-cli: %s\n", err);
             rc = 1;
             break;

@@ -44,15 +44,14 @@ int cli_check(int argc, char **argv) {
     bert_model *m = cli_load(dir);
     if (!m) return 1;
     const bert_config *c = bert_model_config(m);
-    json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:b, s:b, s:I}",
-                          "name", bert_model_name(m), "dtype", bert_model_dtype(m), "vocab_size",
-                          c->vocab_size, "hidden_size", c->hidden_size, "num_hidden_layers",
-                          c->num_hidden_layers, "num_attention_heads", c->num_attention_heads,
-                          "intermediate_size", c->intermediate_size, "max_position_embeddings",
-                          c->max_position_embeddings, "type_vocab_size", c->type_vocab_size,
-                          "hidden_act", c->hidden_act_name, "mlm", bert_model_has_mlm(m), "nsp",
-                          bert_model_has_nsp(m), "parameters",
-                          (json_int_t)bert_model_param_count(m));
+    json_t *o = json_pack(
+        "{s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:s, s:b, s:b, s:I}", "name",
+        bert_model_name(m), "dtype", bert_model_dtype(m), "vocab_size", c->vocab_size,
+        "hidden_size", c->hidden_size, "num_hidden_layers", c->num_hidden_layers,
+        "num_attention_heads", c->num_attention_heads, "intermediate_size", c->intermediate_size,
+        "max_position_embeddings", c->max_position_embeddings, "type_vocab_size",
+        c->type_vocab_size, "hidden_act", c->hidden_act_name, "mlm", bert_model_has_mlm(m), "nsp",
+        bert_model_has_nsp(m), "parameters", (json_int_t)bert_model_param_count(m));
     json_dumpf(o, stdout, JSON_COMPACT);
     fputc('\n', stdout);
     json_decref(o);
@@ -159,8 +158,8 @@ static json_t *cli_forward_line(const bert_model *m, bert_workspace *ws, const j
             res = json_pack("{s:s, s:i}", "error", msg, "input", b);
             goto cleanup;
         }
-        seqs[b] = (bert_seq_input){items[b].ids, items[b].types, items[b].n_ids,
-                                   items[b].positions, items[b].n_positions};
+        seqs[b] = (bert_seq_input){items[b].ids, items[b].types, items[b].n_ids, items[b].positions,
+                                   items[b].n_positions};
         have_mlm_labels |= items[b].labels != NULL;
         have_nsp_labels |= items[b].nsp_label >= 0;
         total_rows += items[b].n_positions;
@@ -172,8 +171,14 @@ static json_t *cli_forward_line(const bert_model *m, bert_workspace *ws, const j
         goto cleanup;
     }
     const int V = bert_model_config(m)->vocab_size;
+    /* The CLI is for tests and scripts: one block of every row is fine here. */
+    const float *logits = out.n_mlm_rows ? bert_mlm_logits(m, ws, 0, out.n_mlm_rows) : NULL;
+    if (out.n_mlm_rows && !logits) {
+        res = json_pack("{s:s}", "error", "out of memory for the MLM logits");
+        goto cleanup;
+    }
     res = json_object();
-    json_object_set_new(res, "mlm_logits", cli_float_rows(out.mlm_logits, out.n_mlm_rows, V));
+    json_object_set_new(res, "mlm_logits", cli_float_rows(logits, out.n_mlm_rows, V));
     if (want_nsp) json_object_set_new(res, "nsp_logits", cli_float_rows(out.nsp_logits, B, 2));
     double mlm_loss = 0.0, nsp_loss = 0.0;
     if (have_mlm_labels) {
@@ -182,7 +187,7 @@ static json_t *cli_forward_line(const bert_model *m, bert_workspace *ws, const j
         for (int b = 0; b < B; b++)
             for (int i = 0; i < items[b].n_positions; i++)
                 mlm_labels[r++] = items[b].row_labels ? items[b].row_labels[i] : OBJ_IGNORE_INDEX;
-        mlm_loss = obj_cross_entropy_mean(out.mlm_logits, mlm_labels, total_rows, V, NULL);
+        mlm_loss = obj_cross_entropy_mean(logits, mlm_labels, total_rows, V, NULL);
         json_object_set_new(res, "mlm_loss", json_real(mlm_loss));
     }
     if (have_nsp_labels) {
@@ -196,7 +201,8 @@ static json_t *cli_forward_line(const bert_model *m, bert_workspace *ws, const j
     if (have_mlm_labels && have_nsp_labels)
         json_object_set_new(res, "loss", json_real(mlm_loss + nsp_loss));
 cleanup:
-    for (int b = 0; items && b < B; b++) cli_item_free(&items[b]);
+    for (int b = 0; items && b < B; b++)
+        cli_item_free(&items[b]);
     free(items), free(seqs), free(mlm_labels), free(nsp_labels);
     return res;
 }
@@ -262,12 +268,17 @@ static void cli_fill_line(const bert_model *m, bert_workspace *ws, tok_sequence 
         printf("error: %s\n", err);
     } else {
         for (int r = 0; r < n; r++) {
-            float *row = out.mlm_logits + (size_t)r * V;
+            float *row = (float *)bert_mlm_logits(m, ws, r, 1); /* ws-owned scratch */
+            if (!row) {
+                printf("error: out of memory\n");
+                break;
+            }
             obj_softmax_row(row, V);
             printf("mask %d:", r + 1);
             for (int k = 0; k < top_k && k < V; k++) { /* selection: top_k is small */
                 int best = 0;
-                for (int v = 1; v < V; v++) best = row[v] > row[best] ? v : best;
+                for (int v = 1; v < V; v++)
+                    best = row[v] > row[best] ? v : best;
                 printf(" %s (%.4f)", tok_id_to_token(tok, best), row[best]);
                 row[best] = -1.0f;
             }
@@ -288,7 +299,8 @@ int cli_fill(int argc, char **argv) {
     char *line;
     size_t len;
     while ((line = cli_getline(&len))) {
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            len--;
         cli_fill_line(m, ws, &seq, line, len, top_k);
         fflush(stdout);
         free(line);
