@@ -372,9 +372,19 @@ int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_erro
 
     json_t *labels = json_object_get(req, "labels");
     if (labels && json_is_null(labels)) labels = NULL;
-    if (labels && batched && (!json_is_array(labels) || (int)json_array_size(labels) != n)) {
+    int labels_shape_ok = !labels || !batched || json_is_array(labels);
+    for (size_t i = 0; labels_shape_ok && labels && batched && i < json_array_size(labels); i++)
+        labels_shape_ok = json_is_array(json_array_get(labels, i));
+    if (!labels_shape_ok) {
         fail(e, 400, "invalid_request",
              "labels must be a list with one list of integers per item of inputs");
+        goto error;
+    }
+    /* The shape is right (the schema says so much); the count is a rule
+     * about this request's inputs, like each list's length. */
+    if (labels && batched && (int)json_array_size(labels) != n) {
+        fail(e, 422, "invalid_labels", "labels has %zu lists but inputs has %d items",
+             json_array_size(labels), n);
         goto error;
     }
     job->has_labels = labels != NULL;
