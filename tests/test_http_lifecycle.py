@@ -336,3 +336,33 @@ def test_readyz_503_while_loading(tmp_path, model_dir):
         os.close(fd)
     assert srv.proc.wait(30) == 1
     assert "config.json" in srv.stderr()
+
+
+def test_clients_vanishing_mid_request(tmp_path, slow_model_dir):
+    """Clients that hang up while their request is queued or running, or halfway through
+    sending a body, cost the server nothing but the work: it keeps answering, and shuts
+    down cleanly."""
+    import socket
+
+    cfg = default_config(slow_model_dir, workers={"count": 1, "batch_max_tokens": 128})
+    srv = Server(tmp_path, slow_model_dir, cfg)
+    with srv:
+        body = json.dumps(SLOW).encode()
+        head = (f"POST /v1/fill-mask HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        socks = []
+        for _ in range(4):  # complete requests, abandoned before the answer
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(head + body)
+            socks.append(s)
+        half = socket.create_connection(("127.0.0.1", srv.port))
+        half.sendall(head + body[: len(body) // 2])  # body cut short
+        wait_until(lambda: metric(srv, "bert_requests_in_flight") >= 4, timeout=30)
+        for s in socks:
+            s.close()
+        half.close()
+        # the abandoned work drains; the server stays healthy and correct
+        wait_until(lambda: metric(srv, "bert_requests_in_flight") == 0, timeout=120)
+        r = srv.post("/v1/fill-mask", {"inputs": "Paris is the [MASK] of France."})
+        assert r.status_code == 200 and len(r.json()) == 5
+        assert srv.stop() == 0, srv.stderr()
