@@ -103,6 +103,20 @@ void api_job_fail(api_job *job, int status, const char *code, const char *messag
 
 /* ---- shared field checks ---- */
 
+/* An integer as JSON Schema sees it: 2.0 is the integer 2 (openapi.yaml's
+ * "type: integer" admits it, so clients and generators may send it). */
+static int json_as_int(json_t *v, json_int_t *out) {
+    if (json_is_integer(v)) {
+        *out = json_integer_value(v);
+        return 1;
+    }
+    if (!json_is_real(v)) return 0;
+    double d = json_real_value(v);
+    if (!(d >= -9.2e18 && d <= 9.2e18) || d != (double)(json_int_t)d) return 0;
+    *out = (json_int_t)d;
+    return 1;
+}
+
 static int check_keys(json_t *obj, const char *where, const char *const *allowed, api_error *e) {
     const char *key;
     json_t *v;
@@ -298,9 +312,9 @@ static int parse_labels(const api_ctx *ctx, json_t *v, const char *what, api_inp
     if (!in->labels) return fail(e, 500, "internal", "out of memory");
     for (size_t i = 0; i < n; i++) {
         json_t *x = json_array_get(v, i);
-        if (!json_is_integer(x))
+        json_int_t l;
+        if (!json_as_int(x, &l))
             return fail(e, 400, "invalid_request", "%s[%zu] must be an integer", what, i);
-        json_int_t l = json_integer_value(x);
         if (l != -100 && (l < 0 || l >= ctx->vocab_size))
             return fail(e, 422, "invalid_labels",
                         "%s[%zu] is %lld; labels must be -100 (ignored) or a token id in "
@@ -354,11 +368,11 @@ int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_erro
     job->top_k = ctx->cfg->default_top_k;
     json_t *v = params ? json_object_get(params, "top_k") : NULL;
     if (v && !json_is_null(v)) {
-        if (!json_is_integer(v)) {
+        json_int_t k;
+        if (!json_as_int(v, &k)) {
             fail(e, 400, "invalid_request", "parameters.top_k must be an integer");
             goto error;
         }
-        json_int_t k = json_integer_value(v);
         int max_k = ctx->cfg->max_top_k < ctx->vocab_size ? ctx->cfg->max_top_k : ctx->vocab_size;
         if (k < 1 || k > max_k) {
             fail(e, 422, "invalid_top_k", "parameters.top_k is %lld; it must be in [1, %d]",
@@ -480,12 +494,13 @@ int api_parse_next_sentence(const api_ctx *ctx, json_t *req, api_job **out, api_
         }
         json_t *l = json_object_get(pair, "label");
         if (l && !json_is_null(l)) {
-            if (!json_is_integer(l) || (json_integer_value(l) != 0 && json_integer_value(l) != 1)) {
+            json_int_t lv;
+            if (!json_as_int(l, &lv) || (lv != 0 && lv != 1)) {
                 fail(e, 422, "invalid_labels",
                      "%s.label must be 0 (text_pair follows text) or 1 (random sentence)", what);
                 goto error;
             }
-            in->nsp_label = (int)json_integer_value(l);
+            in->nsp_label = (int)lv;
         }
         if (encode_input(ctx, what, a, b, &tp, 1, &in->seq, e)) goto error;
         job->tokens += in->seq.len;
