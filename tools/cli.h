@@ -7,9 +7,13 @@
 #include "bert.h"
 
 /* bert-cli tokenize (--model DIR | --vocab FILE [--no-lower] [--strip-accents 0|1]
- *                   [--no-chinese]) [--max-len N --truncate longest_first|only_first|only_second]
- * stdin: JSON lines {"text": "...", "text_pair": "..."(optional)}
- * stdout: one JSON line each: {"ids":[..],"type_ids":[..],"offsets":[[s,e],..],"tokens":[..]}
+ *                   [--no-chinese]) [--max-len N --truncate longest_first|only_first|only_second
+ *                   [--side left|right]] [--raw | --decode | --normalize]
+ * stdin: JSON lines {"text": "...", "text_pair": "..."(optional)}; with --raw each line is
+ *        the text itself (the only way to feed invalid UTF-8); with --decode
+ *        {"ids": [...], "skip_special": bool, "cleanup": bool}
+ * stdout: one JSON line each: {"ids":[..],"type_ids":[..],"offsets":[[s,e],..],"tokens":[..]},
+ *         {"text": "..."} (--decode), {"normalized": "..."} (--normalize),
  *         or {"error": "..."} for that line. */
 int cli_tokenize(int argc, char **argv);
 
