@@ -8,18 +8,31 @@
  * A tiny BertForPreTraining written by transformers (fuzz/Makefile's model
  * rule) supplies the tokenizer and heads; it is loaded once.
  *
+ * Accepted jobs then go through the worker exactly as the pool would run
+ * them (infer.c's run callback on this thread, batch of one): forward pass,
+ * top-k, decoding, losses, answer JSON.
+ *
  * Oracles: a refusal is a 400/422/500 with a code and a message that
  * api_error_body turns into valid JSON; an accepted job respects the limits
  * in cfg (inputs, masks, top_k, length) and every position and id it hands
- * the worker is inside its sequence and the vocabulary. */
+ * the worker is inside its sequence and the vocabulary; the worker completes
+ * it exactly once with a 200 whose body is JSON in which every prediction
+ * has a score in [0, 1], a token in the vocabulary and string token_str and
+ * sequence (a decode that is not UTF-8 would drop them). */
 #include "api.h"
 #include "fuzz_common.h"
+#include "infer.h"
+#include "log.h"
 
 #include <string.h>
 
 static bert_model *g_model;
 static cfg g_cfg;
 static api_ctx g_ctx;
+static infer_ctx g_ictx;
+static pool_callbacks g_cb;
+static void *g_worker;
+static int g_completed;
 static int g_verbose; /* $FUZZ_VERBOSE: one line per input, to check seeds reach their paths */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -46,7 +59,80 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         abort();
     }
     free(dir);
+    log_set_level(LOG_ERROR); /* the worker's debug lines would flood the fuzzer's output */
+    g_ictx.api = &g_ctx;
+    atomic_init(&g_ictx.aborting, 0);
+    g_cb = infer_pool_callbacks(&g_ictx);
+    g_worker = g_cb.init(0, g_cb.user, err, sizeof(err));
+    if (!g_worker) {
+        fprintf(stderr, "fuzz_request_json: worker init: %s\n", err);
+        abort();
+    }
     return 0;
+}
+
+static void on_complete(api_job *job) {
+    (void)job;
+    g_completed++;
+}
+
+/* Walks an answer: every object with a "score" is one prediction. */
+static void check_answer(json_t *v, int *n_preds) {
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x) check_answer(x, n_preds);
+        return;
+    }
+    if (!json_is_object(v)) return;
+    json_t *score = json_object_get(v, "score");
+    if (score) {
+        (*n_preds)++;
+        double sc = json_number_value(score);
+        FUZZ_CHECK(json_is_number(score) && sc >= 0 && sc <= 1, "score %g", sc);
+        json_t *tok = json_object_get(v, "token");
+        FUZZ_CHECK(json_is_integer(tok) && json_integer_value(tok) >= 0 &&
+                       json_integer_value(tok) < g_ctx.vocab_size,
+                   "prediction token");
+        FUZZ_CHECK(json_is_string(json_object_get(v, "token_str")), "token_str missing");
+        FUZZ_CHECK(json_is_string(json_object_get(v, "sequence")), "sequence missing");
+        return;
+    }
+    json_t *p = json_object_get(v, "is_next_probability");
+    if (p) {
+        double q = json_number_value(json_object_get(v, "not_next_probability"));
+        FUZZ_CHECK(json_number_value(p) >= 0 && json_number_value(p) <= 1 && q >= 0 && q <= 1,
+                   "NSP probabilities %g %g", json_number_value(p), q);
+        json_int_t l = json_integer_value(json_object_get(v, "label_id"));
+        FUZZ_CHECK(l == 0 || l == 1, "label_id %lld", (long long)l);
+        return;
+    }
+    json_t *preds = json_object_get(v, "predictions");
+    if (preds) check_answer(preds, n_preds);
+}
+
+static void run_job(api_job *job) {
+    job->deadline_ns = infer_now_ns() + 600 * 1000000000LL;
+    job->complete = on_complete;
+    g_completed = 0;
+    pool_item *items[1] = {&job->item};
+    g_cb.run(g_worker, items, 1, g_cb.user);
+    FUZZ_CHECK(g_completed == 1, "job completed %d times", g_completed);
+    FUZZ_CHECK(job->status == 200, "worker answered %d: %.*s", job->status, (int)job->body_len,
+               job->body ? job->body : "");
+    json_error_t je;
+    json_t *v = json_loadb(job->body, job->body_len, 0, &je);
+    FUZZ_CHECK(v != NULL, "answer is not JSON: %s", je.text);
+    int n_preds = 0;
+    check_answer(v, &n_preds);
+    if (job->kind == API_FILL_MASK) {
+        int masks = 0;
+        for (int i = 0; i < job->n_inputs; i++)
+            masks += job->inputs[i].n_masks;
+        FUZZ_CHECK(n_preds == masks * job->top_k, "%d predictions for %d masks x top_k %d", n_preds,
+                   masks, job->top_k);
+    }
+    json_decref(v);
 }
 
 static void check_error(const api_error *e) {
@@ -158,6 +244,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         } else {
             FUZZ_CHECK(job != NULL, "accepted request without a job");
             check_job(job, kind);
+            run_job(job);
             api_job_free(job);
         }
     }
