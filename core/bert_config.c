@@ -8,11 +8,11 @@
 
 /* Sizes above these are not BERTs we could hold in memory; refusing them here
  * turns a forged config into a message instead of an allocation failure. */
-#define CFG_MAX_DIM (1 << 20)
+#define CFG_MAX_DIM    (1 << 20)
 #define CFG_MAX_LAYERS 1024
 
-static int cfg_int(const json_t *root, const char *path, const char *key, int def, int min,
-                   int max, int *out, char *err, size_t errlen) {
+static int cfg_int(const json_t *root, const char *path, const char *key, int def, int min, int max,
+                   int *out, char *err, size_t errlen) {
     const json_t *v = json_object_get(root, key);
     if (!v) {
         if (def < min) {
@@ -34,10 +34,14 @@ static const struct {
     const char *name;
     bert_activation act;
 } cfg_acts[] = {
-    {"gelu", BERT_ACT_GELU},           {"gelu_python", BERT_ACT_GELU},
-    {"gelu_new", BERT_ACT_GELU_TANH},  {"gelu_pytorch_tanh", BERT_ACT_GELU_TANH},
-    {"gelu_fast", BERT_ACT_GELU_TANH}, {"relu", BERT_ACT_RELU},
-    {"silu", BERT_ACT_SILU},           {"swish", BERT_ACT_SILU},
+    {"gelu", BERT_ACT_GELU},
+    {"gelu_python", BERT_ACT_GELU},
+    {"gelu_new", BERT_ACT_GELU_TANH},
+    {"gelu_pytorch_tanh", BERT_ACT_GELU_TANH},
+    {"gelu_fast", BERT_ACT_GELU_TANH},
+    {"relu", BERT_ACT_RELU},
+    {"silu", BERT_ACT_SILU},
+    {"swish", BERT_ACT_SILU},
     {"quick_gelu", BERT_ACT_QUICK_GELU},
 };
 
@@ -80,15 +84,17 @@ int bert_config_parse(const char *json, size_t len, const char *path, bert_confi
                       &cfg->intermediate_size, err, errlen)) ||
         (rc = cfg_int(root, path, "max_position_embeddings", 512, 1, CFG_MAX_DIM,
                       &cfg->max_position_embeddings, err, errlen)) ||
-        (rc = cfg_int(root, path, "type_vocab_size", 2, 1, CFG_MAX_DIM, &cfg->type_vocab_size,
-                      err, errlen)))
+        (rc = cfg_int(root, path, "type_vocab_size", 2, 1, CFG_MAX_DIM, &cfg->type_vocab_size, err,
+                      errlen)))
         goto cleanup;
     rc = BERT_ERR_FORMAT;
     const json_t *pad = json_object_get(root, "pad_token_id");
     cfg->pad_token_id = json_is_integer(pad) ? (int)json_integer_value(pad) : 0;
     if (cfg->hidden_size % cfg->num_attention_heads != 0) {
-        snprintf(err, errlen, "%s: key 'hidden_size' (%d) is not a multiple of "
-                 "'num_attention_heads' (%d)", path, cfg->hidden_size, cfg->num_attention_heads);
+        snprintf(err, errlen,
+                 "%s: key 'hidden_size' (%d) is not a multiple of "
+                 "'num_attention_heads' (%d)",
+                 path, cfg->hidden_size, cfg->num_attention_heads);
         goto cleanup;
     }
     const json_t *eps = json_object_get(root, "layer_norm_eps");
@@ -111,7 +117,8 @@ int bert_config_parse(const char *json, size_t len, const char *path, bert_confi
         if (strcmp(cfg_acts[i].name, act_name) == 0) break;
     }
     if (i == sizeof(cfg_acts) / sizeof(cfg_acts[0])) {
-        snprintf(err, errlen, "%s: key 'hidden_act': unsupported activation '%.40s' (supported: "
+        snprintf(err, errlen,
+                 "%s: key 'hidden_act': unsupported activation '%.40s' (supported: "
                  "gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, silu, swish, quick_gelu)",
                  path, act_name);
         goto cleanup;

@@ -21,8 +21,8 @@ struct bert_model {
     bert_config cfg;
     char name[256];
     char dtype[8];
-    st_file *st;          /* the mapping F32 weights point into */
-    float **owned;        /* converted or realigned copies, freed with the model */
+    st_file *st;   /* the mapping F32 weights point into */
+    float **owned; /* converted or realigned copies, freed with the model */
     int n_owned, cap_owned;
     size_t resident_bytes; /* bytes of owned copies */
     size_t param_count;

@@ -55,8 +55,8 @@ static int load_own(bert_model *m, float *p, size_t nfloats) {
 /* Finds tensor prefix+name, checks its shape is (d0) or (d0,d1) and returns
  * float32 data: in place when the file holds aligned F32, else a converted
  * copy. Missing tensors are an error unless optional, then *out = NULL. */
-static int load_tensor(bert_model *m, const char *prefix, const char *name, int64_t d0,
-                       int64_t d1, int optional, const float **out, char *err, size_t errlen) {
+static int load_tensor(bert_model *m, const char *prefix, const char *name, int64_t d0, int64_t d1,
+                       int optional, const float **out, char *err, size_t errlen) {
     char full[256];
     snprintf(full, sizeof(full), "%s%s", prefix, name);
     const st_tensor *t = st_find(m->st, full);
@@ -87,7 +87,8 @@ static int load_tensor(bert_model *m, const char *prefix, const char *name, int6
             used += (size_t)snprintf(got + used, sizeof(got) - used, "%s%lld", i ? ", " : "",
                                      (long long)t->shape[i]);
         if (want_ndim == 2)
-            snprintf(err, errlen, "%s: tensor '%s' has shape [%s], config.json implies [%lld, %lld]",
+            snprintf(err, errlen,
+                     "%s: tensor '%s' has shape [%s], config.json implies [%lld, %lld]",
                      m->st->path, t->name, got, (long long)d0, (long long)d1);
         else
             snprintf(err, errlen, "%s: tensor '%s' has shape [%s], config.json implies [%lld]",
@@ -192,8 +193,8 @@ static int load_mlm(bert_model *m, char *err, size_t errlen) {
         return rc;
     if (!m->mlm_dense_w) return BERT_OK; /* no MLM head in this checkpoint */
     if ((rc = load_tensor(m, p, "transform.dense.bias", C, 0, 0, &m->mlm_dense_b, err, errlen)) ||
-        (rc = load_tensor(m, p, "transform.LayerNorm.weight", C, 0, 0, &m->mlm_ln_w, err,
-                          errlen)) ||
+        (rc =
+             load_tensor(m, p, "transform.LayerNorm.weight", C, 0, 0, &m->mlm_ln_w, err, errlen)) ||
         (rc = load_tensor(m, p, "transform.LayerNorm.bias", C, 0, 0, &m->mlm_ln_b, err, errlen)))
         return rc;
     /* transformers ties decoder.weight to the word embeddings and decoder.bias
@@ -203,8 +204,7 @@ static int load_mlm(bert_model *m, char *err, size_t errlen) {
     const char *first_bias = m->cfg.tie_word_embeddings ? "bias" : "decoder.bias";
     const char *second_bias = m->cfg.tie_word_embeddings ? "decoder.bias" : "bias";
     if ((rc = load_tensor(m, p, first_bias, V, 0, 1, &m->mlm_bias, err, errlen))) return rc;
-    if (!m->mlm_bias &&
-        (rc = load_tensor(m, p, second_bias, V, 0, 0, &m->mlm_bias, err, errlen)))
+    if (!m->mlm_bias && (rc = load_tensor(m, p, second_bias, V, 0, 0, &m->mlm_bias, err, errlen)))
         return rc;
     if (m->cfg.tie_word_embeddings) {
         m->mlm_dec_w = m->word_emb;
@@ -217,9 +217,11 @@ static int load_mlm(bert_model *m, char *err, size_t errlen) {
 
 static const char *load_basename(const char *dir) {
     size_t n = strlen(dir);
-    while (n > 1 && dir[n - 1] == '/') n--;
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
     size_t start = n;
-    while (start > 0 && dir[start - 1] != '/') start--;
+    while (start > 0 && dir[start - 1] != '/')
+        start--;
     static __thread char buf[256];
     snprintf(buf, sizeof(buf), "%.*s", (int)(n - start), dir + start);
     return buf;
@@ -300,7 +302,8 @@ cleanup:
 
 void bert_model_free(bert_model *m) {
     if (!m) return;
-    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    for (int i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
     free(m->owned);
     free(m->layers);
     st_close(m->st);
@@ -308,13 +311,27 @@ void bert_model_free(bert_model *m) {
     free(m);
 }
 
-const bert_config *bert_model_config(const bert_model *m) { return &m->cfg; }
-const tok_tokenizer *bert_model_tokenizer(const bert_model *m) { return m->tok; }
-int bert_model_has_mlm(const bert_model *m) { return m->has_mlm; }
-int bert_model_has_nsp(const bert_model *m) { return m->has_nsp; }
-const char *bert_model_dtype(const bert_model *m) { return m->dtype; }
-size_t bert_model_param_count(const bert_model *m) { return m->param_count; }
-const char *bert_model_name(const bert_model *m) { return m->name; }
+const bert_config *bert_model_config(const bert_model *m) {
+    return &m->cfg;
+}
+const tok_tokenizer *bert_model_tokenizer(const bert_model *m) {
+    return m->tok;
+}
+int bert_model_has_mlm(const bert_model *m) {
+    return m->has_mlm;
+}
+int bert_model_has_nsp(const bert_model *m) {
+    return m->has_nsp;
+}
+const char *bert_model_dtype(const bert_model *m) {
+    return m->dtype;
+}
+size_t bert_model_param_count(const bert_model *m) {
+    return m->param_count;
+}
+const char *bert_model_name(const bert_model *m) {
+    return m->name;
+}
 
 size_t bert_model_weight_bytes(const bert_model *m) {
     return m->param_count * sizeof(float);

@@ -1,18 +1,11 @@
 #include "objectives.h"
+#include "ops.h"
 
 #include <math.h>
 #include <stddef.h>
 
 void obj_softmax_row(float *row, int C) {
-    float max = row[0];
-    for (int i = 1; i < C; i++) max = row[i] > max ? row[i] : max;
-    double sum = 0.0;
-    for (int i = 0; i < C; i++) {
-        row[i] = expf(row[i] - max);
-        sum += row[i];
-    }
-    float inv = (float)(1.0 / sum);
-    for (int i = 0; i < C; i++) row[i] *= inv;
+    ops_softmax(row, C);
 }
 
 // logits (n,C), labels (n) -> mean over used rows of logsumexp(row) - row[label]
@@ -24,9 +17,11 @@ double obj_cross_entropy_mean(const float *logits, const int32_t *labels, int n,
         if (labels[r] == OBJ_IGNORE_INDEX || labels[r] < 0 || labels[r] >= C) continue;
         const float *row = logits + (size_t)r * C;
         float max = row[0];
-        for (int i = 1; i < C; i++) max = row[i] > max ? row[i] : max;
+        for (int i = 1; i < C; i++)
+            max = row[i] > max ? row[i] : max;
         double sum = 0.0;
-        for (int i = 0; i < C; i++) sum += exp((double)row[i] - max);
+        for (int i = 0; i < C; i++)
+            sum += exp((double)row[i] - max);
         total += log(sum) + max - row[labels[r]];
         used++;
     }
@@ -42,10 +37,13 @@ static uint64_t obj_splitmix64(uint64_t *x) {
 }
 
 void obj_rng_seed(obj_rng *rng, uint64_t seed) {
-    for (int i = 0; i < 4; i++) rng->s[i] = obj_splitmix64(&seed);
+    for (int i = 0; i < 4; i++)
+        rng->s[i] = obj_splitmix64(&seed);
 }
 
-static uint64_t obj_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t obj_rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
 
 uint64_t obj_rng_next(obj_rng *rng) {
     uint64_t *s = rng->s;
@@ -60,7 +58,9 @@ uint64_t obj_rng_next(obj_rng *rng) {
     return result;
 }
 
-double obj_rng_uniform(obj_rng *rng) { return (double)(obj_rng_next(rng) >> 11) * 0x1.0p-53; }
+double obj_rng_uniform(obj_rng *rng) {
+    return (double)(obj_rng_next(rng) >> 11) * 0x1.0p-53;
+}
 
 int obj_mask_tokens(int32_t *ids, int32_t *labels, const uint8_t *is_special, int len,
                     double mlm_prob, int32_t mask_id, int vocab_size, obj_rng *rng) {

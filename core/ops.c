@@ -9,7 +9,8 @@ void ops_linear(float *out, const float *inp, const float *weight, const float *
                 int OC) {
     if (bias) {
         for (int n = 0; n < N; n++)
-            for (int o = 0; o < OC; o++) out[(size_t)n * OC + o] = bias[o];
+            for (int o = 0; o < OC; o++)
+                out[(size_t)n * OC + o] = bias[o];
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, weight, IC,
                 bias ? 1.0f : 0.0f, out, OC);
@@ -21,12 +22,14 @@ void ops_layernorm(float *x, const float *residual, const float *weight, const f
         float *row = x + (size_t)n * C;
         if (residual) {
             const float *r = residual + (size_t)n * C;
-            for (int c = 0; c < C; c++) row[c] += r[c];
+            for (int c = 0; c < C; c++)
+                row[c] += r[c];
         }
         /* Two passes in double: the parity budget is 1e-4 on logits after a dozen
          * layers, and one-pass variance in float loses digits for large means. */
         double mean = 0.0;
-        for (int c = 0; c < C; c++) mean += row[c];
+        for (int c = 0; c < C; c++)
+            mean += row[c];
         mean /= C;
         double var = 0.0;
         for (int c = 0; c < C; c++) {
@@ -36,7 +39,8 @@ void ops_layernorm(float *x, const float *residual, const float *weight, const f
         var /= C;
         float rstd = (float)(1.0 / sqrt(var + (double)eps));
         float m = (float)mean;
-        for (int c = 0; c < C; c++) row[c] = (row[c] - m) * rstd * weight[c] + bias[c];
+        for (int c = 0; c < C; c++)
+            row[c] = (row[c] - m) * rstd * weight[c] + bias[c];
     }
 }
 
@@ -61,8 +65,9 @@ static inline float ops_expf(float a) {
     n = n == n ? n : 0.0f; /* NaN in, NaN out (through r), without UB in the int cast */
     float r = a - n * 0.693145751953125f;
     r = r - n * 1.428606765330187045e-06f;
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 +
-                                                                                    r / 720.0f)))));
+    float p =
+        1.0f +
+        r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r / 720.0f)))));
     int32_t bits = (int32_t)(n + 127.0f) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof(scale));
@@ -88,7 +93,8 @@ static inline float ops_tanhf(float x) {
 
 OPS_VECTOR_CLONES
 static void ops_gelu(float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + ops_erff(x[i] * (float)M_SQRT1_2));
+    for (size_t i = 0; i < n; i++)
+        x[i] = 0.5f * x[i] * (1.0f + ops_erff(x[i] * (float)M_SQRT1_2));
 }
 
 OPS_VECTOR_CLONES
@@ -103,7 +109,8 @@ static void ops_gelu_tanh(float *x, size_t n) {
 /* x * sigmoid(alpha * x): SiLU with alpha 1, "quick GELU" with alpha 1.702 */
 OPS_VECTOR_CLONES
 static void ops_x_sigmoid(float *x, size_t n, float alpha) {
-    for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + ops_expf(-alpha * x[i]));
+    for (size_t i = 0; i < n; i++)
+        x[i] = x[i] / (1.0f + ops_expf(-alpha * x[i]));
 }
 
 void ops_activation(float *x, size_t n, bert_activation act) {
@@ -115,7 +122,8 @@ void ops_activation(float *x, size_t n, bert_activation act) {
         ops_gelu_tanh(x, n);
         break;
     case BERT_ACT_RELU:
-        for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        for (size_t i = 0; i < n; i++)
+            x[i] = x[i] > 0.0f ? x[i] : 0.0f;
         break;
     case BERT_ACT_SILU:
         ops_x_sigmoid(x, n, 1.0f);
@@ -130,36 +138,46 @@ void ops_activation(float *x, size_t n, bert_activation act) {
  * referenced from another object file. */
 OPS_VECTOR_CLONES
 static void ops_tanh_loop(float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] = ops_tanhf(x[i]);
+    for (size_t i = 0; i < n; i++)
+        x[i] = ops_tanhf(x[i]);
 }
 
-void ops_tanh(float *x, size_t n) { ops_tanh_loop(x, n); }
+void ops_tanh(float *x, size_t n) {
+    ops_tanh_loop(x, n);
+}
 
 /* row (n) -> softmax(row) in place */
 OPS_VECTOR_CLONES
-static void ops_softmax_row(float *row, int n) {
+static void ops_softmax_loop(float *row, int n) {
     float max = row[0];
-    for (int i = 1; i < n; i++) max = row[i] > max ? row[i] : max;
+    for (int i = 1; i < n; i++)
+        max = row[i] > max ? row[i] : max;
     float sum = 0.0f;
     for (int i = 0; i < n; i++) {
         row[i] = ops_expf(row[i] - max);
         sum += row[i];
     }
     float inv = 1.0f / sum;
-    for (int i = 0; i < n; i++) row[i] *= inv;
+    for (int i = 0; i < n; i++)
+        row[i] *= inv;
 }
 
-void ops_attention(float *ctx, const float *q, const float *k, const float *v, float *scores,
-                   int L, int H, int D, int ld) {
+void ops_softmax(float *row, int n) {
+    ops_softmax_loop(row, n);
+}
+
+void ops_attention(float *ctx, const float *q, const float *k, const float *v, float *scores, int L,
+                   int H, int D, int ld) {
     const float scale = 1.0f / sqrtf((float)D);
     for (int h = 0; h < H; h++) {
         const size_t off = (size_t)h * D;
         // scores (L,L) = scale * q_h (L,D) @ k_h (L,D)^T
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, D, scale, q + off, ld, k + off,
                     ld, 0.0f, scores, L);
-        for (int i = 0; i < L; i++) ops_softmax_row(scores + (size_t)i * L, L);
+        for (int i = 0; i < L; i++)
+            ops_softmax_loop(scores + (size_t)i * L, L);
         // ctx_h (L,D) = scores (L,L) @ v_h (L,D)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, D, L, 1.0f, scores, L, v + off, ld,
-                    0.0f, ctx + off, ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, D, L, 1.0f, scores, L, v + off,
+                    ld, 0.0f, ctx + off, ld);
     }
 }

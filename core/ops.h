@@ -23,11 +23,14 @@ void ops_activation(float *x, size_t n, bert_activation act);
 /* x (n) -> tanh(x) in place (the pooler). */
 void ops_tanh(float *x, size_t n);
 
+/* row (n) -> softmax(row) in place; max-subtracted, so any finite logits. */
+void ops_softmax(float *row, int n);
+
 /* Self-attention of one sequence, all heads.
  * q, k, v (L, C) with row stride ld (head h lives in columns h*D..h*D+D-1),
  * scores scratch (L, L) -> ctx (L, C) with row stride ld.
  * ctx_h = softmax(q_h k_h^T / sqrt(D)) v_h */
-void ops_attention(float *ctx, const float *q, const float *k, const float *v, float *scores,
-                   int L, int H, int D, int ld);
+void ops_attention(float *ctx, const float *q, const float *k, const float *v, float *scores, int L,
+                   int H, int D, int ld);
 
 #endif

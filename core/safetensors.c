@@ -15,11 +15,11 @@ static const struct {
     st_dtype dtype;
     size_t size;
 } st_dtypes[] = {
-    {"BOOL", ST_BOOL, 1},      {"U8", ST_U8, 1},   {"I8", ST_I8, 1},
-    {"I16", ST_I16, 2},        {"U16", ST_U16, 2}, {"F16", ST_F16, 2},
-    {"BF16", ST_BF16, 2},      {"I32", ST_I32, 4}, {"U32", ST_U32, 4},
-    {"F32", ST_F32, 4},        {"F64", ST_F64, 8}, {"I64", ST_I64, 8},
-    {"U64", ST_U64, 8},        {"F8_E4M3", ST_F8_E4M3, 1}, {"F8_E5M2", ST_F8_E5M2, 1},
+    {"BOOL", ST_BOOL, 1}, {"U8", ST_U8, 1},           {"I8", ST_I8, 1},
+    {"I16", ST_I16, 2},   {"U16", ST_U16, 2},         {"F16", ST_F16, 2},
+    {"BF16", ST_BF16, 2}, {"I32", ST_I32, 4},         {"U32", ST_U32, 4},
+    {"F32", ST_F32, 4},   {"F64", ST_F64, 8},         {"I64", ST_I64, 8},
+    {"U64", ST_U64, 8},   {"F8_E4M3", ST_F8_E4M3, 1}, {"F8_E5M2", ST_F8_E5M2, 1},
 };
 #define ST_N_DTYPES (sizeof(st_dtypes) / sizeof(st_dtypes[0]))
 
@@ -47,7 +47,8 @@ static int st_dtype_lookup(const char *name, st_dtype *out) {
 
 void st_close(st_file *f) {
     if (!f) return;
-    for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
+    for (int i = 0; i < f->n_tensors; i++)
+        free(f->tensors[i].name);
     free(f->tensors);
     if (f->map) munmap(f->map, f->map_len);
     free(f->path);
@@ -81,8 +82,10 @@ static int st_parse_entry(const char *fname, const char *key, const json_t *entr
     const json_t *js = json_object_get(entry, "shape");
     const json_t *jo = json_object_get(entry, "data_offsets");
     if (!json_is_string(jd) || !json_is_array(js) || !json_is_array(jo)) {
-        snprintf(err, errlen, "%s: tensor '%s': needs string 'dtype', arrays 'shape' and "
-                 "'data_offsets'", fname, key);
+        snprintf(err, errlen,
+                 "%s: tensor '%s': needs string 'dtype', arrays 'shape' and "
+                 "'data_offsets'",
+                 fname, key);
         return ST_ERR_FORMAT;
     }
     if (!st_dtype_lookup(json_string_value(jd), &t->dtype)) {
@@ -117,14 +120,17 @@ static int st_parse_entry(const char *fname, const char *key, const json_t *entr
     int64_t begin, end;
     if (json_array_size(jo) != 2 || !st_json_uint(json_array_get(jo, 0), &begin) ||
         !st_json_uint(json_array_get(jo, 1), &end) || begin > end) {
-        snprintf(err, errlen, "%s: tensor '%s': data_offsets must be [begin, end] with "
-                 "0 <= begin <= end", fname, key);
+        snprintf(err, errlen,
+                 "%s: tensor '%s': data_offsets must be [begin, end] with "
+                 "0 <= begin <= end",
+                 fname, key);
         return ST_ERR_FORMAT;
     }
     if ((uint64_t)end > data_len) {
-        snprintf(err, errlen, "%s: tensor '%s': data_offsets [%lld, %lld] run past the end of "
-                 "the data (%zu bytes; file truncated?)", fname, key, (long long)begin,
-                 (long long)end, data_len);
+        snprintf(err, errlen,
+                 "%s: tensor '%s': data_offsets [%lld, %lld] run past the end of "
+                 "the data (%zu bytes; file truncated?)",
+                 fname, key, (long long)begin, (long long)end, data_len);
         return ST_ERR_FORMAT;
     }
     size_t esize = st_dtype_size(t->dtype);
@@ -132,9 +138,11 @@ static int st_parse_entry(const char *fname, const char *key, const json_t *entr
      * would wrap to a small byte count (a forged shape passing as 0 bytes). */
     uint64_t span = (uint64_t)(end - begin);
     if (span % esize != 0 || span / esize != (uint64_t)numel) {
-        snprintf(err, errlen, "%s: tensor '%s': %lld bytes in data_offsets but shape x %s "
-                 "needs %lld x %zu bytes", fname, key, (long long)(end - begin),
-                 st_dtype_name(t->dtype), (long long)numel, esize);
+        snprintf(err, errlen,
+                 "%s: tensor '%s': %lld bytes in data_offsets but shape x %s "
+                 "needs %lld x %zu bytes",
+                 fname, key, (long long)(end - begin), st_dtype_name(t->dtype), (long long)numel,
+                 esize);
         return ST_ERR_FORMAT;
     }
     t->nbytes = (size_t)(end - begin);
@@ -169,10 +177,13 @@ int st_parse(const void *data, size_t len, const char *name, st_file **out, char
         goto cleanup;
     }
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | bytes[i];
+    for (int i = 7; i >= 0; i--)
+        hlen = (hlen << 8) | bytes[i];
     if (hlen > ST_MAX_HEADER_BYTES || hlen > len - 8) {
-        snprintf(err, errlen, "%s: header length %llu is impossible for a %zu-byte file "
-                 "(corrupt or not safetensors)", name, (unsigned long long)hlen, len);
+        snprintf(err, errlen,
+                 "%s: header length %llu is impossible for a %zu-byte file "
+                 "(corrupt or not safetensors)",
+                 name, (unsigned long long)hlen, len);
         goto cleanup;
     }
     json_error_t jerr;
@@ -211,8 +222,8 @@ int st_parse(const void *data, size_t len, const char *name, st_file **out, char
     for (int i = 0; i < f->n_tensors; i++) {
         if (ranges[i].begin == ranges[i].end) continue;
         if (prev_idx >= 0 && ranges[i].begin < prev_end) {
-            snprintf(err, errlen, "%s: tensor '%s' overlaps tensor '%s' in the data section",
-                     name, f->tensors[ranges[i].idx].name, f->tensors[prev_idx].name);
+            snprintf(err, errlen, "%s: tensor '%s' overlaps tensor '%s' in the data section", name,
+                     f->tensors[ranges[i].idx].name, f->tensors[prev_idx].name);
             rc = ST_ERR_FORMAT;
             goto cleanup;
         }

@@ -46,10 +46,14 @@ int cli_mask(int argc, char **argv) {
     int vocab = 0, mask_id = 103;
     double prob = 0.15;
     for (int i = 0; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--seed") == 0) seed = strtoull(argv[i + 1], NULL, 10);
-        else if (strcmp(argv[i], "--vocab-size") == 0) vocab = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--mask-id") == 0) mask_id = atoi(argv[i + 1]);
-        else if (strcmp(argv[i], "--prob") == 0) prob = atof(argv[i + 1]);
+        if (strcmp(argv[i], "--seed") == 0)
+            seed = strtoull(argv[i + 1], NULL, 10);
+        else if (strcmp(argv[i], "--vocab-size") == 0)
+            vocab = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--mask-id") == 0)
+            mask_id = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--prob") == 0)
+            prob = atof(argv[i + 1]);
         else {
             fprintf(stderr, "bert-cli mask: unknown option '%s'\n", argv[i]);
             return 2;
