@@ -95,8 +95,9 @@ deps-test-system:
 
 deps-python:
 	@$(PYTHON) -c "import torch, transformers, tokenizers, pytest, requests, yaml, jsonschema, \
-	  kubernetes_validate" 2>/dev/null && command -v hadolint >/dev/null || \
-	  $(PYTHON) -m pip install -q -r tests/requirements.txt
+	  kubernetes_validate, onnxruntime, onnx, onnxscript, matplotlib" 2>/dev/null && \
+	  command -v hadolint >/dev/null || \
+	  $(PYTHON) -m pip install -q -r tests/requirements.txt -r bench/requirements.txt
 
 # ---- run ----
 run: deps-system all
