@@ -34,6 +34,7 @@ struct http_server {
     atomic_int ready;
     atomic_int draining;
     atomic_int accepted;
+    atomic_int open_requests; /* every req_ctx alive */
     /* Orders MHD_suspend_connection before MHD_resume_connection for one job. */
     pthread_mutex_t resume_mu;
     uint64_t id_seed;
@@ -393,6 +394,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r = calloc(1, sizeof(*r));
         if (!r) return MHD_NO;
         *con_cls = r;
+        atomic_fetch_add(&s->open_requests, 1);
         r->srv = s;
         r->conn = conn;
         r->t0 = infer_now_ns();
@@ -471,6 +473,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     api_job_free(r->job);
     free(r->body);
     free(r);
+    atomic_fetch_sub(&s->open_requests, 1);
 }
 
 __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap) {
@@ -540,7 +543,8 @@ int http_start(const cfg *c, http_server **out, char *err, size_t errlen) {
         s->id_seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)infer_now_ns();
     int ipv6 = 0;
     if (open_listener(c, &s->listen_fd, &s->port, &ipv6, err, errlen)) goto error;
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+    /* ITC: MHD_quiesce_daemon needs it with internal polling threads. */
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
                          MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ipv6) flags |= MHD_USE_IPv6;
     s->daemon = MHD_start_daemon(
@@ -579,6 +583,19 @@ void http_begin_drain(http_server *s) {
 
 int http_accepted(http_server *s) {
     return atomic_load(&s->accepted);
+}
+
+void http_quiesce(http_server *s) {
+    if (!s || !s->daemon || s->listen_fd < 0) return;
+    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+    if (fd != MHD_INVALID_SOCKET) { /* no longer MHD's: the daemon will not close it */
+        close(fd);
+        s->listen_fd = -1;
+    }
+}
+
+int http_open_requests(http_server *s) {
+    return atomic_load(&s->open_requests);
 }
 
 void http_stop(http_server *s) {

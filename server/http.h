@@ -33,6 +33,13 @@ void http_set_ready(http_server *s, const api_ctx *api, pool *p, const metrics_m
 void http_begin_drain(http_server *s);
 /* /v1 requests accepted for processing whose response is not yet sent. */
 int http_accepted(http_server *s);
+/* Stops accepting connections (new ones are refused) while the open ones
+ * carry on, so that answers already queued (a 503 draining, say) reach their
+ * clients before http_stop closes what is left. */
+void http_quiesce(http_server *s);
+/* Requests whose headers were read and whose answer is not fully sent yet,
+ * early refusals included. */
+int http_open_requests(http_server *s);
 /* Stops the daemon (every suspended connection must have been resumed) and
  * frees s. */
 void http_stop(http_server *s);

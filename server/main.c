@@ -162,9 +162,16 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 400 && http_accepted(srv) > 0; i++)
         sleep_ms(5);
     int left = http_accepted(srv);
+    /* Refusals queued during the drain (503 draining) are still on their way
+     * out: stop accepting, then give them a moment before closing sockets. */
+    http_quiesce(srv);
+    for (int i = 0; i < 200 && http_open_requests(srv) > 0; i++)
+        sleep_ms(5);
+    int cut = http_open_requests(srv);
     http_stop(srv);
     srv = NULL;
-    log_json_always(LOG_INFO, "stopped", json_pack("{s:i}", "unanswered", left));
+    log_json_always(LOG_INFO, "stopped",
+                    json_pack("{s:i,s:i}", "unanswered", left, "requests_cut_off", cut));
     exit_code = 0;
 
 cleanup:
