@@ -260,6 +260,55 @@ def request_seeds():
     put("request_json", "nsp_list_empty.json", 'n{"inputs": []}')
 
 
+def tokcfg_input(cfg, tj):
+    """fuzz_tokenizer_config.c's layout: presence bits, split byte, cfg bytes + tj bytes."""
+    a = b"" if cfg is None else (cfg if isinstance(cfg, bytes) else json.dumps(cfg).encode())
+    b = b"" if tj is None else (tj if isinstance(tj, bytes) else json.dumps(tj).encode())
+    ctrl = (1 if cfg is not None else 0) | (2 if tj is not None else 0)
+    while True:  # leading spaces in b move the split until one byte value lands on len(a)
+        size = len(a) + len(b)
+        for sb in range(256):
+            if size * sb // 255 == len(a):
+                return bytes([ctrl, sb]) + a + b
+        b = b" " + b
+
+
+def tokenizer_config_seeds():
+    real = json.loads((VOCAB.parent / "tokenizer_config.json").read_text())
+    tj = json.loads((VOCAB.parent / "tokenizer.json").read_text())
+    tj["model"]["vocab"] = {k: v for k, v in list(tj["model"]["vocab"].items())[:20]}
+    tj.pop("added_tokens", None)
+    raw_real = (VOCAB.parent / "tokenizer_config.json").read_bytes()  # has model_max_length 1e30
+    put("tokenizer_config", "hub_config_only.bin", tokcfg_input(raw_real, None))
+    put("tokenizer_config", "hub_both.bin", tokcfg_input(raw_real, tj))
+    put("tokenizer_config", "tokenizer_json_only.bin", tokcfg_input(None, tj))
+    put("tokenizer_config", "neither.bin", tokcfg_input(None, None))
+    bare = {k: v for k, v in real.items()
+            if k not in ("do_lower_case", "strip_accents", "tokenize_chinese_chars")}
+    put("tokenizer_config", "fallback_to_normalizer.bin", tokcfg_input(bare, tj))
+    variants = {
+        "cased.bin": {"do_lower_case": False},
+        "strip_null.bin": {"strip_accents": None},
+        "strip_true.bin": {"strip_accents": True, "tokenize_chinese_chars": False},
+        "lower_string.bin": {"do_lower_case": "yes"},
+        "strip_int.bin": {"strip_accents": 1},
+        "cleanup_true.bin": {"clean_up_tokenization_spaces": True},
+        "cleanup_string.bin": {"clean_up_tokenization_spaces": "no"},
+        "cleanup_null.bin": {"clean_up_tokenization_spaces": None},
+    }
+    for name, change in variants.items():
+        put("tokenizer_config", name, tokcfg_input({**bare, **change}, None))
+    norm = dict(tj)
+    norm["normalizer"] = {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": 0,
+                          "strip_accents": "x", "lowercase": None}
+    put("tokenizer_config", "normalizer_bad_types.bin", tokcfg_input(bare, norm))
+    put("tokenizer_config", "config_not_object.bin", tokcfg_input(b"[true]", None))
+    put("tokenizer_config", "config_truncated.bin", tokcfg_input(raw_real[:40], None))
+    put("tokenizer_config", "tokenizer_json_array.bin", tokcfg_input(bare, b"[1,2]"))
+    put("tokenizer_config", "normalizer_not_object.bin",
+        tokcfg_input(bare, {"normalizer": "BertNormalizer"}))
+
+
 # Must match CONFIG in fuzz_checkpoint.c.
 CKPT_CONFIG = dict(vocab_size=8, hidden_size=4, num_hidden_layers=1, num_attention_heads=2,
                    intermediate_size=8, max_position_embeddings=8, type_vocab_size=2,
@@ -357,6 +406,9 @@ def dicts():
     put_dict("checkpoint", dtypes + ["bert.", "embeddings.", "encoder.layer.0.", "LayerNorm",
                                      ".gamma", ".beta", ".weight", ".bias", "cls.predictions.",
                                      "cls.seq_relationship.", "pooler.dense.", "decoder."])
+    put_dict("tokenizer_config", json_common + [f'"{k}"' for k in (
+        "do_lower_case strip_accents tokenize_chinese_chars clean_up_tokenization_spaces "
+        "normalizer type BertNormalizer lowercase handle_chinese_chars model_max_length").split()])
     put_dict("tokenizer", ["[MASK]", "[SEP]", "[CLS]", "[UNK]", "[PAD]", "##", " ", "é", "e\u0301",
                            "中", "🤗", "\u200b", "\u00a0", "\u0000", "\ufeff", "'", ".", "!",
                            b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\x80"])
@@ -372,6 +424,7 @@ def main():
     yaml_seeds()
     request_seeds()
     checkpoint_seeds()
+    tokenizer_config_seeds()
     dicts()
 
 
