@@ -34,7 +34,6 @@ struct http_server {
     atomic_int ready;
     atomic_int draining;
     atomic_int accepted;
-    atomic_int open_requests; /* every req_ctx alive */
     /* Orders MHD_suspend_connection before MHD_resume_connection for one job. */
     pthread_mutex_t resume_mu;
     uint64_t id_seed;
@@ -78,6 +77,7 @@ typedef struct req_ctx {
     long tokens;
     api_job *job;
     int job_done, suspended; /* guarded by srv->resume_mu */
+    int drain_after_body;    /* answer 503 draining once the body is read */
 } req_ctx;
 
 /* ---- responses ---- */
@@ -359,7 +359,15 @@ static enum MHD_Result first_call(http_server *s, req_ctx *r, const char *method
     }
     if (r->route->kind == R_GET) return handle_get(s, r);
 
-    if (atomic_load(&s->draining)) return send_draining(r);
+    if (atomic_load(&s->draining)) {
+        /* Answered after the body is read: closing a socket with unread data
+         * sends a reset, which can destroy the 503 before the client reads it. */
+        const char *len = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
+        if (!len || strtoull(len, NULL, 10) > (unsigned long long)s->cfg->max_body_bytes)
+            return send_draining(r);
+        r->drain_after_body = 1;
+        return MHD_YES;
+    }
     if (!atomic_load(&s->ready)) {
         static const char *const h[] = {"Retry-After", "1", NULL};
         return send_error(r, 503, "loading", "the model is still loading; retry shortly", h);
@@ -394,7 +402,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r = calloc(1, sizeof(*r));
         if (!r) return MHD_NO;
         *con_cls = r;
-        atomic_fetch_add(&s->open_requests, 1);
         r->srv = s;
         r->conn = conn;
         r->t0 = infer_now_ns();
@@ -406,6 +413,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return ret;
     }
     if (r->status) { /* answered early: drop any body */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (r->drain_after_body) {
+        if (!*upload_data_size) return send_draining(r);
         *upload_data_size = 0;
         return MHD_YES;
     }
@@ -473,7 +485,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     api_job_free(r->job);
     free(r->body);
     free(r);
-    atomic_fetch_sub(&s->open_requests, 1);
 }
 
 __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap) {
@@ -594,8 +605,10 @@ void http_quiesce(http_server *s) {
     }
 }
 
-int http_open_requests(http_server *s) {
-    return atomic_load(&s->open_requests);
+int http_open_connections(http_server *s) {
+    const union MHD_DaemonInfo *i =
+        s && s->daemon ? MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS) : NULL;
+    return i ? (int)i->num_connections : 0;
 }
 
 void http_stop(http_server *s) {

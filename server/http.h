@@ -37,9 +37,8 @@ int http_accepted(http_server *s);
  * carry on, so that answers already queued (a 503 draining, say) reach their
  * clients before http_stop closes what is left. */
 void http_quiesce(http_server *s);
-/* Requests whose headers were read and whose answer is not fully sent yet,
- * early refusals included. */
-int http_open_requests(http_server *s);
+/* Open client connections (after http_quiesce: the ones still finishing). */
+int http_open_connections(http_server *s);
 /* Stops the daemon (every suspended connection must have been resumed) and
  * frees s. */
 void http_stop(http_server *s);

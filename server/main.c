@@ -165,13 +165,13 @@ int main(int argc, char **argv) {
     /* Refusals queued during the drain (503 draining) are still on their way
      * out: stop accepting, then give them a moment before closing sockets. */
     http_quiesce(srv);
-    for (int i = 0; i < 200 && http_open_requests(srv) > 0; i++)
+    for (int i = 0; i < 200 && http_open_connections(srv) > 0; i++)
         sleep_ms(5);
-    int cut = http_open_requests(srv);
+    int cut = http_open_connections(srv);
     http_stop(srv);
     srv = NULL;
     log_json_always(LOG_INFO, "stopped",
-                    json_pack("{s:i,s:i}", "unanswered", left, "requests_cut_off", cut));
+                    json_pack("{s:i,s:i}", "unanswered", left, "connections_cut", cut));
     exit_code = 0;
 
 cleanup:
