@@ -50,8 +50,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
     openblas_set_num_threads(1);
-    snprintf(g_dir, sizeof(g_dir), "/tmp/fuzz_checkpoint.XXXXXX");
-    if (!mkdtemp(g_dir)) abort();
+    if (fuzz_tmpdir("bert-fuzz-checkpoint", g_dir, sizeof(g_dir)) != 0) abort();
     atexit(remove_dir);
     char p[160];
     snprintf(p, sizeof(p), "%s/config.json", g_dir);

@@ -1,7 +1,10 @@
 /* fuzz_common: see fuzz_common.h. */
 #include "fuzz_common.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -39,6 +42,45 @@ char *fuzz_locate(const char *env, const char *const *rel) {
     fprintf(stderr, "fuzz: cannot find %s; set $%s (tried relative to %s and .)\n", rel[0],
             env ? env : "?", exe);
     return NULL;
+}
+
+static void fuzz_rmtree_flat(const char *path) {
+    DIR *d = opendir(path);
+    if (!d) return;
+    struct dirent *e;
+    char p[PATH_MAX];
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            snprintf(p, sizeof(p), "%s/%s", path, e->d_name);
+            unlink(p);
+        }
+    closedir(d);
+    rmdir(path);
+}
+
+int fuzz_tmpdir(const char *prefix, char *dir, size_t cap) {
+    size_t plen = strlen(prefix);
+    DIR *t = opendir("/tmp");
+    if (t) {
+        struct dirent *e;
+        while ((e = readdir(t))) {
+            if (strncmp(e->d_name, prefix, plen) != 0 || e->d_name[plen] != '.') continue;
+            char *end = NULL;
+            long pid = strtol(e->d_name + plen + 1, &end, 10);
+            if (!end || *end || pid <= 0) continue;
+            if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* still running */
+            char p[PATH_MAX];
+            snprintf(p, sizeof(p), "/tmp/%s", e->d_name);
+            fuzz_rmtree_flat(p);
+        }
+        closedir(t);
+    }
+    snprintf(dir, cap, "/tmp/%s.%ld", prefix, (long)getpid());
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "fuzz: cannot create %s\n", dir);
+        return -1;
+    }
+    return 0;
 }
 
 int fuzz_utf8_valid(const uint8_t *s, size_t len) {

@@ -32,6 +32,12 @@
  * directory, or NULL (after printing what was tried). */
 char *fuzz_locate(const char *env, const char *const *rel);
 
+/* Creates /tmp/<prefix>.<pid> for a harness's files and returns its path in
+ * dir (cap bytes). libFuzzer ends a run with _Exit, so atexit cleanup never
+ * runs; instead each call first removes the directories (and the files in
+ * them) that earlier, no longer running processes left behind. */
+int fuzz_tmpdir(const char *prefix, char *dir, size_t cap);
+
 /* 1 when s[0..len) is UTF-8 as RFC 3629 defines it (no overlongs, no
  * surrogates, nothing above U+10FFFF); NUL bytes are valid characters. */
 int fuzz_utf8_valid(const uint8_t *s, size_t len);

@@ -52,8 +52,7 @@ static void remove_dir(void) {
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
-    snprintf(g_dir, sizeof(g_dir), "/tmp/fuzz_tokcfg.XXXXXX");
-    if (!mkdtemp(g_dir)) abort();
+    if (fuzz_tmpdir("bert-fuzz-tokcfg", g_dir, sizeof(g_dir)) != 0) abort();
     atexit(remove_dir);
     write_file("vocab.txt", VOCAB, sizeof(VOCAB) - 1);
     static const char *const rel[] = {"model", "out/model", "fuzz/out/model", NULL};
