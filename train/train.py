@@ -103,6 +103,8 @@ def export(model, out_dir, vocab_dir, meta):
     os.makedirs(out_dir, exist_ok=True)
     m = copy.deepcopy(model).to(torch.float16).eval()
     m.save_pretrained(out_dir)
+    # save_pretrained creates the weights 0600; the server may run as another user
+    os.chmod(os.path.join(out_dir, "model.safetensors"), 0o644)
     for f in ["vocab.txt", "tokenizer_config.json"]:
         shutil.copyfile(os.path.join(vocab_dir, f), os.path.join(out_dir, f))
     with open(os.path.join(out_dir, "training_meta.json"), "w") as f:
@@ -194,9 +196,11 @@ def main():
     last_ckpt = t0
     acc = dict(loss=0.0, mlm=0.0, nsp=0.0, mc=0, mn=0, nc=0, nn=0, k=0)
     end = args.bench if args.bench else args.steps
+    stopped_by = "steps"
     while step < end:
         if elapsed_before + time.time() - t0 > budget_s:
             print(f"wall budget reached at step {step}", flush=True)
+            stopped_by = "wall budget"
             break
         b = to_torch(pairs.make_batch(train, rng, args.batch, args.seq, V))
         lr_now = lr_at(step)
@@ -222,11 +226,12 @@ def main():
             if step == 2:
                 tb = time.time()
             continue
-        if step % args.log_every == 0 or step == args.steps:
+        last = step == args.steps or elapsed_before + time.time() - t0 > budget_s
+        if step % args.log_every == 0 or last:
             row = [step, round(elapsed_before + time.time() - t0, 1), f"{lr_now:.3e}",
                    tokens_seen, acc["loss"] / acc["k"], acc["mlm"] / acc["k"],
                    acc["nsp"] / acc["k"], acc["mc"] / acc["mn"], acc["nc"] / acc["nn"]]
-            if step % args.eval_every == 0 or step == args.steps:
+            if step % args.eval_every == 0 or last:
                 row += list(probe_eval())
             else:
                 row += ["", "", ""]
@@ -252,7 +257,7 @@ def main():
                 "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                 "step": step, "tokens": tokens_seen,
                 "elapsed": elapsed_before + time.time() - t0, "args": vars(args)}, ckpt_path)
-    export(model, args.out, args.vocab, dict(meta(), partial=step < args.steps))
+    export(model, args.out, args.vocab, dict(meta(), partial=False, stopped_by=stopped_by))
     print(f"done: {step} steps, {tokens_seen} tokens, "
           f"{elapsed_before + time.time() - t0:.0f} s", flush=True)
 
