@@ -70,7 +70,7 @@ $(BUILD)/bert-server: $(BUILD)/server/main.o $(SERVER_OBJ) $(BUILD)/libbertcore.
 BUILD_PACKAGES := build-essential pkg-config libmicrohttpd-dev libjansson-dev libyaml-dev \
                   libutf8proc-dev libopenblas-dev
 # ... and what the tests, sanitizer builds, fuzzing and benchmarks add.
-TEST_PACKAGES  := clang clang-format libclang-rt-14-dev curl jq wrk valgrind shellcheck \
+TEST_PACKAGES  := clang clang-format libclang-rt-14-dev curl jq wrk valgrind shellcheck strace \
                   python3 python3-pip
 
 define apt_install_missing
