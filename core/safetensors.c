@@ -269,6 +269,9 @@ int st_open(const char *path, st_file **out, char *err, size_t errlen) {
         snprintf(err, errlen, "%s: mmap failed: %s", path, strerror(errno));
         return ST_ERR_IO;
     }
+    /* Start reading the weights in now, in the background: otherwise the first
+     * request after /readyz pays for faulting in the whole file. */
+    (void)madvise(map, len, MADV_WILLNEED);
     int rc = st_parse(map, len, path, out, err, errlen);
     if (rc != ST_OK) {
         munmap(map, len);
