@@ -107,10 +107,13 @@ PYTEST_ARGS ?=
 test: deps all
 	BERT_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
 
-test-san: deps
+# Tests that measure memory or run the server under valgrind/strace use the plain build
+# (BERT_PLAIN_BUILD_DIR): those figures are about the binary users run.
+test-san: deps all
 	$(MAKE) SAN=1 BUILD=build-san CC=clang all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  BERT_BUILD_DIR=$(abspath build-san) BERT_SANITIZED=1 $(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
+	  BERT_BUILD_DIR=$(abspath build-san) BERT_PLAIN_BUILD_DIR=$(abspath $(BUILD)) \
+	  BERT_SANITIZED=1 $(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
 
 # ---- code quality ----
 C_FILES := $(wildcard core/*.[ch] server/*.[ch] tools/*.[ch] fuzz/*.[ch] bench/*.[ch])

@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from http_helpers import Server, default_config  # noqa: E402
+from http_helpers import Server, default_config, plain_server_bin  # noqa: E402
 
 MIX = Path(__file__).resolve().parent / "mix.lua"
 
@@ -50,7 +50,7 @@ def run_soak(duration=300, connections=64, threads=2, model=None, overrides=None
     wrk = shutil.which("wrk")
     if not wrk:
         raise SystemExit("wrk is not installed (make deps-test-system)")
-    srv = Server(tmp, model, config=cfg, name="soak").start()
+    srv = Server(tmp, model, config=cfg, name="soak", binary=plain_server_bin()).start()
     samples = []  # (seconds since load began, VmRSS KiB)
     try:
         idle_rss = rss_kib(srv.proc.pid)

@@ -25,6 +25,14 @@ def server_bin():
     return build_dir() / SERVER_BIN
 
 
+def plain_server_bin():
+    """The uninstrumented server, even while the suite runs against the ASan build
+    (make test-san sets BERT_PLAIN_BUILD_DIR): memory figures, valgrind and strace
+    measure the binary users run, and ASan's quarantine, shadow memory and LeakSanitizer
+    (which refuses to run under ptrace) would measure something else."""
+    return Path(os.environ.get("BERT_PLAIN_BUILD_DIR", build_dir())) / SERVER_BIN
+
+
 def default_config(model_dir, **overrides):
     """The shipped config/default.yaml with test-friendly values, then overrides given
     as {"section": {"key": value}}."""
@@ -39,12 +47,12 @@ def default_config(model_dir, **overrides):
 
 class Server:
     def __init__(self, tmp_path, model_dir, config=None, args=(), env=None, name="server",
-                 cwd=None):
+                 cwd=None, binary=None):
         self.tmp_path = Path(tmp_path)
         self.config_path = self.tmp_path / f"{name}.yaml"
         cfg = config if config is not None else default_config(model_dir)
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        self.args = [str(server_bin()), "--config", str(self.config_path), *args]
+        self.args = [str(binary or server_bin()), "--config", str(self.config_path), *args]
         self.env = dict(os.environ)
         self.env.update(env or {})
         self.lines = []  # raw stderr lines

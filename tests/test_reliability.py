@@ -24,7 +24,8 @@ import requests
 import yaml
 
 from checkpoints import REPO, build_dir
-from http_helpers import Server, default_config, error_of, shared_checkpoint, wait_until
+from http_helpers import (Server, default_config, error_of, plain_server_bin, shared_checkpoint,
+                          wait_until)
 
 sys.path.insert(0, str(REPO / "reliability"))
 import soak  # noqa: E402
@@ -413,7 +414,7 @@ OVER_LIMITS = [
 
 
 def test_requests_beyond_limits_refused_before_allocation(tmp_path, model_dir):
-    with Server(tmp_path, model_dir, default_config(model_dir)) as srv:
+    with Server(tmp_path, model_dir, default_config(model_dir), binary=plain_server_bin()) as srv:
         srv.post("/v1/fill-mask", {"inputs": "warm [MASK] up"})
         before = hwm_kib(srv.proc.pid)
         for _ in range(20):
@@ -477,7 +478,7 @@ def test_hostile_strings_reach_no_file_and_no_format(tmp_path, small_model):
     has, and none of them opens, stats or lists anything, nor comes back expanded."""
     assert strace_available(), "strace is needed (apt-get install strace)"
     trace = tmp_path / "strace.txt"
-    srv = Server(tmp_path, small_model, default_config(small_model))
+    srv = Server(tmp_path, small_model, default_config(small_model), binary=plain_server_bin())
     srv.args = ["strace", "-f", "-qq", "-s", "256", "-e", "trace=%file,write,writev", "-e",
                 "signal=none", "-o", str(trace), *srv.args]
     answers = []
@@ -619,11 +620,10 @@ def drive_every_route(srv):
 def test_valgrind_memcheck_every_route(tmp_path, small_model):
     if shutil.which("valgrind") is None:
         pytest.fail("valgrind is needed (make deps-test-system)")
-    if os.environ.get("BERT_SANITIZED"):
-        pytest.fail("run this against the plain build, not the ASan one")
     vlog = tmp_path / "valgrind.txt"
     cfg = default_config(small_model, workers={"count": 2}, server={"http_threads": 2})
-    srv = Server(tmp_path, small_model, cfg, env={"OPENBLAS_NUM_THREADS": "1"})
+    srv = Server(tmp_path, small_model, cfg, env={"OPENBLAS_NUM_THREADS": "1"},
+                 binary=plain_server_bin())
     srv.args = ["valgrind", "--tool=memcheck", "--leak-check=full",
                 "--errors-for-leak-kinds=definite", "--error-exitcode=99", "--track-fds=no",
                 f"--log-file={vlog}", *srv.args]
