@@ -7,7 +7,10 @@
  * finish within shutdown.grace_period_s, then the process exits 0. A second
  * signal cuts the grace period short. */
 #include <cblas.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,11 +45,56 @@ static int set_blas_threads(int workers) {
     return openblas_get_num_threads();
 }
 
+/* SIGTERM/SIGINT reach this process through a handler that writes the signal
+ * number to a pipe, not through sigwait with the signals blocked: OpenBLAS
+ * starts its thread pool when the library loads, before main can block
+ * anything, and a process-directed signal landing on one of those threads
+ * would otherwise take the default action and kill the server mid-drain. */
+static int sig_pipe[2] = {-1, -1};
+
+static void on_signal(int sig) {
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    ssize_t n = write(sig_pipe[1], &b, 1); /* full pipe: a signal is already pending */
+    (void)n;
+    errno = saved;
+}
+
+static int signals_install(char *err, size_t errlen) {
+    if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        snprintf(err, errlen, "cannot create the signal pipe: %s", strerror(errno));
+        return -1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0) {
+        snprintf(err, errlen, "cannot install signal handlers: %s", strerror(errno));
+        return -1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+/* Waits up to timeout_ms (-1: forever) for SIGTERM/SIGINT; returns it, or 0. */
+static int signals_wait(int timeout_ms) {
+    struct pollfd p = {.fd = sig_pipe[0], .events = POLLIN};
+    for (;;) {
+        int r = poll(&p, 1, timeout_ms);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return 0;
+        unsigned char b;
+        if (read(sig_pipe[0], &b, 1) == 1) return b;
+        if (errno != EAGAIN && errno != EINTR) return 0;
+    }
+}
+
 /* Waits for accepted work to finish, a second signal, or the deadline. */
-static void drain(http_server *srv, const sigset_t *sigs, int64_t deadline_ns) {
+static void drain(http_server *srv, int64_t deadline_ns) {
     while (http_accepted(srv) > 0 && infer_now_ns() < deadline_ns) {
-        struct timespec poll = {0, 20 * 1000000L};
-        if (sigtimedwait(sigs, NULL, &poll) > 0) {
+        if (signals_wait(20) > 0) {
             log_msg(LOG_WARN, "second signal: ending the grace period now");
             return;
         }
@@ -64,14 +112,10 @@ int main(int argc, char **argv) {
     }
     log_set_level(c.log_level);
 
-    /* Signals are taken synchronously by this thread only; every thread
-     * started below inherits the mask. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    if (signals_install(err, sizeof(err)) != 0) {
+        fprintf(stderr, "bert-server: %s\n", err);
+        return 1;
+    }
     metrics_init();
 
     int exit_code = 1;
@@ -144,13 +188,12 @@ int main(int argc, char **argv) {
                               (json_int_t)mi.weight_bytes, "load_ms",
                               (double)(infer_now_ns() - t0) / 1e6));
 
-    int sig = 0;
-    sigwait(&sigs, &sig);
+    int sig = signals_wait(-1);
     log_json_always(LOG_INFO, "draining",
                     json_pack("{s:s,s:i,s:i}", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                               "in_flight", http_accepted(srv), "grace_period_s", c.grace_period_s));
     http_begin_drain(srv);
-    drain(srv, &sigs, infer_now_ns() + (int64_t)c.grace_period_s * 1000000000LL);
+    drain(srv, infer_now_ns() + (int64_t)c.grace_period_s * 1000000000LL);
 
     /* Whatever is still queued now is answered 503 by the workers; the batch
      * being computed finishes. Every suspended connection is resumed before
