@@ -224,7 +224,9 @@ static api_job *job_new(api_kind kind, int n_inputs) {
 }
 
 /* inputs as one item or a non-empty list of items; sets *n and *batched. */
-static int inputs_shape(const api_ctx *ctx, json_t *inputs, int single_is_object, int *n,
+typedef enum { SINGLE_STRING, SINGLE_OBJECT, SINGLE_ANY } single_shape;
+
+static int inputs_shape(const api_ctx *ctx, json_t *inputs, single_shape single, int *n,
                         int *batched, api_error *e) {
     if (!inputs) return fail(e, 400, "invalid_request", "missing field 'inputs'");
     if (json_is_array(inputs)) {
@@ -239,12 +241,34 @@ static int inputs_shape(const api_ctx *ctx, json_t *inputs, int single_is_object
     }
     *batched = 0;
     *n = 1;
-    if (single_is_object ? !json_is_object(inputs) : !json_is_string(inputs))
+    if (single == SINGLE_OBJECT && !json_is_object(inputs))
         return fail(e, 400, "invalid_request",
-                    single_is_object ? "inputs must be an object {\"text\", \"text_pair\"} or a "
-                                       "list of such objects"
-                                     : "inputs must be a string or a list of strings");
+                    "inputs must be an object {\"text\", \"text_pair\"} or a list of such objects");
+    if (single == SINGLE_STRING && !json_is_string(inputs))
+        return fail(e, 400, "invalid_request", "inputs must be a string or a list of strings");
     return 0;
+}
+
+/* What every /v1 POST body shares: a JSON object with only the route's keys,
+ * "inputs" as one item or a bounded list, and optional truncation parameters. */
+static int parse_envelope(const api_ctx *ctx, json_t *req, const char *const *top_keys,
+                          const char *const *param_keys, single_shape single, json_t **inputs,
+                          int *n, int *batched, json_t **params, trunc_params *tp, api_error *e) {
+    if (!json_is_object(req))
+        return fail(e, 400, "invalid_request", "the request body must be a JSON object");
+    if (check_keys(req, "request", top_keys, e)) return -1;
+    *inputs = json_object_get(req, "inputs");
+    if (inputs_shape(ctx, *inputs, single, n, batched, e)) return -1;
+    if (get_params(req, param_keys, params, e)) return -1;
+    return parse_trunc(*params, tp, e);
+}
+
+/* How messages name one item: "inputs" alone, "inputs[3]" in a batch. */
+static void item_name(char *buf, size_t len, const char *field, int i, int batched) {
+    if (batched)
+        snprintf(buf, len, "%s[%d]", field, i);
+    else
+        snprintf(buf, len, "%s", field);
 }
 
 /* ---- /v1/fill-mask ---- */
@@ -346,17 +370,13 @@ int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_erro
     static const char *const param_keys[] = {"top_k", "targets", "truncate", "truncation_direction",
                                              NULL};
     api_job *job = NULL;
-    json_t *params = NULL;
-    *out = NULL;
-    if (!json_is_object(req))
-        return fail(e, 400, "invalid_request", "the request body must be a JSON object");
-    if (check_keys(req, "request", top_keys, e)) return -1;
+    json_t *params = NULL, *inputs = NULL;
     int n, batched;
-    json_t *inputs = json_object_get(req, "inputs");
-    if (inputs_shape(ctx, inputs, 0, &n, &batched, e)) return -1;
-    if (get_params(req, param_keys, &params, e)) return -1;
     trunc_params tp;
-    if (parse_trunc(params, &tp, e)) return -1;
+    *out = NULL;
+    if (parse_envelope(ctx, req, top_keys, param_keys, SINGLE_STRING, &inputs, &n, &batched,
+                       &params, &tp, e))
+        return -1;
     if (!bert_model_has_mlm(ctx->model))
         return fail(e, 422, "head_unavailable",
                     "this model has no masked-LM head (cls.predictions); fill-mask is not "
@@ -407,10 +427,7 @@ int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_erro
         api_input *in = &job->inputs[i];
         json_t *text = batched ? json_array_get(inputs, (size_t)i) : inputs;
         char what[48];
-        if (batched)
-            snprintf(what, sizeof(what), "inputs[%d]", i);
-        else
-            snprintf(what, sizeof(what), "inputs");
+        item_name(what, sizeof(what), "inputs", i, batched);
         if (!json_is_string(text)) {
             fail(e, 400, "invalid_request", "%s must be a string", what);
             goto error;
@@ -418,10 +435,7 @@ int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_erro
         if (encode_input(ctx, what, text, NULL, &tp, 1, &in->seq, e)) goto error;
         if (labels) {
             char lwhat[48];
-            if (batched)
-                snprintf(lwhat, sizeof(lwhat), "labels[%d]", i);
-            else
-                snprintf(lwhat, sizeof(lwhat), "labels");
+            item_name(lwhat, sizeof(lwhat), "labels", i, batched);
             json_t *l = batched ? json_array_get(labels, (size_t)i) : labels;
             if (parse_labels(ctx, l, lwhat, in, e)) goto error;
         }
@@ -455,17 +469,13 @@ int api_parse_next_sentence(const api_ctx *ctx, json_t *req, api_job **out, api_
     static const char *const param_keys[] = {"truncate", "truncation_direction", NULL};
     static const char *const pair_keys[] = {"text", "text_pair", "label", NULL};
     api_job *job = NULL;
-    json_t *params = NULL;
-    *out = NULL;
-    if (!json_is_object(req))
-        return fail(e, 400, "invalid_request", "the request body must be a JSON object");
-    if (check_keys(req, "request", top_keys, e)) return -1;
+    json_t *params = NULL, *inputs = NULL;
     int n, batched;
-    json_t *inputs = json_object_get(req, "inputs");
-    if (inputs_shape(ctx, inputs, 1, &n, &batched, e)) return -1;
-    if (get_params(req, param_keys, &params, e)) return -1;
     trunc_params tp;
-    if (parse_trunc(params, &tp, e)) return -1;
+    *out = NULL;
+    if (parse_envelope(ctx, req, top_keys, param_keys, SINGLE_OBJECT, &inputs, &n, &batched,
+                       &params, &tp, e))
+        return -1;
     if (!bert_model_has_nsp(ctx->model))
         return fail(e, 422, "head_unavailable",
                     "this model has no next-sentence head (cls.seq_relationship); "
@@ -477,10 +487,7 @@ int api_parse_next_sentence(const api_ctx *ctx, json_t *req, api_job **out, api_
         api_input *in = &job->inputs[i];
         json_t *pair = batched ? json_array_get(inputs, (size_t)i) : inputs;
         char what[48];
-        if (batched)
-            snprintf(what, sizeof(what), "inputs[%d]", i);
-        else
-            snprintf(what, sizeof(what), "inputs");
+        item_name(what, sizeof(what), "inputs", i, batched);
         if (!json_is_object(pair)) {
             fail(e, 400, "invalid_request", "%s must be an object {\"text\", \"text_pair\"}", what);
             goto error;
@@ -538,38 +545,17 @@ char *api_tokenize(const api_ctx *ctx, json_t *req, size_t *len, long *tokens, a
     tok_sequence seq = {0};
     char *body = NULL;
     *tokens = 0;
-    if (!json_is_object(req)) {
-        fail(e, 400, "invalid_request", "the request body must be a JSON object");
-        return NULL;
-    }
-    if (check_keys(req, "request", top_keys, e)) return NULL;
-    json_t *inputs = json_object_get(req, "inputs");
-    if (!inputs) {
-        fail(e, 400, "invalid_request", "missing field 'inputs'");
-        return NULL;
-    }
-    if (get_params(req, param_keys, &params, e)) return NULL;
+    json_t *inputs = NULL;
+    int n, batched;
     trunc_params tp;
-    if (parse_trunc(params, &tp, e)) return NULL;
-    int batched = json_is_array(inputs);
-    int n = batched ? (int)json_array_size(inputs) : 1;
-    if (batched && n == 0) {
-        fail(e, 422, "no_inputs", "inputs is an empty list");
+    if (parse_envelope(ctx, req, top_keys, param_keys, SINGLE_ANY, &inputs, &n, &batched, &params,
+                       &tp, e))
         return NULL;
-    }
-    if (n > ctx->cfg->max_inputs_per_request) {
-        fail(e, 422, "too_many_inputs", "inputs has %d items; at most %d are accepted per request",
-             n, ctx->cfg->max_inputs_per_request);
-        return NULL;
-    }
     answer = batched ? json_array() : NULL;
     for (int i = 0; i < n; i++) {
         json_t *item = batched ? json_array_get(inputs, (size_t)i) : inputs;
         char what[48];
-        if (batched)
-            snprintf(what, sizeof(what), "inputs[%d]", i);
-        else
-            snprintf(what, sizeof(what), "inputs");
+        item_name(what, sizeof(what), "inputs", i, batched);
         json_t *a = item, *b = NULL;
         if (json_is_object(item)) {
             if (check_keys(item, what, pair_keys, e)) goto cleanup;
