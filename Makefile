@@ -15,12 +15,20 @@ BUILD     ?= build
 PORT      ?=
 MODEL     ?=
 CONFIG    ?= config/default.yaml
-PYTHON    ?= python3
 SAN       ?= 0
 
+# Python tooling (test oracle, benchmarks, pretraining) lives in a project-local virtual
+# environment: Debian 12's own python3 refuses `pip install` (PEP 668). The venv sees the
+# system's site-packages, so whatever a machine already has is reused and pip adds the rest.
+VENV      ?= .venv
+PYTHON    ?= $(abspath $(VENV))/bin/python
+BASE_PYTHON ?= python3
+
 PKGS      := libmicrohttpd jansson yaml-0.1 libutf8proc openblas
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# Recursive (=), not simple (:=): on a fresh machine the libraries are installed by
+# deps-system during this very make, after the Makefile was parsed.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS    ?= -O3 -g
 # Neither flag changes any IEEE result; together they let elementwise loops
@@ -71,7 +79,7 @@ BUILD_PACKAGES := build-essential pkg-config libmicrohttpd-dev libjansson-dev li
                   libutf8proc-dev libopenblas-dev
 # ... and what the tests, sanitizer builds, fuzzing and benchmarks add.
 TEST_PACKAGES  := clang clang-format libclang-rt-14-dev curl jq wrk valgrind shellcheck strace \
-                  python3 python3-pip
+                  python3 python3-venv python3-pip
 
 define apt_install_missing
 	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -95,21 +103,33 @@ deps-test-system:
 
 # pip itself decides what is missing (a few seconds when everything is there), so a new
 # line in either requirements file is installed without touching this rule.
-deps-python:
+deps-python: $(VENV)/.created
 	$(PYTHON) -m pip install -q -r tests/requirements.txt -r bench/requirements.txt
 
+$(VENV)/.created:
+	$(BASE_PYTHON) -m venv --system-site-packages $(VENV)
+	@touch $@
+
 # ---- run ----
-run: deps-system all
-	$(BUILD)/bert-server --config $(CONFIG) $(if $(PORT),--port $(PORT)) $(if $(MODEL),--model $(MODEL))
+# Each step is its own make so that the build is parsed after deps-system has installed
+# the libraries pkg-config reports (see PKG_CFLAGS).
+run:
+	@$(MAKE) --no-print-directory deps-system
+	@$(MAKE) --no-print-directory all
+	exec $(BUILD)/bert-server --config $(CONFIG) $(if $(PORT),--port $(PORT)) $(if $(MODEL),--model $(MODEL))
 
 # ---- tests ----
 PYTEST_ARGS ?=
-test: deps all
+test:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
 	BERT_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
 
 # Tests that measure memory or run the server under valgrind/strace use the plain build
 # (BERT_PLAIN_BUILD_DIR): those figures are about the binary users run.
-test-san: deps all
+test-san:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
 	$(MAKE) SAN=1 BUILD=build-san CC=clang all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  BERT_BUILD_DIR=$(abspath build-san) BERT_PLAIN_BUILD_DIR=$(abspath $(BUILD)) \
@@ -124,16 +144,18 @@ format:
 format-check:
 	clang-format --dry-run --Werror $(C_FILES)
 
-warnings:
+warnings: deps-system
 	$(MAKE) BUILD=build-gcc CC=gcc all
 	$(MAKE) BUILD=build-clang CC=clang all
 
 # ---- model, benchmarks, fuzzing ----
 pretrain: deps-python
-	$(MAKE) -C train
+	$(MAKE) -C train PYTHON=$(PYTHON)
 
-bench: deps all
-	$(MAKE) -C bench
+bench:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
+	$(MAKE) -C bench PYTHON=$(PYTHON)
 
 fuzz:
 	$(MAKE) -C fuzz
