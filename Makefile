@@ -123,7 +123,7 @@ PYTEST_ARGS ?=
 test:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory all
-	BERT_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
+	PATH=$(abspath $(VENV))/bin:$$PATH BERT_BUILD_DIR=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
 
 # Tests that measure memory or run the server under valgrind/strace use the plain build
 # (BERT_PLAIN_BUILD_DIR): those figures are about the binary users run.
@@ -131,7 +131,7 @@ test-san:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory all
 	$(MAKE) SAN=1 BUILD=build-san CC=clang all
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	PATH=$(abspath $(VENV))/bin:$$PATH ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  BERT_BUILD_DIR=$(abspath build-san) BERT_PLAIN_BUILD_DIR=$(abspath $(BUILD)) \
 	  BERT_SANITIZED=1 $(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
 
