@@ -60,6 +60,16 @@ if [ -f /etc/apt/sources.list.d/debian.sources ]; then
     rm -f "$root/etc/apt/sources.list"
 fi
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+# This machine's network may re-sign TLS with its own CA (its pip is told so in /etc/pip.conf):
+# that trust belongs to the machine, not to the project, so the root gets the same.
+# The bundle goes where update-ca-certificates keeps local CAs too, so it survives the
+# ca-certificates package regenerating the bundle when a later install pulls it in.
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+    mkdir -p "$root/etc/ssl/certs" "$root/usr/local/share/ca-certificates"
+    cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+    cp /etc/ssl/certs/ca-certificates.crt "$root/usr/local/share/ca-certificates/this-machine.crt"
+fi
+if [ -f /etc/pip.conf ]; then cp /etc/pip.conf "$root/etc/pip.conf"; fi
 
 for m in proc sys dev dev/pts; do
     mkdir -p "$root/$m"
