@@ -25,6 +25,7 @@ RUN make deps-system
 COPY core/ core/
 COPY server/ server/
 COPY tools/ tools/
+COPY openapi.yaml ./
 RUN make -j"$(nproc)"
 
 # The model and config pass through this stage only to get sane modes: a checkpoint saved under a

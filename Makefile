@@ -64,6 +64,10 @@ $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# Files compiled into the server with .incbin (server/assets.c).
+ASSETS := openapi.yaml $(wildcard server/static/*)
+$(BUILD)/server/assets.o: $(ASSETS)
+
 $(BUILD)/libbertcore.a: $(CORE_OBJ)
 	ar rcs $@ $^
 
@@ -79,7 +83,7 @@ BUILD_PACKAGES := build-essential pkg-config libmicrohttpd-dev libjansson-dev li
                   libutf8proc-dev libopenblas-dev
 # ... and what the tests, sanitizer builds, fuzzing and benchmarks add.
 TEST_PACKAGES  := clang clang-format libclang-rt-14-dev curl jq wrk valgrind shellcheck strace \
-                  python3 python3-venv python3-pip
+                  python3 python3-venv python3-pip chromium chromium-driver
 
 define apt_install_missing
 	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

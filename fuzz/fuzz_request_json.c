@@ -207,7 +207,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!body) return 0;
     memcpy(body, data + 1, blen);
     json_error_t je;
-    json_t *req = json_loadb(body, blen, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    json_t *req = json_loadb(
+        body, blen, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
     free(body);
     if (!req) { /* http.c answers 400 before any api_* call */
         if (g_verbose) fprintf(stderr, "not JSON: %s\n", je.text);

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "assets.h"
 #include "infer.h"
 #include "log.h"
 
@@ -57,6 +58,11 @@ static const route ROUTES[] = {
     {"/healthz", ROUTE_HEALTHZ, R_GET, 0},
     {"/readyz", ROUTE_READYZ, R_GET, 0},
     {"/metrics", ROUTE_METRICS, R_GET, 0},
+    /* The pages and the contract are public; the API calls they make carry the token. */
+    {"/", ROUTE_PAGE, R_GET, 0},
+    {"/docs", ROUTE_DOCS, R_GET, 0},
+    {"/openapi.json", ROUTE_OPENAPI_JSON, R_GET, 0},
+    {"/openapi.yaml", ROUTE_OPENAPI_YAML, R_GET, 0},
 };
 #define N_ROUTES (sizeof(ROUTES) / sizeof(ROUTES[0]))
 
@@ -126,6 +132,32 @@ static enum MHD_Result send_draining(req_ctx *r) {
                       "the server is shutting down and accepts no new work; retry on another "
                       "instance",
                       h);
+}
+
+/* An embedded file (assets.h), served from read-only memory without a copy.
+ * The pages run only their own inline code and may talk only to this origin. */
+static enum MHD_Result send_asset(req_ctx *r, asset_id id) {
+    static const char csp[] = "default-src 'none'; script-src 'unsafe-inline'; "
+                              "style-src 'unsafe-inline'; connect-src 'self'; img-src data:; "
+                              "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+    asset a = assets_get(id);
+    if (!a.body) return send_error(r, 500, "internal", "asset not available", NULL);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(a.len, (void *)a.body, MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, a.content_type);
+    MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    if (strncmp(a.content_type, "text/html", 9) == 0) {
+        MHD_add_response_header(resp, "Content-Security-Policy", csp);
+        MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+        MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+    }
+    r->status = 200;
+    enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
+    MHD_destroy_response(resp);
+    return ret;
 }
 
 /* ---- request context ---- */
@@ -248,6 +280,14 @@ static enum MHD_Result handle_get(http_server *s, req_ctx *r) {
         body = api_models(s->api, &len);
         if (!body) return send_error(r, 500, "internal", "out of memory", NULL);
         return send_json(r, 200, body, len, NULL);
+    case ROUTE_PAGE:
+        return send_asset(r, ASSET_PAGE_PLAYGROUND);
+    case ROUTE_DOCS:
+        return send_asset(r, ASSET_PAGE_DOCS);
+    case ROUTE_OPENAPI_JSON:
+        return send_asset(r, ASSET_OPENAPI_JSON);
+    case ROUTE_OPENAPI_YAML:
+        return send_asset(r, ASSET_OPENAPI_YAML);
     default:
         return send_error(r, 404, "not_found", "no such route", NULL);
     }
@@ -300,9 +340,12 @@ static enum MHD_Result submit_job(http_server *s, req_ctx *r, api_job *job) {
 static enum MHD_Result handle_body(http_server *s, req_ctx *r) {
     json_error_t je;
     /* \u0000 is valid JSON; the tokenizer drops NUL as clean_text does, and
-     * every string is read with its length. */
+     * every string is read with its length. Integers too large for 64 bits
+     * are valid JSON as well: read as doubles (json_as_int takes integral
+     * ones), so only the field that holds one can refuse it. */
     json_t *req =
-        json_loadb(r->body ? r->body : "", r->len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+        json_loadb(r->body ? r->body : "", r->len,
+                   JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
     if (!req) {
         char msg[300];
         if (json_error_code(&je) == json_error_invalid_utf8) {
@@ -340,7 +383,8 @@ static enum MHD_Result first_call(http_server *s, req_ctx *r, const char *method
     if (!r->route)
         return send_error(r, 404, "not_found",
                           "no such route; the routes are POST /v1/fill-mask, /v1/next-sentence, "
-                          "/v1/tokenize and GET /v1/models, /healthz, /readyz, /metrics",
+                          "/v1/tokenize and GET /v1/models, /healthz, /readyz, /metrics, "
+                          "/openapi.json, /docs, /",
                           NULL);
     int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     int is_post = strcmp(method, "POST") == 0;

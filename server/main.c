@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "assets.h"
 #include "bert.h"
 #include "config.h"
 #include "http.h"
@@ -127,6 +128,10 @@ int main(int argc, char **argv) {
     memset(&ictx, 0, sizeof(ictx));
     metrics_model_info mi;
 
+    if (assets_init(err, sizeof(err))) {
+        fprintf(stderr, "bert-server: embedded %s\n", err);
+        goto cleanup;
+    }
     if (http_start(&c, &srv, err, sizeof(err))) {
         fprintf(stderr, "bert-server: %s\n", err);
         goto cleanup;
@@ -221,5 +226,6 @@ cleanup:
     http_stop(srv);
     pool_free(workers);
     bert_model_free(model);
+    assets_free();
     return exit_code;
 }

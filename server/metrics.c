@@ -9,8 +9,9 @@
 #include <string.h>
 
 static const char *ROUTE_PATHS[ROUTE_COUNT] = {
-    "/v1/fill-mask", "/v1/next-sentence", "/v1/tokenize", "/v1/models",
-    "/healthz",      "/readyz",           "/metrics",     "other",
+    "/v1/fill-mask", "/v1/next-sentence", "/v1/tokenize",  "/v1/models",
+    "/healthz",      "/readyz",           "/metrics",      "/",
+    "/docs",         "/openapi.json",     "/openapi.yaml", "other",
 };
 
 static const int STATUSES[] = {200, 400, 401, 404, 405, 413, 415, 422, 500, 503, 504};

@@ -18,6 +18,10 @@ typedef enum {
     ROUTE_HEALTHZ,
     ROUTE_READYZ,
     ROUTE_METRICS,
+    ROUTE_PAGE,         /* GET / */
+    ROUTE_DOCS,         /* GET /docs */
+    ROUTE_OPENAPI_JSON, /* GET /openapi.json */
+    ROUTE_OPENAPI_YAML, /* GET /openapi.yaml */
     ROUTE_OTHER,
     ROUTE_COUNT
 } metrics_route;

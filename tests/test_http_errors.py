@@ -161,7 +161,7 @@ def test_auth_token_from_file_and_env(model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("method,path", [
-    ("GET", "/"), ("GET", "/nope"), ("POST", "/v1/fill"), ("GET", "/v1/models/"),
+    ("GET", "/index.html"), ("GET", "/nope"), ("GET", "/docs/"), ("POST", "/v1/fill"), ("GET", "/v1/models/"),
     ("POST", "/v1/fill-mask/extra"), ("DELETE", "/whatever"), ("GET", "/HEALTHZ"),
 ])
 def test_404(server, method, path):

@@ -9,7 +9,8 @@ from http_helpers import shared_checkpoint
 from test_http_concurrency import same_answer
 
 ROUTES = {"/v1/fill-mask": "post", "/v1/next-sentence": "post", "/v1/tokenize": "post",
-          "/v1/models": "get", "/healthz": "get", "/readyz": "get", "/metrics": "get"}
+          "/v1/models": "get", "/healthz": "get", "/readyz": "get", "/metrics": "get",
+          "/openapi.json": "get", "/openapi.yaml": "get", "/docs": "get", "/": "get"}
 
 
 @pytest.fixture(scope="module")
