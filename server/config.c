@@ -407,8 +407,13 @@ static void print_help(const char *argv0) {
            "environment (BERT_LISTEN, BERT_PORT, BERT_MODEL_DIR, BERT_WORKERS,\n"
            "BERT_QUEUE_DEPTH, BERT_AUTH_TOKEN, BERT_LOG_LEVEL, BERT_MAX_BODY_BYTES),\n"
            "then these flags. A relative model directory is resolved against the current\n"
-           "working directory. Exit status: 0 after a clean shutdown, 1 when the model\n"
-           "cannot be loaded or the port cannot be bound, 2 for a bad setting.\n",
+           "working directory. An empty BERT_AUTH_TOKEN counts as unset.\n"
+           "\n"
+           "SIGTERM/SIGINT: drain, exit within shutdown.grace_period_s (during loading: at\n"
+           "once). SIGHUP, SIGUSR1, SIGUSR2, SIGALRM: logged and ignored.\n"
+           "Exit status: 0 after a clean shutdown, 1 when the model cannot be loaded or the\n"
+           "port cannot be bound, 2 for a bad setting, 3 when the grace period ended with\n"
+           "accepted requests unanswered.\n",
            argv0);
 }
 
