@@ -137,26 +137,33 @@ static int next_event(int64_t deadline_ns, int want_loaded) {
     }
 }
 
-/* The model loads on its own thread so that the main thread can answer
- * SIGTERM while it does: a load can take long (a slow volume, a big
- * checkpoint), and the orchestrator's stop must not wait for it. */
-typedef struct loader {
-    const cfg *c;
-    bert_model *model;
-    api_ctx *api;
-    int failed;
-    char err[2048];
-} loader;
+/* While the model loads (on the main thread: its allocations then live in
+ * the main malloc arena, as before), this thread answers SIGTERM/SIGINT: a
+ * load can take long (a slow volume, a big checkpoint), and the
+ * orchestrator's stop must not wait for it. Nothing has been accepted yet
+ * (every /v1 request is answered 503 loading), so it stops listening and
+ * ends the process; main sends EVENT_LOADED when loading is over. */
+typedef struct load_watch {
+    http_server *srv;
+    int64_t t0;
+} load_watch;
 
-static void *load_model(void *arg) {
-    loader *l = arg;
-    if (bert_model_load(l->c->model_dir, &l->model, l->err, sizeof(l->err)) != BERT_OK ||
-        api_ctx_init(l->api, l->model, l->c->model_dir, l->c, l->err, sizeof(l->err)))
-        l->failed = 1;
+static void *watch_loading(void *arg) {
+    load_watch *w = arg;
+    int ev = next_event(-1, 1);
+    if (ev == EVENT_LOADED) return NULL;
+    log_json_always(LOG_INFO, "stopped during start-up",
+                    json_pack("{s:s,s:f}", "signal", signal_name(ev), "load_ms",
+                              (double)(infer_now_ns() - w->t0) / 1e6));
+    http_quiesce(w->srv);
+    _exit(0);
+}
+
+static void end_watch(pthread_t watcher) {
     unsigned char b = EVENT_LOADED;
-    ssize_t n = write(sig_pipe[1], &b, 1);
-    (void)n;
-    return NULL;
+    while (write(sig_pipe[1], &b, 1) != 1 && errno == EAGAIN)
+        sleep_ms(1); /* the watcher is reading: room comes */
+    pthread_join(watcher, NULL);
 }
 
 /* Waits for accepted work to finish, a second signal, or the deadline.
@@ -173,7 +180,7 @@ static int drain(http_server *srv, int64_t deadline_ns) {
 }
 
 /* Ends the process from anywhere, without running exit handlers or joining
- * threads that may still be busy (a loader, a worker in a forward pass). */
+ * threads that may still be busy (a worker in a forward pass). */
 static _Noreturn void exit_now(int code) {
     _exit(code);
 }
@@ -217,26 +224,17 @@ int main(int argc, char **argv) {
     log_json(LOG_INFO, "loading model",
              json_pack("{s:s,s:i}", "model_dir", model_path, "port", http_port(srv)));
     int64_t t0 = infer_now_ns();
-    loader ld = {.c = &c, .api = &api};
-    pthread_t loader_thread;
-    if (pthread_create(&loader_thread, NULL, load_model, &ld) != 0) {
-        fprintf(stderr, "bert-server: cannot start the loader thread\n");
+    load_watch lw = {.srv = srv, .t0 = t0};
+    pthread_t watcher;
+    if (pthread_create(&watcher, NULL, watch_loading, &lw) != 0) {
+        fprintf(stderr, "bert-server: cannot start the signal watcher thread\n");
         goto cleanup;
     }
-    int ev = next_event(-1, 1);
-    if (ev != EVENT_LOADED) {
-        /* Nothing was accepted yet (every /v1 request is answered 503
-         * loading): stop listening and leave the loader where it is. */
-        log_json_always(LOG_INFO, "stopped during start-up",
-                        json_pack("{s:s,s:f}", "signal", signal_name(ev), "load_ms",
-                                  (double)(infer_now_ns() - t0) / 1e6));
-        http_quiesce(srv);
-        exit_now(0);
-    }
-    pthread_join(loader_thread, NULL);
-    model = ld.model;
-    if (ld.failed) {
-        fprintf(stderr, "bert-server: cannot load model from %s: %s\n", c.model_dir, ld.err);
+    int load_failed = bert_model_load(c.model_dir, &model, err, sizeof(err)) != BERT_OK ||
+                      api_ctx_init(&api, model, c.model_dir, &c, err, sizeof(err));
+    end_watch(watcher);
+    if (load_failed) {
+        fprintf(stderr, "bert-server: cannot load model from %s: %s\n", c.model_dir, err);
         goto cleanup;
     }
     const bert_config *bc = bert_model_config(model);
