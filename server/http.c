@@ -608,6 +608,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             while (ncap < r->len + n)
                 ncap *= 2;
             if (ncap > (size_t)s->cfg->max_body_bytes) ncap = (size_t)s->cfg->max_body_bytes;
+            /* Content-Length taken at the headers: one buffer of that size. */
+            if (r->reserved >= (long)(r->len + n)) ncap = (size_t)r->reserved;
             if ((long)ncap > r->reserved && !budget_take(s, r, (long)ncap - r->reserved)) {
                 /* Read on and drop the rest: the 503 can only be sent once
                  * the body is over. */

@@ -13,7 +13,7 @@ static const char *ROUTE_PATHS[ROUTE_COUNT] = {
     "/healthz",      "/readyz",           "/metrics",     "other",
 };
 
-static const int STATUSES[] = {200, 400, 401, 404, 405, 413, 415, 422, 500, 503, 504};
+static const int STATUSES[] = {200, 400, 401, 404, 405, 413, 415, 422, 500, 501, 503, 504};
 #define N_STATUS     ((int)(sizeof(STATUSES) / sizeof(STATUSES[0])))
 #define STATUS_OTHER N_STATUS
 
