@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "gate.h"
 #include "infer.h"
 #include "log.h"
 
@@ -24,12 +25,18 @@
  * can receive its 413) up to this much, then the connection is cut. */
 #define HTTP_DISCARD_LIMIT (64L << 20)
 
+/* What the gate (gate.h) lets through in a first request head; below
+ * libmicrohttpd's 32 KiB connection buffer, so it never overflows on one. */
+#define HTTP_HEAD_MAX   (16L << 10)
+#define HTTP_TARGET_MAX (8L << 10)
+
 /* server.max_inflight_body_bytes 0: this many max_body_bytes bodies at once. */
 #define HTTP_BODY_BUDGET_FACTOR 32L
 
 struct http_server {
     const cfg *cfg;
     struct MHD_Daemon *daemon;
+    gate *gate; /* owns the listening socket once started */
     int listen_fd;
     int port;
     /* Set once by http_set_ready; read by polling threads after `ready`. */
@@ -243,13 +250,6 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
-static int all_digits(const char *v) {
-    if (!v || !*v) return 0;
-    for (; *v; v++)
-        if (*v < '0' || *v > '9') return 0;
-    return 1;
-}
-
 /* libmicrohttpd 0.9.75 takes the first Content-Length and, when a
  * Transfer-Encoding is present, reads the body by that alone, so two lengths
  * or a length beside an encoding let a client hide a second request in what
@@ -262,35 +262,14 @@ static int framing_ok(req_ctx *r, int *has_body, enum MHD_Result *ret) {
     static const char *const close_h[] = {"Connection", "close", NULL};
     framing f = {0};
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_framing, &f);
-    *has_body = 0;
-    if (f.n_encoding && f.n_length) {
-        *ret = send_error(r, 400, "bad_framing",
-                          "Content-Length and Transfer-Encoding together are ambiguous; send one",
-                          close_h);
+    gate_verdict v;
+    if (!gate_check_framing(f.n_length, f.length, f.length ? strlen(f.length) : 0, f.n_encoding,
+                            f.encoding, f.encoding ? strlen(f.encoding) : 0, &v)) {
+        *has_body = 0;
+        *ret = send_error(r, v.status, v.code, v.message, close_h);
         return 0;
     }
-    if (f.n_encoding) {
-        const char *e = f.encoding;
-        while (*e == ' ' || *e == '\t')
-            e++;
-        size_t n = strlen(e);
-        while (n && (e[n - 1] == ' ' || e[n - 1] == '\t'))
-            n--;
-        if (f.n_encoding > 1 || n != 7 || strncasecmp(e, "chunked", 7) != 0) {
-            *ret = send_error(r, 501, "unsupported_transfer_encoding",
-                              "the only Transfer-Encoding accepted is 'chunked'", close_h);
-            return 0;
-        }
-        *has_body = 1;
-        return 1;
-    }
-    if (f.n_length > 1 || (f.n_length && !all_digits(f.length))) {
-        *ret =
-            send_error(r, 400, "bad_framing",
-                       "send exactly one Content-Length header holding a decimal number", close_h);
-        return 0;
-    }
-    *has_body = f.n_length && strspn(f.length, "0") != strlen(f.length);
+    *has_body = f.n_encoding || (f.n_length && strspn(f.length, "0 \t") != strlen(f.length));
     return 1;
 }
 
@@ -666,14 +645,25 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(r);
 }
 
-/* Connections beyond the cap are accepted and closed at once (the client
- * sees the close and can go elsewhere) rather than left in the kernel's
- * backlog, where they would wait unanswered for a free slot. */
+/* The gate enforces the cap before a connection reaches libmicrohttpd; this
+ * stays as a backstop. Connections beyond the cap are closed at once (the
+ * client sees the close and can go elsewhere) rather than left in the
+ * kernel's backlog, where they would wait unanswered for a free slot. */
 static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen) {
     (void)addr;
     (void)addrlen;
     http_server *s = cls;
     return atomic_load(&s->open_conns) < s->conn_cap ? MHD_YES : MHD_NO;
+}
+
+static int gate_served(void *user) {
+    http_server *s = user;
+    return atomic_load(&s->open_conns);
+}
+
+static void gate_admit(void *user, int fd, const struct sockaddr *addr, socklen_t addrlen) {
+    http_server *s = user;
+    MHD_add_connection(s->daemon, fd, addr, addrlen); /* closes fd itself on failure */
 }
 
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
@@ -792,9 +782,10 @@ int http_start(const cfg *c, http_server **out, char *err, size_t errlen) {
         s->id_seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)infer_now_ns();
     int ipv6 = 0;
     if (open_listener(c, &s->listen_fd, &s->port, &ipv6, err, errlen)) goto error;
-    /* ITC: MHD_quiesce_daemon needs it with internal polling threads. */
+    /* The gate owns the listening socket and hands connections over with
+     * MHD_add_connection, which needs ITC to wake the polling threads. */
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
-                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
     if (ipv6) flags |= MHD_USE_IPv6;
     s->conn_cap = connection_cap(c);
     s->body_budget = c->max_inflight_body_bytes ? c->max_inflight_body_bytes
@@ -803,17 +794,32 @@ int http_start(const cfg *c, http_server **out, char *err, size_t errlen) {
      * and, once reached, leaves new connections in the backlog; it is set
      * where no thread reaches it, and on_accept enforces conn_cap. */
     unsigned int mhd_limit = (unsigned int)s->conn_cap * (unsigned int)c->http_threads;
-    s->daemon = MHD_start_daemon(
-        flags, (uint16_t)s->port, on_accept, s, on_request, s, MHD_OPTION_LISTEN_SOCKET,
-        s->listen_fd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)c->http_threads,
-        MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)c->connection_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_UNESCAPE_CALLBACK,
-        unescape_keep_nul, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_END);
+    s->daemon =
+        MHD_start_daemon(flags, 0, on_accept, s, on_request, s, MHD_OPTION_THREAD_POOL_SIZE,
+                         (unsigned int)c->http_threads, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)c->connection_timeout_s,
+                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
+                         on_connection, s, MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, s,
+                         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_END);
     if (!s->daemon) {
         snprintf(err, errlen, "cannot start the HTTP server on %s port %d", c->listen, s->port);
         goto error;
     }
+    gate_opts go = {
+        .listen_fd = s->listen_fd,
+        .timeout_s = c->connection_timeout_s,
+        .cap = s->conn_cap,
+        .head_max = (size_t)HTTP_HEAD_MAX,
+        .target_max = (size_t)HTTP_TARGET_MAX,
+        .served = gate_served,
+        .admit = gate_admit,
+        .user = s,
+    };
+    if (gate_start(&go, &s->gate, err, errlen)) {
+        MHD_stop_daemon(s->daemon);
+        goto error;
+    }
+    s->listen_fd = -1; /* the gate's now */
     *out = s;
     return 0;
 error:
@@ -843,12 +849,7 @@ int http_accepted(http_server *s) {
 }
 
 void http_quiesce(http_server *s) {
-    if (!s || !s->daemon || s->listen_fd < 0) return;
-    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
-    if (fd != MHD_INVALID_SOCKET) { /* no longer MHD's: the daemon will not close it */
-        close(fd);
-        s->listen_fd = -1;
-    }
+    if (s) gate_quiesce(s->gate);
 }
 
 int http_open_connections(http_server *s) {
@@ -859,7 +860,8 @@ int http_open_connections(http_server *s) {
 
 void http_stop(http_server *s) {
     if (!s) return;
-    if (s->daemon) MHD_stop_daemon(s->daemon); /* also closes listen_fd */
+    gate_stop(s->gate); /* closes the listening socket */
+    if (s->daemon) MHD_stop_daemon(s->daemon);
     pthread_mutex_destroy(&s->resume_mu);
     free(s);
 }
