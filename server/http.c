@@ -46,8 +46,9 @@ struct http_server {
     atomic_int ready;
     atomic_int draining;
     atomic_int accepted;
-    /* Connection cap, enforced by on_accept (see http_start for why not by
-     * libmicrohttpd's own limit) and counted by on_connection. */
+    /* Connection cap, enforced by the gate (on_accept is a backstop; see
+     * http_start for why not libmicrohttpd's own limit); open_conns counts
+     * libmicrohttpd's connections (on_connection). */
     int conn_cap;
     atomic_int open_conns;
     /* Bytes of request bodies held or announced (Content-Length) across all
@@ -791,8 +792,8 @@ int http_start(const cfg *c, http_server **out, char *err, size_t errlen) {
     s->body_budget = c->max_inflight_body_bytes ? c->max_inflight_body_bytes
                                                 : HTTP_BODY_BUDGET_FACTOR * c->max_body_bytes;
     /* libmicrohttpd's own limit is split evenly between the polling threads
-     * and, once reached, leaves new connections in the backlog; it is set
-     * where no thread reaches it, and on_accept enforces conn_cap. */
+     * and, once reached, would refuse connections the gate has admitted; it
+     * is set where no thread reaches it, and the gate enforces conn_cap. */
     unsigned int mhd_limit = (unsigned int)s->conn_cap * (unsigned int)c->http_threads;
     s->daemon =
         MHD_start_daemon(flags, 0, on_accept, s, on_request, s, MHD_OPTION_THREAD_POOL_SIZE,
