@@ -175,8 +175,9 @@ struct gate {
     atomic_int quiesce, stop;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int quiesced; /* guarded by mu */
-    char *buf;    /* head_max + 1 bytes, peek buffer */
+    int quiesced;     /* guarded by mu */
+    char *buf;        /* head_max + 1 bytes, peek buffer */
+    uint64_t refused; /* heads answered here, for their request ids */
 };
 
 static const char *reason(int status) {
@@ -228,9 +229,14 @@ static void answer_and_close(gate *g, pending *p, const gate_verdict *v, size_t 
     close(fd);
     double secs = (double)(infer_now_ns() - t0) / 1e9;
     metrics_observe_request(ROUTE_OTHER, v->status, secs, 1);
+    /* the same fields as http.c's request lines; the head was not parsed, so
+     * method and path are unknown */
+    char id[32];
+    snprintf(id, sizeof(id), "gate-%llu", (unsigned long long)++g->refused);
     log_json(LOG_INFO, "request",
-             json_pack("{s:s,s:i,s:s,s:s}", "path", "?", "status", v->status, "error", v->code,
-                       "refused_by", "request head check"));
+             json_pack("{s:s,s:s,s:s,s:i,s:f,s:i,s:s}", "request_id", id, "method", "?", "path",
+                       "?", "status", v->status, "latency_ms", secs * 1e3, "tokens", 0, "error",
+                       v->code));
 }
 
 static void examine(gate *g, pending *p, uint32_t events) {
