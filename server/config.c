@@ -27,6 +27,7 @@ static const key_def KEYS[] = {
     {"server", "listen", K_ADDR, F(listen), 0, 0},
     {"server", "port", K_INT, F(port), 0, 65535},
     {"server", "max_body_bytes", K_LONG, F(max_body_bytes), 64, 1L << 30},
+    {"server", "max_inflight_body_bytes", K_LONG, F(max_inflight_body_bytes), 0, 1L << 40},
     {"server", "max_connections", K_INT, F(max_connections), 1, 65536},
     {"server", "connection_timeout_s", K_INT, F(connection_timeout_s), 1, 86400},
     {"server", "http_threads", K_INT, F(http_threads), 1, 64},
@@ -205,7 +206,8 @@ static int load_section(cfg *c, yaml_document_t *doc, const char *name, const ch
         for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
             yaml_node_t *other = yaml_document_get_node(doc, q->key);
             if (other && other->type == YAML_SCALAR_NODE && strcmp(scalar_text(other), key) == 0) {
-                errf(err, errlen, "%s:%lu: key '%s.%s': duplicate key", name, kline, section, key);
+                errf(err, errlen, "%s:%lu: key '%s.%s': duplicate key (first at line %lu)", name,
+                     kline, section, key, (unsigned long)other->start_mark.line + 1);
                 return CFG_ERR_VALUE;
             }
         }
@@ -267,6 +269,17 @@ int cfg_load_buffer(cfg *c, const char *yaml, size_t len, const char *name, char
             goto cleanup;
         }
         const char *section = scalar_text(kn);
+        /* libyaml keeps repeated keys; the later block would silently win. */
+        for (yaml_node_pair_t *q = root->data.mapping.pairs.start; q < p; q++) {
+            yaml_node_t *other = yaml_document_get_node(&doc, q->key);
+            if (other && other->type == YAML_SCALAR_NODE &&
+                strcmp(scalar_text(other), section) == 0) {
+                errf(err, errlen, "%s:%lu: key '%s': duplicate section (first at line %lu)", name,
+                     kline, section, (unsigned long)other->start_mark.line + 1);
+                rc = CFG_ERR_VALUE;
+                goto cleanup;
+            }
+        }
         if (vn && vn->type == YAML_SCALAR_NODE && scalar_is_null(vn)) continue; /* empty section */
         if (!vn || vn->type != YAML_MAPPING_NODE) {
             errf(err, errlen, "%s:%lu: key '%s': must be a mapping of settings", name,
@@ -346,6 +359,11 @@ int cfg_apply_env(cfg *c, char *err, size_t errlen) {
     for (size_t i = 0; i < sizeof(ENV_KEYS) / sizeof(ENV_KEYS[0]); i++) {
         const char *v = getenv(ENV_KEYS[i].env);
         if (!v) continue;
+        /* The Deployment fills BERT_AUTH_TOKEN from an optional Secret: a
+         * missing Secret gives an empty value, which must not switch off the
+         * token the config file sets. Empty means unset here; auth is turned
+         * off only by the file (server.auth_token: ""). main logs it. */
+        if (!*v && strcmp(ENV_KEYS[i].env, "BERT_AUTH_TOKEN") == 0) continue;
         const key_def *k = find_key(ENV_KEYS[i].section, ENV_KEYS[i].name);
         char why[512];
         if (set_value(c, k, v, 1, 0, why, sizeof(why))) {
@@ -389,8 +407,13 @@ static void print_help(const char *argv0) {
            "environment (BERT_LISTEN, BERT_PORT, BERT_MODEL_DIR, BERT_WORKERS,\n"
            "BERT_QUEUE_DEPTH, BERT_AUTH_TOKEN, BERT_LOG_LEVEL, BERT_MAX_BODY_BYTES),\n"
            "then these flags. A relative model directory is resolved against the current\n"
-           "working directory. Exit status: 0 after a clean shutdown, 1 when the model\n"
-           "cannot be loaded or the port cannot be bound, 2 for a bad setting.\n",
+           "working directory. An empty BERT_AUTH_TOKEN counts as unset.\n"
+           "\n"
+           "SIGTERM/SIGINT: drain, exit within shutdown.grace_period_s (during loading: at\n"
+           "once). SIGHUP, SIGUSR1, SIGUSR2, SIGALRM: logged and ignored.\n"
+           "Exit status: 0 after a clean shutdown, 1 when the model cannot be loaded or the\n"
+           "port cannot be bound, 2 for a bad setting, 3 when the grace period ended with\n"
+           "accepted requests unanswered.\n",
            argv0);
 }
 
@@ -479,6 +502,13 @@ int cfg_from_args(cfg *c, int argc, char **argv, char *err, size_t errlen) {
 }
 
 int cfg_validate(const cfg *c, char *err, size_t errlen) {
+    if (c->max_inflight_body_bytes && c->max_inflight_body_bytes < c->max_body_bytes) {
+        errf(err, errlen,
+             "key 'server.max_inflight_body_bytes': %ld is below server.max_body_bytes (%ld); "
+             "0 means 32 x max_body_bytes",
+             c->max_inflight_body_bytes, c->max_body_bytes);
+        return CFG_ERR_VALUE;
+    }
     if (c->default_top_k > c->max_top_k) {
         errf(err, errlen, "key 'limits.default_top_k': %d exceeds limits.max_top_k (%d)",
              c->default_top_k, c->max_top_k);

@@ -24,6 +24,7 @@ typedef struct cfg {
     char listen[CFG_STR_MAX];
     int port; /* 0: the kernel picks one; the ready line says which */
     long max_body_bytes;
+    long max_inflight_body_bytes; /* all connections' bodies; 0: 32 x max_body_bytes */
     int max_connections;
     int connection_timeout_s;
     int http_threads;

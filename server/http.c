@@ -2,6 +2,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -12,10 +13,12 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "assets.h"
+#include "gate.h"
 #include "infer.h"
 #include "log.h"
 
@@ -23,9 +26,18 @@
  * can receive its 413) up to this much, then the connection is cut. */
 #define HTTP_DISCARD_LIMIT (64L << 20)
 
+/* What the gate (gate.h) lets through in a first request head; below
+ * libmicrohttpd's 32 KiB connection buffer, so it never overflows on one. */
+#define HTTP_HEAD_MAX   (16L << 10)
+#define HTTP_TARGET_MAX (8L << 10)
+
+/* server.max_inflight_body_bytes 0: this many max_body_bytes bodies at once. */
+#define HTTP_BODY_BUDGET_FACTOR 32L
+
 struct http_server {
     const cfg *cfg;
     struct MHD_Daemon *daemon;
+    gate *gate; /* owns the listening socket once started */
     int listen_fd;
     int port;
     /* Set once by http_set_ready; read by polling threads after `ready`. */
@@ -35,6 +47,15 @@ struct http_server {
     atomic_int ready;
     atomic_int draining;
     atomic_int accepted;
+    /* Connection cap, enforced by the gate (on_accept is a backstop; see
+     * http_start for why not libmicrohttpd's own limit); open_conns counts
+     * libmicrohttpd's connections (on_connection). */
+    int conn_cap;
+    atomic_int open_conns;
+    /* Bytes of request bodies held or announced (Content-Length) across all
+     * connections, against body_budget (server.max_inflight_body_bytes). */
+    long body_budget;
+    atomic_long body_bytes;
     /* Orders MHD_suspend_connection before MHD_resume_connection for one job. */
     pthread_mutex_t resume_mu;
     uint64_t id_seed;
@@ -76,8 +97,11 @@ typedef struct req_ctx {
     int64_t t0;
     char *body;
     size_t len, cap;
-    long discarded; /* > 0: body over the limit, being dropped */
-    int counted;    /* counted in srv->accepted */
+    long discarded;  /* > 0: body over the limit, being dropped */
+    long reserved;   /* bytes of srv->body_bytes this request holds */
+    int over_budget; /* body dropped: srv->body_budget was spent */
+    int deferred;    /* no body: first_call runs on the next call */
+    int counted;     /* counted in srv->accepted */
     int status;
     const char *err_code;
     long tokens;
@@ -238,6 +262,112 @@ static int content_type_is_json(struct MHD_Connection *conn) {
     return *rest == 0 || *rest == ';';
 }
 
+/* ---- framing (RFC 9112 section 6.3) ---- */
+
+typedef struct framing {
+    int n_length, n_encoding;
+    const char *length, *encoding;
+} framing;
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value) {
+    (void)kind;
+    framing *f = cls;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        f->n_length++;
+        f->length = value;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->n_encoding++;
+        f->encoding = value;
+    }
+    return MHD_YES;
+}
+
+/* libmicrohttpd 0.9.75 takes the first Content-Length and, when a
+ * Transfer-Encoding is present, reads the body by that alone, so two lengths
+ * or a length beside an encoding let a client hide a second request in what
+ * a proxy in front took for the body (request smuggling). A coding other than
+ * chunked makes it read until the client closes. Such requests are answered
+ * here, before any body is read, and the connection is closed: after a
+ * framing error nothing that follows on it can be trusted. Returns 1 when
+ * the request may proceed; *has_body tells whether a body follows. */
+static int framing_ok(req_ctx *r, int *has_body, enum MHD_Result *ret) {
+    static const char *const close_h[] = {"Connection", "close", NULL};
+    framing f = {0};
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_framing, &f);
+    gate_verdict v;
+    if (!gate_check_framing(f.n_length, f.length, f.length ? strlen(f.length) : 0, f.n_encoding,
+                            f.encoding, f.encoding ? strlen(f.encoding) : 0, &v)) {
+        *has_body = 0;
+        *ret = send_error(r, v.status, v.code, v.message, close_h);
+        return 0;
+    }
+    *has_body = f.n_encoding || (f.n_length && strspn(f.length, "0 \t") != strlen(f.length));
+    return 1;
+}
+
+/* libmicrohttpd's own unescaping turns %00 into a NUL, and the path it hands
+ * on_request then ends there ("/healthz%00x" is routed as "/healthz"). This
+ * one decodes every other %XX in place and leaves %00 (and malformed escapes)
+ * as they are, so the path never holds a NUL and matches no route. */
+static int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static size_t unescape_keep_nul(void *cls, struct MHD_Connection *conn, char *s) {
+    (void)cls;
+    (void)conn;
+    char *out = s;
+    for (const char *in = s; *in; in++) {
+        int hi = in[0] == '%' ? hex_value(in[1]) : -1;
+        int lo = hi >= 0 ? hex_value(in[2]) : -1;
+        if (lo >= 0 && (hi | lo) != 0) {
+            *out++ = (char)(hi * 16 + lo);
+            in += 2;
+        } else {
+            *out++ = *in;
+        }
+    }
+    *out = 0;
+    return (size_t)(out - s);
+}
+
+/* ---- request-body budget ---- */
+
+/* Takes n more bytes of the process-wide body budget for r; 0 when that
+ * would exceed it (nothing is taken then). */
+static int budget_take(http_server *s, req_ctx *r, long n) {
+    long now = atomic_fetch_add(&s->body_bytes, n) + n;
+    if (now > s->body_budget) {
+        atomic_fetch_sub(&s->body_bytes, n);
+        return 0;
+    }
+    r->reserved += n;
+    return 1;
+}
+
+static void budget_release(http_server *s, req_ctx *r) {
+    if (r->reserved) atomic_fetch_sub(&s->body_bytes, r->reserved);
+    r->reserved = 0;
+}
+
+static void drop_body(http_server *s, req_ctx *r) {
+    free(r->body);
+    r->body = NULL;
+    r->len = r->cap = 0;
+    budget_release(s, r);
+}
+
+static enum MHD_Result send_body_budget_spent(req_ctx *r) {
+    static const char *const h[] = {"Retry-After", "1", "Connection", "close", NULL};
+    return send_error(r, 503, "overloaded",
+                      "too many request bodies are being received at once; retry after a second",
+                      h);
+}
+
 /* ---- GET routes ---- */
 
 static enum MHD_Result handle_get(http_server *s, req_ctx *r) {
@@ -346,6 +476,7 @@ static enum MHD_Result handle_body(http_server *s, req_ctx *r) {
     json_t *req =
         json_loadb(r->body ? r->body : "", r->len,
                    JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
+    drop_body(s, r); /* req holds its own copies; the budget is free for others */
     if (!req) {
         char msg[300];
         if (json_error_code(&je) == json_error_invalid_utf8) {
@@ -370,9 +501,6 @@ static enum MHD_Result handle_body(http_server *s, req_ctx *r) {
     int rc = r->route->metric == ROUTE_FILL_MASK ? api_parse_fill_mask(s->api, req, &job, &e)
                                                  : api_parse_next_sentence(s->api, req, &job, &e);
     json_decref(req);
-    free(r->body); /* the job holds token ids now */
-    r->body = NULL;
-    r->len = r->cap = 0;
     if (rc) return send_error(r, e.status, e.code, e.message, NULL);
     return submit_job(s, r, job);
 }
@@ -429,6 +557,10 @@ static enum MHD_Result first_call(http_server *s, req_ctx *r, const char *method
             snprintf(msg, sizeof(msg), "the body may be at most %ld bytes", s->cfg->max_body_bytes);
             return send_error(r, 413, "payload_too_large", msg, NULL);
         }
+        /* The announced length is taken whole now, so that many clients that
+         * announce big bodies and never finish cannot hold more than the
+         * budget between them; chunked bodies take it as they grow. */
+        if (n > 0 && !budget_take(s, r, (long)n)) return send_body_budget_spent(r);
     }
     r->counted = 1;
     atomic_fetch_add(&s->accepted, 1);
@@ -453,8 +585,23 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         copy_printable(r->method, sizeof(r->method), method);
         copy_printable(r->path, sizeof(r->path), url);
         set_request_id(s, r);
+        int has_body = 0;
+        enum MHD_Result ret = MHD_YES;
+        if (!framing_ok(r, &has_body, &ret)) return ret;
+        /* A response queued before libmicrohttpd has finished the request
+         * makes it close the connection. Requests with a body that are
+         * refused early want that (the body is not read); those without one
+         * are answered on the next call, when the request is complete, so
+         * keep-alive and pipelining work for them. */
+        if (has_body) return first_call(s, r, method);
+        r->deferred = 1;
+        return MHD_YES;
+    }
+    if (r->deferred) {
+        r->deferred = 0;
         enum MHD_Result ret = first_call(s, r, method);
-        return ret;
+        if (ret != MHD_YES || r->status) return ret;
+        /* accepted POST with an empty body: answered below */
     }
     if (r->status) { /* answered early: drop any body */
         *upload_data_size = 0;
@@ -475,11 +622,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (r->discarded || r->len + n > (size_t)s->cfg->max_body_bytes) {
+        if (r->discarded || r->over_budget || r->len + n > (size_t)s->cfg->max_body_bytes) {
             r->discarded += (long)n;
-            free(r->body);
-            r->body = NULL;
-            r->len = r->cap = 0;
+            drop_body(s, r);
             return r->discarded > HTTP_DISCARD_LIMIT ? MHD_NO : MHD_YES;
         }
         if (r->len + n > r->cap) {
@@ -487,6 +632,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             while (ncap < r->len + n)
                 ncap *= 2;
             if (ncap > (size_t)s->cfg->max_body_bytes) ncap = (size_t)s->cfg->max_body_bytes;
+            /* Content-Length taken at the headers: one buffer of that size. */
+            if (r->reserved >= (long)(r->len + n)) ncap = (size_t)r->reserved;
+            if ((long)ncap > r->reserved && !budget_take(s, r, (long)ncap - r->reserved)) {
+                /* Read on and drop the rest: the 503 can only be sent once
+                 * the body is over. */
+                r->over_budget = 1;
+                r->discarded += (long)n;
+                drop_body(s, r);
+                return MHD_YES;
+            }
             char *nb = realloc(r->body, ncap);
             if (!nb) return MHD_NO;
             r->body = nb;
@@ -496,6 +651,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->len += n;
         return MHD_YES;
     }
+    if (r->over_budget) return send_body_budget_spent(r);
     if (r->discarded) {
         char msg[160];
         snprintf(msg, sizeof(msg), "the body may be at most %ld bytes", s->cfg->max_body_bytes);
@@ -512,7 +668,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r) return;
     *con_cls = NULL;
     double secs = (double)(infer_now_ns() - r->t0) / 1e9;
-    metrics_observe_request(r->route ? r->route->metric : ROUTE_OTHER, r->status, secs);
+    /* Only an answer sent in full counts under its status; one whose client
+     * left (or was cut at shutdown) counts as undelivered. */
+    metrics_observe_request(r->route ? r->route->metric : ROUTE_OTHER, r->status, secs,
+                            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
     json_t *f = json_pack("{s:s,s:s,s:s,s:i,s:f,s:I}", "request_id", r->request_id, "method",
                           r->method, "path", r->path, "status", r->status, "latency_ms", secs * 1e3,
                           "tokens", (json_int_t)r->tokens);
@@ -527,8 +686,37 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         metrics_add_inflight(-1);
     }
     api_job_free(r->job);
-    free(r->body);
+    drop_body(s, r);
     free(r);
+}
+
+/* The gate enforces the cap before a connection reaches libmicrohttpd; this
+ * stays as a backstop. Connections beyond the cap are closed at once (the
+ * client sees the close and can go elsewhere) rather than left in the
+ * kernel's backlog, where they would wait unanswered for a free slot. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen) {
+    (void)addr;
+    (void)addrlen;
+    http_server *s = cls;
+    return atomic_load(&s->open_conns) < s->conn_cap ? MHD_YES : MHD_NO;
+}
+
+static int gate_served(void *user) {
+    http_server *s = user;
+    return atomic_load(&s->open_conns);
+}
+
+static void gate_admit(void *user, int fd, const struct sockaddr *addr, socklen_t addrlen) {
+    http_server *s = user;
+    MHD_add_connection(s->daemon, fd, addr, addrlen); /* closes fd itself on failure */
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode toe) {
+    (void)conn;
+    (void)socket_ctx;
+    http_server *s = cls;
+    atomic_fetch_add(&s->open_conns, toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
 }
 
 __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap) {
@@ -584,6 +772,47 @@ static int open_listener(const cfg *c, int *fd_out, int *port_out, int *ipv6, ch
     return 0;
 }
 
+/* File descriptors kept free of connections: per polling thread its epoll
+ * set, its inter-thread pipe and the socket of a connection being refused,
+ * plus the signal pipe, the log and files start-up opens. */
+#define HTTP_FD_RESERVE(threads) (16 + 4 * (threads))
+
+static int count_open_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    if (!d) return 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* the directory stream's own */
+}
+
+/* Every connection is a file descriptor. With RLIMIT_NOFILE below what
+ * max_connections needs, accept(2) fails with EMFILE, libmicrohttpd stops
+ * listening until some connection ends, and a flood of connections leaves
+ * the server unreachable long after it ended. The soft limit is raised as
+ * far as the hard one allows and the cap lowered to what remains (logged). */
+static int connection_cap(const cfg *c) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return c->max_connections;
+    long in_use = count_open_fds() + HTTP_FD_RESERVE(c->http_threads);
+    rlim_t want = (rlim_t)(in_use + c->max_connections);
+    if (want > rl.rlim_cur && rl.rlim_cur < rl.rlim_max) {
+        struct rlimit raised = rl;
+        raised.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+    }
+    long room = (long)rl.rlim_cur - in_use;
+    int cap = room < c->max_connections ? (int)(room > 1 ? room : 1) : c->max_connections;
+    if (cap < c->max_connections)
+        log_json_always(LOG_WARN, "server.max_connections lowered to fit the file descriptor limit",
+                        json_pack("{s:i,s:i,s:I,s:I}", "configured", c->max_connections, "using",
+                                  cap, "rlimit_nofile", (json_int_t)rl.rlim_cur, "rlimit_hard",
+                                  (json_int_t)rl.rlim_max));
+    return cap;
+}
+
 int http_start(const cfg *c, http_server **out, char *err, size_t errlen) {
     *out = NULL;
     http_server *s = calloc(1, sizeof(*s));
@@ -598,20 +827,44 @@ int http_start(const cfg *c, http_server **out, char *err, size_t errlen) {
         s->id_seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)infer_now_ns();
     int ipv6 = 0;
     if (open_listener(c, &s->listen_fd, &s->port, &ipv6, err, errlen)) goto error;
-    /* ITC: MHD_quiesce_daemon needs it with internal polling threads. */
+    /* The gate owns the listening socket and hands connections over with
+     * MHD_add_connection, which needs ITC to wake the polling threads. */
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
-                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
     if (ipv6) flags |= MHD_USE_IPv6;
-    s->daemon = MHD_start_daemon(
-        flags, (uint16_t)s->port, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)c->http_threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)c->connection_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_END);
+    s->conn_cap = connection_cap(c);
+    s->body_budget = c->max_inflight_body_bytes ? c->max_inflight_body_bytes
+                                                : HTTP_BODY_BUDGET_FACTOR * c->max_body_bytes;
+    /* libmicrohttpd's own limit is split evenly between the polling threads
+     * and, once reached, would refuse connections the gate has admitted; it
+     * is set where no thread reaches it, and the gate enforces conn_cap. */
+    unsigned int mhd_limit = (unsigned int)s->conn_cap * (unsigned int)c->http_threads;
+    s->daemon =
+        MHD_start_daemon(flags, 0, on_accept, s, on_request, s, MHD_OPTION_THREAD_POOL_SIZE,
+                         (unsigned int)c->http_threads, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)c->connection_timeout_s,
+                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
+                         on_connection, s, MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, s,
+                         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_END);
     if (!s->daemon) {
         snprintf(err, errlen, "cannot start the HTTP server on %s port %d", c->listen, s->port);
         goto error;
     }
+    gate_opts go = {
+        .listen_fd = s->listen_fd,
+        .timeout_s = c->connection_timeout_s,
+        .cap = s->conn_cap,
+        .head_max = (size_t)HTTP_HEAD_MAX,
+        .target_max = (size_t)HTTP_TARGET_MAX,
+        .served = gate_served,
+        .admit = gate_admit,
+        .user = s,
+    };
+    if (gate_start(&go, &s->gate, err, errlen)) {
+        MHD_stop_daemon(s->daemon);
+        goto error;
+    }
+    s->listen_fd = -1; /* the gate's now */
     *out = s;
     return 0;
 error:
@@ -641,12 +894,7 @@ int http_accepted(http_server *s) {
 }
 
 void http_quiesce(http_server *s) {
-    if (!s || !s->daemon || s->listen_fd < 0) return;
-    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
-    if (fd != MHD_INVALID_SOCKET) { /* no longer MHD's: the daemon will not close it */
-        close(fd);
-        s->listen_fd = -1;
-    }
+    if (s) gate_quiesce(s->gate);
 }
 
 int http_open_connections(http_server *s) {
@@ -657,7 +905,8 @@ int http_open_connections(http_server *s) {
 
 void http_stop(http_server *s) {
     if (!s) return;
-    if (s->daemon) MHD_stop_daemon(s->daemon); /* also closes listen_fd */
+    gate_stop(s->gate); /* closes the listening socket */
+    if (s->daemon) MHD_stop_daemon(s->daemon);
     pthread_mutex_destroy(&s->resume_mu);
     free(s);
 }

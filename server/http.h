@@ -1,6 +1,7 @@
 /* http: the libmicrohttpd front end.
  *
- * Owns: the listening socket, the MHD daemon and its polling threads, one
+ * Owns: the gate (gate.h: the listening socket, first request heads, the
+ * connection cap), the MHD daemon and its polling threads, one
  * request context per HTTP request (body buffer, request id, timing), routing,
  * the checks that need no model (method, auth, content type, body size,
  * JSON syntax), per-request log lines and request metrics.

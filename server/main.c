@@ -2,15 +2,22 @@
  *
  * Order: settings (exit 2 on a bad one), listen (health routes answer at once,
  * /readyz says "loading"), load the model once (exit 1 with the loader's
- * message), start the workers, open the /v1 routes and log the URL. SIGTERM or
- * SIGINT starts draining: /readyz and new work answer 503, accepted requests
- * finish within shutdown.grace_period_s, then the process exits 0. A second
- * signal cuts the grace period short. */
+ * message), start the workers, open the /v1 routes and log the URL.
+ *
+ * SIGTERM or SIGINT while loading ends start-up at once (exit 0). Once ready,
+ * the first one starts draining: /readyz and new work answer 503, accepted
+ * requests finish, and the process exits within shutdown.grace_period_s of
+ * the signal whatever is still running: 0 when every accepted request was
+ * answered, 3 when the deadline passed with work unfinished (those
+ * connections are closed unanswered). A second signal cuts the grace period
+ * to about a second. SIGHUP, SIGUSR1, SIGUSR2 and SIGALRM are logged and
+ * otherwise ignored (the log is stderr: there is nothing to reopen). */
 #include <cblas.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +68,13 @@ static void on_signal(int sig) {
     errno = saved;
 }
 
+/* Signals the server takes; the others keep their default action. */
+static const int HANDLED[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGALRM};
+#define N_HANDLED (sizeof(HANDLED) / sizeof(HANDLED[0]))
+
+/* Written to sig_pipe by the loader thread when it is done: not a signal. */
+#define EVENT_LOADED 0
+
 static int signals_install(char *err, size_t errlen) {
     if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
         snprintf(err, errlen, "cannot create the signal pipe: %s", strerror(errno));
@@ -71,35 +85,105 @@ static int signals_install(char *err, size_t errlen) {
     sa.sa_handler = on_signal;
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0) {
-        snprintf(err, errlen, "cannot install signal handlers: %s", strerror(errno));
-        return -1;
+    for (size_t i = 0; i < N_HANDLED; i++) {
+        if (sigaction(HANDLED[i], &sa, NULL) != 0) {
+            snprintf(err, errlen, "cannot install signal handlers: %s", strerror(errno));
+            return -1;
+        }
     }
     signal(SIGPIPE, SIG_IGN);
     return 0;
 }
 
-/* Waits up to timeout_ms (-1: forever) for SIGTERM/SIGINT; returns it, or 0. */
-static int signals_wait(int timeout_ms) {
-    struct pollfd p = {.fd = sig_pipe[0], .events = POLLIN};
-    for (;;) {
-        int r = poll(&p, 1, timeout_ms);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return 0;
-        unsigned char b;
-        if (read(sig_pipe[0], &b, 1) == 1) return b;
-        if (errno != EAGAIN && errno != EINTR) return 0;
+static const char *signal_name(int sig) {
+    switch (sig) {
+    case SIGTERM:
+        return "SIGTERM";
+    case SIGINT:
+        return "SIGINT";
+    case SIGHUP:
+        return "SIGHUP";
+    case SIGUSR1:
+        return "SIGUSR1";
+    case SIGUSR2:
+        return "SIGUSR2";
+    case SIGALRM:
+        return "SIGALRM";
+    default:
+        return "?";
     }
 }
 
-/* Waits for accepted work to finish, a second signal, or the deadline. */
-static void drain(http_server *srv, int64_t deadline_ns) {
+/* Waits until deadline_ns (-1: forever) for SIGTERM/SIGINT or, when
+ * want_loaded, the loader's EVENT_LOADED; returns it, or -1 at the deadline.
+ * The other handled signals are logged and waited through. */
+static int next_event(int64_t deadline_ns, int want_loaded) {
+    struct pollfd p = {.fd = sig_pipe[0], .events = POLLIN};
+    for (;;) {
+        int timeout_ms = -1;
+        if (deadline_ns >= 0) {
+            int64_t left = deadline_ns - infer_now_ns();
+            if (left <= 0) return -1;
+            timeout_ms = (int)((left + 999999) / 1000000);
+        }
+        int r = poll(&p, 1, timeout_ms);
+        if (r < 0 && errno != EINTR) return -1;
+        if (r <= 0) continue;
+        unsigned char b;
+        if (read(sig_pipe[0], &b, 1) != 1) continue;
+        if (b == SIGTERM || b == SIGINT || (b == EVENT_LOADED && want_loaded)) return b;
+        if (b != EVENT_LOADED)
+            log_json_always(LOG_WARN, "signal ignored",
+                            json_pack("{s:s}", "signal", signal_name(b)));
+    }
+}
+
+/* While the model loads (on the main thread: its allocations then live in
+ * the main malloc arena, as before), this thread answers SIGTERM/SIGINT: a
+ * load can take long (a slow volume, a big checkpoint), and the
+ * orchestrator's stop must not wait for it. Nothing has been accepted yet
+ * (every /v1 request is answered 503 loading), so it stops listening and
+ * ends the process; main sends EVENT_LOADED when loading is over. */
+typedef struct load_watch {
+    http_server *srv;
+    int64_t t0;
+} load_watch;
+
+static void *watch_loading(void *arg) {
+    load_watch *w = arg;
+    int ev = next_event(-1, 1);
+    if (ev == EVENT_LOADED) return NULL;
+    log_json_always(LOG_INFO, "stopped during start-up",
+                    json_pack("{s:s,s:f}", "signal", signal_name(ev), "load_ms",
+                              (double)(infer_now_ns() - w->t0) / 1e6));
+    http_quiesce(w->srv);
+    _exit(0);
+}
+
+static void end_watch(pthread_t watcher) {
+    unsigned char b = EVENT_LOADED;
+    while (write(sig_pipe[1], &b, 1) != 1 && errno == EAGAIN)
+        sleep_ms(1); /* the watcher is reading: room comes */
+    pthread_join(watcher, NULL);
+}
+
+/* Waits for accepted work to finish, a second signal, or the deadline.
+ * Returns 1 when a second signal cut it short. */
+static int drain(http_server *srv, int64_t deadline_ns) {
     while (http_accepted(srv) > 0 && infer_now_ns() < deadline_ns) {
-        if (signals_wait(20) > 0) {
+        int64_t tick = infer_now_ns() + 20000000LL;
+        if (next_event(tick < deadline_ns ? tick : deadline_ns, 0) > 0) {
             log_msg(LOG_WARN, "second signal: ending the grace period now");
-            return;
+            return 1;
         }
     }
+    return 0;
+}
+
+/* Ends the process from anywhere, without running exit handlers or joining
+ * threads that may still be busy (a worker in a forward pass). */
+static _Noreturn void exit_now(int code) {
+    _exit(code);
 }
 
 int main(int argc, char **argv) {
@@ -112,6 +196,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     log_set_level(c.log_level);
+    const char *env_token = getenv("BERT_AUTH_TOKEN");
+    if (env_token && !*env_token)
+        log_json_always(LOG_WARN, "BERT_AUTH_TOKEN is set but empty: ignored",
+                        json_pack("{s:s}", "auth", c.auth_token[0] ? "bearer token" : "off"));
 
     if (signals_install(err, sizeof(err)) != 0) {
         fprintf(stderr, "bert-server: %s\n", err);
@@ -141,11 +229,16 @@ int main(int argc, char **argv) {
     log_json(LOG_INFO, "loading model",
              json_pack("{s:s,s:i}", "model_dir", model_path, "port", http_port(srv)));
     int64_t t0 = infer_now_ns();
-    if (bert_model_load(c.model_dir, &model, err, sizeof(err)) != BERT_OK) {
-        fprintf(stderr, "bert-server: cannot load model from %s: %s\n", c.model_dir, err);
+    load_watch lw = {.srv = srv, .t0 = t0};
+    pthread_t watcher;
+    if (pthread_create(&watcher, NULL, watch_loading, &lw) != 0) {
+        fprintf(stderr, "bert-server: cannot start the signal watcher thread\n");
         goto cleanup;
     }
-    if (api_ctx_init(&api, model, c.model_dir, &c, err, sizeof(err))) {
+    int load_failed = bert_model_load(c.model_dir, &model, err, sizeof(err)) != BERT_OK ||
+                      api_ctx_init(&api, model, c.model_dir, &c, err, sizeof(err));
+    end_watch(watcher);
+    if (load_failed) {
         fprintf(stderr, "bert-server: cannot load model from %s: %s\n", c.model_dir, err);
         goto cleanup;
     }
@@ -187,35 +280,59 @@ int main(int argc, char **argv) {
     snprintf(url, sizeof(url), strchr(c.listen, ':') ? "http://[%s]:%d" : "http://%s:%d", c.listen,
              http_port(srv));
     log_json_always(LOG_INFO, "ready",
-                    json_pack("{s:s,s:s,s:s,s:i,s:i,s:i,s:I,s:f}", "url", url, "model", mi.name,
-                              "dtype", mi.dtype, "workers", c.workers, "blas_threads", blas_threads,
+                    json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:I,s:f}", "url", url, "auth",
+                              c.auth_token[0] ? "bearer token" : "off", "model", mi.name, "dtype",
+                              mi.dtype, "workers", c.workers, "blas_threads", blas_threads,
                               "max_sequence_length", api.max_len, "weight_bytes",
                               (json_int_t)mi.weight_bytes, "load_ms",
                               (double)(infer_now_ns() - t0) / 1e6));
 
-    int sig = signals_wait(-1);
+    int sig = next_event(-1, 0);
+    int64_t t_sig = infer_now_ns();
+    int64_t grace_ns = (int64_t)c.grace_period_s * 1000000000LL;
+    /* The last tenth of the grace period (at most 1 s) is for answers already
+     * produced to reach their clients; all waiting before it is bounded by
+     * work_end, and the process is gone by hard_end in every case. */
+    int64_t flush_ns = grace_ns / 10 < 1000000000LL ? grace_ns / 10 : 1000000000LL;
+    int64_t hard_end = t_sig + grace_ns;
+    int64_t work_end = hard_end - flush_ns;
     log_json_always(LOG_INFO, "draining",
-                    json_pack("{s:s,s:i,s:i}", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                              "in_flight", http_accepted(srv), "grace_period_s", c.grace_period_s));
+                    json_pack("{s:s,s:i,s:i}", "signal", signal_name(sig), "in_flight",
+                              http_accepted(srv), "grace_period_s", c.grace_period_s));
     http_begin_drain(srv);
-    drain(srv, infer_now_ns() + (int64_t)c.grace_period_s * 1000000000LL);
+    if (drain(srv, work_end)) {
+        int64_t soon = infer_now_ns() + 1000000000LL;
+        if (soon < hard_end) hard_end = soon;
+        work_end = hard_end - flush_ns / 2;
+    }
 
-    /* Whatever is still queued now is answered 503 by the workers; the batch
-     * being computed finishes. Every suspended connection is resumed before
-     * the daemon stops, as libmicrohttpd requires. */
+    /* Whatever is still queued now is answered 503 by the workers; a batch
+     * being computed may finish before work_end, or is abandoned. Every
+     * suspended connection must be resumed before the daemon stops, as
+     * libmicrohttpd requires, so with work abandoned the process exits
+     * without stopping it. */
     atomic_store(&ictx.aborting, 1);
     pool_close(workers);
-    while (pool_depth(workers) > 0 || pool_active(workers) > 0)
-        sleep_ms(5);
-    for (int i = 0; i < 400 && http_accepted(srv) > 0; i++)
+    while ((pool_depth(workers) > 0 || pool_active(workers) > 0 || http_accepted(srv) > 0) &&
+           infer_now_ns() < work_end)
         sleep_ms(5);
     int left = http_accepted(srv);
+    int running = pool_depth(workers) + pool_active(workers);
     /* Refusals queued during the drain (503 draining) are still on their way
      * out: stop accepting, then give them a moment before closing sockets. */
     http_quiesce(srv);
-    for (int i = 0; i < 200 && http_open_connections(srv) > 0; i++)
+    int64_t flush_end = infer_now_ns() + 1000000000LL;
+    if (flush_end > hard_end) flush_end = hard_end;
+    while (http_open_connections(srv) > left && infer_now_ns() < flush_end)
         sleep_ms(5);
     int cut = http_open_connections(srv);
+    if (left > 0 || running > 0) {
+        log_json_always(LOG_WARN, "stopped",
+                        json_pack("{s:i,s:i,s:i,s:s}", "unanswered", left, "connections_cut", cut,
+                                  "abandoned", running, "reason",
+                                  "the grace period ended before the work did"));
+        exit_now(3);
+    }
     http_stop(srv);
     srv = NULL;
     log_json_always(LOG_INFO, "stopped",

@@ -14,7 +14,7 @@ static const char *ROUTE_PATHS[ROUTE_COUNT] = {
     "/docs",         "/openapi.json",     "/openapi.yaml", "other",
 };
 
-static const int STATUSES[] = {200, 400, 401, 404, 405, 413, 415, 422, 500, 503, 504};
+static const int STATUSES[] = {200, 400, 401, 404, 405, 413, 415, 422, 500, 501, 503, 504};
 #define N_STATUS     ((int)(sizeof(STATUSES) / sizeof(STATUSES[0])))
 #define STATUS_OTHER N_STATUS
 
@@ -29,6 +29,7 @@ static const int BATCH_BUCKETS[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
 
 static struct {
     atomic_uint_fast64_t requests[ROUTE_COUNT][N_STATUS + 1];
+    atomic_uint_fast64_t undelivered[ROUTE_COUNT];
     atomic_uint_fast64_t lat_bucket[ROUTE_COUNT][N_LAT + 1];
     atomic_uint_fast64_t lat_sum_ns[ROUTE_COUNT];
     atomic_uint_fast64_t batch_bucket[N_BATCH + 1];
@@ -45,8 +46,12 @@ void metrics_init(void) {
     memset(&M, 0, sizeof(M));
 }
 
-void metrics_observe_request(metrics_route r, int status, double seconds) {
+void metrics_observe_request(metrics_route r, int status, double seconds, int delivered) {
     if (r < 0 || r >= ROUTE_COUNT) r = ROUTE_OTHER;
+    if (!delivered) {
+        atomic_fetch_add(&M.undelivered[r], 1);
+        return;
+    }
     int si = STATUS_OTHER;
     for (int i = 0; i < N_STATUS; i++)
         if (STATUSES[i] == status) si = i;
@@ -135,6 +140,13 @@ char *metrics_render(const metrics_gauges *g, size_t *len) {
                 sb_printf(&b, "bert_requests_total{route=\"%s\",status=\"other\"} %llu\n",
                           ROUTE_PATHS[r], (unsigned long long)v);
         }
+
+    sb_printf(&b, "# HELP bert_requests_undelivered_total Requests whose answer did not reach the "
+                  "client in full (it closed the connection first, or shutdown cut it), by route.\n"
+                  "# TYPE bert_requests_undelivered_total counter\n");
+    for (int r = 0; r < ROUTE_COUNT; r++)
+        sb_printf(&b, "bert_requests_undelivered_total{route=\"%s\"} %llu\n", ROUTE_PATHS[r],
+                  (unsigned long long)atomic_load(&M.undelivered[r]));
 
     sb_printf(&b, "# HELP bert_request_duration_seconds Time from request start to response, "
                   "by route.\n"

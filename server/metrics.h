@@ -29,7 +29,10 @@ typedef enum {
 const char *metrics_route_path(metrics_route r);
 
 void metrics_init(void);
-void metrics_observe_request(metrics_route r, int status, double seconds);
+/* delivered: 0 when the client never got the whole answer (it left, or the
+ * connection was cut); counted in bert_requests_undelivered_total then, not
+ * under the status in bert_requests_total. */
+void metrics_observe_request(metrics_route r, int status, double seconds, int delivered);
 void metrics_observe_batch(int sequences, long tokens);
 void metrics_add_inflight(int delta);
 
