@@ -213,11 +213,12 @@ typedef struct pv {
     char *s;        /* STR, NUL-terminated */
     struct pv **items;
     size_t n, cap;
-    const uint8_t *bytes; /* STORAGE: its bytes; TENSOR: the view's first byte */
-    uint64_t nbytes;
-    int ndim; /* TENSOR */
-    int64_t shape[ST_MAX_DIMS];
-    int64_t numel;
+    /* TENSOR: a view of storage, checked against the archive once its name
+     * (the state dict key) is known. STORAGE: i = numel, s = key. */
+    struct pv *storage;
+    int64_t offset;
+    int ndim;
+    int64_t shape[ST_MAX_DIMS], stride[ST_MAX_DIMS];
 } pv;
 
 typedef struct pk_vm {
@@ -385,8 +386,8 @@ static int pk_global(pk_vm *vm) {
     return pk_push(vm, g);
 }
 
-/* BINPERSID: ('storage', torch.XStorage, key, location, numel) -> the
- * archive's <prefix>/data/<key>, which must hold numel elements. */
+/* BINPERSID: ('storage', torch.XStorage, key, location, numel). The
+ * archive entry it names is looked up when a tensor uses it. */
 static int pk_persid(pk_vm *vm) {
     pv *id = pk_pop(vm);
     if (!id) return pk_fail(vm, "BINPERSID with nothing on the stack");
@@ -396,29 +397,10 @@ static int pk_persid(pk_vm *vm) {
         id->items[3]->kind != PV_STR || id->items[4]->kind != PV_INT || id->items[4]->i < 0)
         return pk_fail(vm, "persistent id is not ('storage', torch.<T>Storage, key, location, "
                            "numel)");
-    const char *key = id->items[2]->s;
-    char ename[320];
-    int n = snprintf(ename, sizeof(ename), "%.*s/data/%s", (int)vm->prefix_len, vm->prefix, key);
-    if (n < 0 || (size_t)n >= sizeof(ename))
-        return pk_fail(vm, "storage key '%.64s' is too long", key);
-    const tz_entry *e = tz_entry_find(vm->entries, vm->n_entries, ename, (size_t)n);
-    if (!e) return pk_fail(vm, "storage '%.64s' has no entry '%s' in the archive", key, ename);
-    if (!e->stored)
-        return pk_fail(vm,
-                       "storage entry '%s' is compressed or encrypted; torch.save stores "
-                       "storages uncompressed (re-save the checkpoint with torch.save)",
-                       ename);
-    uint64_t numel = (uint64_t)id->items[4]->i;
-    size_t es = st_dtype_size(id->items[1]->dtype);
-    if (numel > e->size / es)
-        return pk_fail(vm, "storage '%.64s' claims %llu %s elements but '%s' has %llu bytes", key,
-                       (unsigned long long)numel, st_dtype_name(id->items[1]->dtype), ename,
-                       (unsigned long long)e->size);
     pv *s = pk_new(vm, PV_STORAGE);
-    if (!s) return pk_nomem(vm);
+    if (!s || !(s->s = strdup(id->items[2]->s))) return pk_nomem(vm);
     s->dtype = id->items[1]->dtype;
-    s->bytes = e->data;
-    s->nbytes = numel * es;
+    s->i = id->items[4]->i;
     return pk_push(vm, s);
 }
 
@@ -433,16 +415,14 @@ static int pk_int_tuple(const pv *t, int64_t *dst, int *n) {
 }
 
 /* _rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks
- * [, metadata]) as a view: contiguous and inside its storage, or refused. */
+ * [, metadata]): recorded as a view, checked by tz_check_tensor. */
 static int pk_rebuild_tensor(pk_vm *vm, const pv *a) {
-    int64_t stride[ST_MAX_DIMS];
     int nstride = -1;
     pv *t = pk_new(vm, PV_TENSOR);
     if (!t) return pk_nomem(vm);
     if ((a->n != 6 && a->n != 7) || a->items[0]->kind != PV_STORAGE ||
-        a->items[1]->kind != PV_INT || a->items[1]->i < 0 ||
-        !pk_int_tuple(a->items[2], t->shape, &t->ndim) ||
-        !pk_int_tuple(a->items[3], stride, &nstride) || nstride != t->ndim ||
+        a->items[1]->kind != PV_INT || !pk_int_tuple(a->items[2], t->shape, &t->ndim) ||
+        !pk_int_tuple(a->items[3], t->stride, &nstride) || nstride != t->ndim ||
         a->items[4]->kind != PV_BOOL || a->items[5]->kind != PV_DICT ||
         (a->n == 7 && a->items[6]->kind != PV_DICT))
         return pk_fail(vm,
@@ -451,37 +431,8 @@ static int pk_rebuild_tensor(pk_vm *vm, const pv *a) {
                        "(at most %d dimensions)",
                        ST_MAX_DIMS);
     if (a->items[5]->n != 0) return pk_fail(vm, "a tensor with backward hooks is not a weight");
-    const pv *s = a->items[0];
-    size_t es = st_dtype_size(s->dtype);
-    int64_t numel = 1;
-    for (int d = 0; d < t->ndim; d++) {
-        if (t->shape[d] < 0) return pk_fail(vm, "a tensor has a negative size");
-        if (t->shape[d] != 0 && numel > (INT64_C(1) << 62) / t->shape[d])
-            return pk_fail(vm, "a tensor's size is absurdly large");
-        numel *= t->shape[d];
-    }
-    if (numel > 0) {
-        int64_t want = 1;
-        for (int d = t->ndim - 1; d >= 0; d--) {
-            if (t->shape[d] != 1 && stride[d] != want)
-                return pk_fail(vm,
-                               "a tensor is not contiguous (stride %lld in dimension %d, "
-                               "contiguous is %lld); save it with .contiguous() or as "
-                               "safetensors",
-                               (long long)stride[d], d, (long long)want);
-            want *= t->shape[d];
-        }
-    }
-    uint64_t snumel = s->nbytes / es, off = (uint64_t)a->items[1]->i;
-    if (off > snumel || (uint64_t)numel > snumel - off)
-        return pk_fail(vm,
-                       "a tensor view (offset %llu, %lld elements) runs past its storage (%llu "
-                       "elements)",
-                       (unsigned long long)off, (long long)numel, (unsigned long long)snumel);
-    t->dtype = s->dtype;
-    t->numel = numel;
-    t->bytes = s->bytes + off * es;
-    t->nbytes = (uint64_t)numel * es;
+    t->storage = a->items[0];
+    t->offset = a->items[1]->i;
     return pk_push(vm, t);
 }
 
@@ -500,7 +451,8 @@ static int pk_reduce(pk_vm *vm) {
     case PG_REBUILD_TENSOR:
         return pk_rebuild_tensor(vm, args);
     case PG_REBUILD_PARAMETER:
-        if (args->n != 3 || args->items[0]->kind != PV_TENSOR)
+        if (args->n != 3 || args->items[0]->kind != PV_TENSOR || args->items[1]->kind != PV_BOOL ||
+            args->items[2]->kind != PV_DICT)
             return pk_fail(vm, "_rebuild_parameter called with arguments other than (tensor, "
                                "requires_grad, hooks)");
         return pk_push(vm, args->items[0]);
@@ -720,6 +672,71 @@ static void pk_free(pk_vm *vm) {
     free(vm->memo);
 }
 
+#define TZ_NAME_MAX 200
+
+/* A tensor view -> its bytes in the archive: the storage's entry exists, is
+ * stored, holds the storage's elements; the view is contiguous and inside
+ * it. Messages name the tensor. */
+static int tz_check_tensor(pk_vm *vm, const char *key, const pv *v, st_tensor *t) {
+    const pv *s = v->storage;
+    char ename[320];
+    int n = snprintf(ename, sizeof(ename), "%.*s/data/%s", (int)vm->prefix_len, vm->prefix, s->s);
+    if (n < 0 || (size_t)n >= sizeof(ename))
+        return pk_fail(vm, "tensor '%.*s': storage key is too long", TZ_NAME_MAX, key);
+    const tz_entry *e = tz_entry_find(vm->entries, vm->n_entries, ename, (size_t)n);
+    if (!e)
+        return pk_fail(vm, "tensor '%.*s': its storage has no entry '%s' in the archive",
+                       TZ_NAME_MAX, key, ename);
+    if (!e->stored)
+        return pk_fail(vm,
+                       "tensor '%.*s': storage entry '%s' is compressed or encrypted; "
+                       "torch.save stores storages uncompressed (re-save the checkpoint with "
+                       "torch.save)",
+                       TZ_NAME_MAX, key, ename);
+    uint64_t snumel = (uint64_t)s->i;
+    size_t es = st_dtype_size(s->dtype);
+    if (snumel > e->size / es)
+        return pk_fail(vm,
+                       "tensor '%.*s': its storage claims %llu %s elements but '%s' has %llu "
+                       "bytes (truncated?)",
+                       TZ_NAME_MAX, key, (unsigned long long)snumel, st_dtype_name(s->dtype), ename,
+                       (unsigned long long)e->size);
+    int64_t numel = 1;
+    for (int d = 0; d < v->ndim; d++) {
+        if (v->shape[d] < 0)
+            return pk_fail(vm, "tensor '%.*s' has a negative size", TZ_NAME_MAX, key);
+        if (v->shape[d] != 0 && numel > (INT64_C(1) << 62) / v->shape[d])
+            return pk_fail(vm, "tensor '%.*s': size is absurdly large", TZ_NAME_MAX, key);
+        numel *= v->shape[d];
+    }
+    if (numel > 0) {
+        int64_t want = 1;
+        for (int d = v->ndim - 1; d >= 0; d--) {
+            if (v->shape[d] != 1 && v->stride[d] != want)
+                return pk_fail(vm,
+                               "tensor '%.*s' is not contiguous (stride %lld in dimension %d, "
+                               "contiguous is %lld); save it with .contiguous() or as "
+                               "safetensors",
+                               TZ_NAME_MAX, key, (long long)v->stride[d], d, (long long)want);
+            want *= v->shape[d];
+        }
+    }
+    if (v->offset < 0 || (uint64_t)v->offset > snumel ||
+        (uint64_t)numel > snumel - (uint64_t)v->offset)
+        return pk_fail(vm,
+                       "tensor '%.*s' (offset %lld, %lld elements) runs past its storage (%llu "
+                       "elements)",
+                       TZ_NAME_MAX, key, (long long)v->offset, (long long)numel,
+                       (unsigned long long)snumel);
+    t->dtype = s->dtype;
+    t->ndim = v->ndim;
+    memcpy(t->shape, v->shape, sizeof(t->shape));
+    t->numel = numel;
+    t->nbytes = (size_t)numel * es;
+    t->data = e->data + (uint64_t)v->offset * es;
+    return ST_OK;
+}
+
 static int tz_name_cmp(const void *a, const void *b) {
     return strcmp(((const st_tensor *)a)->name, ((const st_tensor *)b)->name);
 }
@@ -735,21 +752,17 @@ static int tz_collect(pk_vm *vm, const pv *root, st_file *f) {
         const pv *k = root->items[2 * i], *v = root->items[2 * i + 1];
         if (k->kind != PV_STR) return pk_fail(vm, "state dict key %zu is not a string", i);
         if (v->kind != PV_TENSOR)
-            return pk_fail(vm, "state dict entry '%.200s' is not a tensor", k->s);
+            return pk_fail(vm, "state dict entry '%.*s' is not a tensor", TZ_NAME_MAX, k->s);
         st_tensor *t = &f->tensors[f->n_tensors];
+        int rc = tz_check_tensor(vm, k->s, v, t);
+        if (rc != ST_OK) return rc;
         if (!(t->name = strdup(k->s))) return pk_nomem(vm);
         f->n_tensors++;
-        t->dtype = v->dtype;
-        t->ndim = v->ndim;
-        memcpy(t->shape, v->shape, sizeof(t->shape));
-        t->numel = v->numel;
-        t->nbytes = (size_t)v->nbytes;
-        t->data = v->bytes;
     }
     qsort(f->tensors, (size_t)f->n_tensors, sizeof(*f->tensors), tz_name_cmp);
     for (int i = 1; i < f->n_tensors; i++)
         if (strcmp(f->tensors[i - 1].name, f->tensors[i].name) == 0)
-            return pk_fail(vm, "tensor '%.200s' appears twice", f->tensors[i].name);
+            return pk_fail(vm, "tensor '%.*s' appears twice", TZ_NAME_MAX, f->tensors[i].name);
     return ST_OK;
 }
 
