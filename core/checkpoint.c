@@ -223,8 +223,8 @@ int ckpt_open(const char *dir, ckpt **out, char *err, size_t errlen) {
         if (ckpt_exists(path)) found = unsupported[i];
     }
     snprintf(err, errlen,
-             "%s: no weights: looked for model.safetensors, model.safetensors.index.json, "
-             "pytorch_model.bin and pytorch_model.bin.index.json%s%s%s",
+             "%s: no weights: cannot open model.safetensors, model.safetensors.index.json, "
+             "pytorch_model.bin or pytorch_model.bin.index.json%s%s%s",
              dir, found ? "; found " : "", found ? found : "",
              found ? ", which is not read (convert it with transformers' save_pretrained)" : "");
     return ST_ERR_IO;
