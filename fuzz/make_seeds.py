@@ -363,6 +363,59 @@ def checkpoint_seeds():
                                                torch.zeros(8, dtype=torch.float64)}))
 
 
+def torch_zip_seeds():
+    """Real torch.save files (what pytorch_model.bin is), then refusals derived from them."""
+    import io
+    import os
+    import zipfile
+    from collections import OrderedDict
+
+    import torch
+
+    def saved(obj, **kw):
+        buf = io.BytesIO()
+        torch.save(obj, buf, **kw)
+        return buf.getvalue()
+
+    g = torch.Generator().manual_seed(0)
+    lin = torch.nn.Linear(3, 2)
+    put("torch_zip", "state_dict_linear.bin", saved(lin.state_dict()))  # OrderedDict + _metadata
+    put("torch_zip", "f16_bf16.bin", saved({"h": torch.randn(4, generator=g).half(),
+                                            "b": torch.randn(2, 3, generator=g).bfloat16()}))
+    base = torch.randn(4, 3, generator=g)
+    put("torch_zip", "shared_storage_views.bin",  # tied weights, offsets into one storage
+        saved({"all": base, "row1": base[1], "tail": base[2:], "tied": base}))
+    put("torch_zip", "scalar_empty_int.bin", saved({"s": torch.tensor(2.5),
+                                                   "e": torch.zeros(0, 5),
+                                                   "i": torch.arange(3),
+                                                   "m": torch.tensor([True, False])}))
+    put("torch_zip", "parameter.bin", saved({"p": torch.nn.Parameter(torch.ones(2))}))
+    put("torch_zip", "size1_dims.bin", saved({"x": torch.ones(1, 3, 1)}))
+    put("torch_zip", "broken_non_contiguous.bin", saved({"t": torch.randn(3, 4, generator=g).t()}))
+    put("torch_zip", "broken_legacy.bin", saved({"w": torch.ones(2)},
+                                                _use_new_zipfile_serialization=False))
+    put("torch_zip", "broken_protocol4.bin", saved({"w": torch.ones(2)}, pickle_protocol=4))
+    put("torch_zip", "broken_not_state_dict.bin", saved({"model": {"w": torch.ones(2)}, "n": 3}))
+    put("torch_zip", "broken_global.bin", saved({"w": OrderedDict, "f": os.getcwd}))
+    good = saved({"w": torch.ones(2, 2), "b": torch.zeros(2)})
+    put("torch_zip", "broken_truncated.bin", good[:-40])
+    put("torch_zip", "broken_short.bin", good[:30])
+    src = zipfile.ZipFile(io.BytesIO(good))
+    for method, name in [(zipfile.ZIP_DEFLATED, "broken_deflated.bin"),
+                         (zipfile.ZIP_STORED, "rezipped_python.bin")]:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", method) as z:
+            for info in src.infolist():
+                z.writestr(info.filename, src.read(info.filename))
+        put("torch_zip", name, buf.getvalue())
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # storage entry missing
+        for info in src.infolist():
+            if not info.filename.endswith("/data/0"):
+                z.writestr(info.filename, src.read(info.filename))
+    put("torch_zip", "broken_missing_storage.bin", buf.getvalue())
+
+
 def put_dict(harness, tokens):
     """libFuzzer dictionary dict/<harness>.dict; tokens are str (UTF-8) or bytes."""
     lines = [f"# libFuzzer dictionary for fuzz_{harness}: tokens of the format it parses."]
@@ -406,6 +459,15 @@ def dicts():
     put_dict("checkpoint", dtypes + ["bert.", "embeddings.", "encoder.layer.0.", "LayerNorm",
                                      ".gamma", ".beta", ".weight", ".bias", "cls.predictions.",
                                      "cls.seq_relationship.", "pooler.dense.", "decoder."])
+    put_dict("torch_zip", [b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06", b"PK\x06\x06",
+                           b"PK\x06\x07", b"\xff\xff\xff\xff", b"\x80\x02",
+                           b"ccollections\nOrderedDict\n", b"ctorch._utils\n_rebuild_tensor_v2\n",
+                           b"ctorch._utils\n_rebuild_parameter\n", b"ctorch\nFloatStorage\n",
+                           b"ctorch\nHalfStorage\n", b"ctorch\nBFloat16Storage\n",
+                           b"ctorch\nLongStorage\n", b"cos\nsystem\n", b"Xstorage", b"X\x03\x00\x00\x00cpu",
+                           "archive/data.pkl", "archive/data/0", "archive/byteorder", "little",
+                           b"(", b"t", b"R", b"Q", b"q", b"h", b"u", b"s", b"b", b"}", b")", b".",
+                           b"\x85", b"\x86", b"\x87", b"\x88", b"\x89", b"\x8a\x08", b"J", b"K", b"M"])
     put_dict("tokenizer_config", json_common + [f'"{k}"' for k in (
         "do_lower_case strip_accents tokenize_chinese_chars clean_up_tokenization_spaces "
         "normalizer type BertNormalizer lowercase handle_chinese_chars model_max_length").split()])
@@ -425,6 +487,7 @@ def main():
     request_seeds()
     checkpoint_seeds()
     tokenizer_config_seeds()
+    torch_zip_seeds()
     dicts()
 
 
