@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -428,3 +429,179 @@ def test_bert_architectures_accepted(small_sd, tmp_path, arch):
     cfg["architectures"] = [arch]
     (d / "config.json").write_text(json.dumps(cfg))
     assert check(d).returncode == 0
+
+
+# ---- a tokenizer given only as tokenizer.json -----------------------------------------
+
+def _shared_tokenizer_json():
+    from checkpoints import SHARED_VOCAB
+
+    return json.loads((SHARED_VOCAB / "tokenizer.json").read_text())
+
+
+def tok_variant(d, edit=None, files=None):
+    """A directory with tokenizer.json (bert-base-uncased's, then edited) and nothing else
+    unless files gives more (name -> JSON)."""
+    d.mkdir(parents=True, exist_ok=True)
+    tj = _shared_tokenizer_json()
+    if edit:
+        edit(tj)
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+    for name, obj in (files or {}).items():
+        (d / name).write_text(json.dumps(obj))
+    return d
+
+
+def _normalizer(**kw):
+    def edit(tj):
+        tj["normalizer"].update(kw)
+    return edit
+
+
+def _rename_specials(tj):
+    """<s>/</s>/<mask> instead of [CLS]/[SEP]/[MASK], at the same ids, everywhere
+    tokenizer.json names them."""
+    names = {"[CLS]": "<s>", "[SEP]": "</s>", "[MASK]": "<mask>"}
+    vocab = tj["model"]["vocab"]
+    for old, new in names.items():
+        vocab[new] = vocab.pop(old)
+    for a in tj["added_tokens"]:
+        a["content"] = names.get(a["content"], a["content"])
+    text = json.dumps(tj["post_processor"])
+    for old, new in names.items():
+        text = text.replace(json.dumps(old), json.dumps(new))
+    tj["post_processor"] = json.loads(text)
+
+
+def _more_added(tj):
+    """Added special tokens: one already in the vocab, two numbered on past its end."""
+    n = len(tj["model"]["vocab"])
+    for i, content in enumerate(["[ENT]", "<sep2>"]):
+        tj["added_tokens"].append({"id": n + i, "content": content, "single_word": False,
+                                   "lstrip": False, "rstrip": False, "normalized": False,
+                                   "special": True})
+    tj["added_tokens"].append({"id": tj["model"]["vocab"]["[unused5]"], "content": "[unused5]",
+                               "single_word": False, "lstrip": False, "rstrip": False,
+                               "normalized": False, "special": True})
+
+
+SPECIAL_FILES = {"special_tokens_map.json": {"cls_token": "<s>", "sep_token": "</s>",
+                                             "mask_token": {"content": "<mask>", "lstrip": False,
+                                                            "normalized": False, "rstrip": False,
+                                                            "single_word": False}},
+                 "tokenizer_config.json": {"cls_token": "<s>", "sep_token": "</s>",
+                                           "mask_token": "<mask>", "unk_token": "[UNK]",
+                                           "pad_token": "[PAD]"}}
+
+def _config(**kw):
+    return {"tokenizer_config.json": kw}
+
+
+# transformers (4 and 5) rebuilds the normalizer from tokenizer_config.json's do_lower_case /
+# strip_accents / tokenize_chinese_chars (defaults: uncased) rather than reading tokenizer.json's,
+# so a cased hub checkpoint says so in both files; the variants do the same.
+TOK_VARIANTS = {
+    "uncased": (None, None),
+    "cased": (_normalizer(lowercase=False, strip_accents=None),
+              _config(do_lower_case=False, strip_accents=None)),
+    "cased_strip_accents": (_normalizer(lowercase=False, strip_accents=True),
+                            _config(do_lower_case=False, strip_accents=True)),
+    "uncased_keep_accents": (_normalizer(strip_accents=False), _config(strip_accents=False)),
+    "no_chinese": (_normalizer(handle_chinese_chars=False), _config(tokenize_chinese_chars=False)),
+    "renamed_specials": (_rename_specials, SPECIAL_FILES),
+    "added_tokens": (_more_added, None),
+}
+
+EXTRA_TEXTS = ["fill <mask> and [MASK] here", "<s> a </s> b", "x[ENT]y <sep2> [unused5]z",
+               "[ENT][ENT]<sep2>[MASK]", "Ünïcödé Straße 中文字 ﬁ", "[UNK] [PAD] [CLS] [SEP]"]
+
+
+@pytest.fixture(scope="module")
+def tok_lines():
+    import tokenizer_corpus
+
+    lines = tokenizer_corpus.corpus()
+    return lines[:4000] + EXTRA_TEXTS
+
+
+@pytest.mark.parametrize("variant", list(TOK_VARIANTS))
+def test_tokenizer_json_only_matches_fast_tokenizer(tmp_path, tok_lines, variant):
+    import transformers
+    from test_tokenizer import diff, hf_batch, run_cli
+
+    transformers.logging.set_verbosity_error()
+    edit, files = TOK_VARIANTS[variant]
+    d = tok_variant(tmp_path / variant, edit, files)
+    assert not (d / "vocab.txt").exists()
+    tk = transformers.BertTokenizerFast.from_pretrained(d)
+    cli_path = build_dir() / "bert-cli"
+    got, _ = run_cli(cli_path, ["--model", str(d)], [{"text": t} for t in tok_lines])
+    want = hf_batch(tk, tok_lines)
+    bad, detail = diff(got, want, tok_lines)
+    pairs = tok_lines[1:] + tok_lines[:1]
+    got_p, _ = run_cli(cli_path, ["--model", str(d)],
+                       [{"text": a, "text_pair": b} for a, b in zip(tok_lines, pairs)])
+    bad_p, detail_p = diff(got_p, hf_batch(tk, tok_lines, pairs), tok_lines)
+    print(f"\n{variant}: {len(tok_lines)} texts and pairs, {len(bad)} + {len(bad_p)} mismatches")
+    assert not bad, detail
+    assert not bad_p, detail_p
+    if variant == "renamed_specials":
+        assert got[-6]["tokens"][2] == "<mask>" and got[-6]["ids"][2] == 103
+    # Decoding with skip_special drops exactly what the fast tokenizer drops.
+    for ids in (want[-4]["ids"], want[-3]["ids"], want[-1]["ids"]):
+        dec, _ = run_cli(cli_path, ["--model", str(d), "--decode"],
+                         [{"ids": ids, "skip_special": True, "cleanup": True}])
+        assert dec[0]["text"] == tk.decode(ids, skip_special_tokens=True), ids
+
+
+def test_checkpoint_with_tokenizer_json_only_serves(tmp_path):
+    d = make_checkpoint(tmp_path / "ckpt", seed=61, **SMALL)
+    os.unlink(d / "vocab.txt")
+    os.unlink(d / "tokenizer_config.json")
+    shutil.copy(Path(__file__).resolve().parent.parent.parent / "shared" / "vocab" /
+                "bert-base-uncased" / "tokenizer.json", d / "tokenizer.json")
+    proc = check(d)
+    assert proc.returncode == 0, proc.stderr
+    proc = cli("fill", "--model", str(d), "--top-k", "2", stdin="the [MASK] sat down.\n")
+    assert proc.returncode == 0 and "error" not in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("edit,files,needles", [
+    (lambda tj: tj["model"].update(type="BPE"), None, ["tokenizer.json", "WordPiece"]),
+    (lambda tj: tj["model"]["vocab"].update({"hello": 40000}), None,
+     ["tokenizer.json", "'hello'", "dense"]),
+    (lambda tj: tj["model"]["vocab"].update({"hello": 7}), None,
+     ["tokenizer.json", "share id 7"]),
+    (lambda tj: tj["model"].update(continuing_subword_prefix="@@"), None,
+     ["tokenizer.json", "continuing_subword_prefix"]),
+    (lambda tj: tj["normalizer"].update(type="Lowercase"), None,
+     ["tokenizer.json", "BertNormalizer"]),
+    (lambda tj: tj["added_tokens"].append({"id": 30600, "content": "[GAP]", "special": True,
+                                           "normalized": False}), None,
+     ["tokenizer.json", "[GAP]", "30600", "without gaps"]),
+    (lambda tj: tj["added_tokens"].append({"id": 5, "content": "[X]", "special": True,
+                                           "normalized": False}), None,
+     ["tokenizer.json", "[X]", "another token"]),
+    (lambda tj: tj["added_tokens"][4].update(lstrip=True), None,
+     ["tokenizer.json", "[MASK]", "lstrip"]),
+    (lambda tj: tj["added_tokens"].append({"id": 30522, "content": "newword"}), None,
+     ["tokenizer.json", "newword", "normalized"]),
+    (None, {"special_tokens_map.json": {"mask_token": "<mask>"}},
+     ["special_tokens_map.json", "<mask>", "mask_token", "not in the vocab"]),
+    (None, {"tokenizer_config.json": {"cls_token": 5}}, ["tokenizer_config.json", "cls_token"]),
+    (None, {"special_tokens_map.json": []}, ["special_tokens_map.json", "not a JSON object"]),
+])
+def test_bad_tokenizer_json_refused(tmp_path, edit, files, needles):
+    d = tok_variant(tmp_path / "bad", edit, files)
+    proc = cli("tokenize", "--model", str(d), stdin='{"text": "hi"}\n')
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    for n in needles:
+        assert n in proc.stderr, (n, proc.stderr)
+
+
+def test_tokenizer_json_not_json(tmp_path):
+    d = tmp_path / "tjbad"
+    d.mkdir()
+    (d / "tokenizer.json").write_text('{"model": {')
+    proc = cli("tokenize", "--model", str(d), stdin='{"text": "hi"}\n')
+    assert proc.returncode == 1 and "tokenizer.json" in proc.stderr, proc.stderr
