@@ -13,7 +13,9 @@ import json
 import os
 import shutil
 import subprocess
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +47,11 @@ def expect_refusal(d, *needles):
     return proc.stderr
 
 
-def random_batch(seed, n=6):
+def random_batch(seed, n=6, max_len=40):
     rng = np.random.default_rng(seed)
     items = []
     for _ in range(n):
-        length = int(rng.integers(4, 40))
+        length = int(rng.integers(4, max_len))
         ids = [101] + rng.integers(1000, 30000, size=length - 2).tolist() + [102]
         pos = sorted(rng.choice(np.arange(1, length - 1), size=2, replace=False).tolist())
         types = [0] * (length // 2) + [1] * (length - length // 2)
@@ -80,8 +82,8 @@ def theirs(d, batch):
     return np.concatenate(mlm), np.stack(nsp)
 
 
-def max_diff(d, ref_dir=None, seed=0):
-    batch = random_batch(seed)
+def max_diff(d, ref_dir=None, seed=0, max_len=40):
+    batch = random_batch(seed, max_len=max_len)
     a_mlm, a_nsp = ours(d, batch)
     b_mlm, b_nsp = theirs(ref_dir or d, batch)
     return max(float(np.max(np.abs(a_mlm - b_mlm))), float(np.max(np.abs(a_nsp - b_nsp))))
@@ -605,3 +607,116 @@ def test_tokenizer_json_not_json(tmp_path):
     (d / "tokenizer.json").write_text('{"model": {')
     proc = cli("tokenize", "--model", str(d), stdin='{"text": "hi"}\n')
     assert proc.returncode == 1 and "tokenizer.json" in proc.stderr, proc.stderr
+
+
+# ---- the server on the new layouts -----------------------------------------------------
+
+
+def test_server_serves_sharded_bin_with_tokenizer_json_only(tmp_path):
+    """The whole service on a sharded pytorch_model.bin and a tokenizer.json without
+    vocab.txt: /v1/fill-mask answers as pipeline("fill-mask") does, /v1/next-sentence as
+    BertForPreTraining does."""
+    from transformers import AutoTokenizer, BertForPreTraining, pipeline
+
+    from http_helpers import Server
+
+    d = to_bin(make_checkpoint(tmp_path / "ckpt", seed=71, **SMALL), shard_size="400KB")
+    os.unlink(os.path.join(d, "vocab.txt"))
+    from checkpoints import SHARED_VOCAB
+
+    shutil.copy(SHARED_VOCAB / "tokenizer.json", os.path.join(d, "tokenizer.json"))
+    pipe = pipeline("fill-mask", model=d, tokenizer=d, device="cpu")
+    texts = ["The capital of France is [MASK].", "A [MASK] sat on the [MASK] today."]
+    worst = 0.0
+    with Server(tmp_path, d) as server:
+        for text in texts:
+            r = server.post("/v1/fill-mask", {"inputs": text, "parameters": {"top_k": 5}})
+            assert r.status_code == 200, r.text
+            ours, ref = r.json(), pipe(text, top_k=5)
+            if not isinstance(ref[0], list):
+                ours, ref = [ours], [ref]
+            for o_mask, r_mask in zip(ours, ref):
+                assert [p["token"] for p in o_mask] == [p["token"] for p in r_mask]
+                assert [p["token_str"] for p in o_mask] == [p["token_str"] for p in r_mask]
+                worst = max(worst, max(abs(a["score"] - b["score"])
+                                       for a, b in zip(o_mask, r_mask)))
+        pair = {"text": "He went to the store.", "text_pair": "He bought milk."}
+        r = server.post("/v1/next-sentence", {"inputs": pair})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        got = got[0] if isinstance(got, list) else got
+    model = BertForPreTraining.from_pretrained(d, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(d)
+    with torch.no_grad():
+        logits = model(**tok(pair["text"], pair["text_pair"], return_tensors="pt")
+                       ).seq_relationship_logits[0].numpy()
+    nsp = float(np.max(np.abs(np.asarray(got["logits"]) - logits)))
+    print(f"\nserver, sharded .bin + tokenizer.json: fill-mask score diff {worst:.3g}, "
+          f"nsp logits diff {nsp:.3g}")
+    assert worst <= TOL and nsp <= TOL
+
+
+# ---- zip variants torch does not write but zip readers must handle, and refusals ------
+
+
+def _rezip(path, edit=None, **zip_kw):
+    """Rewrites a torch.save archive entry by entry with Python's zipfile (stored), editing
+    entries through edit(name, data) -> data."""
+    src = zipfile.ZipFile(path)
+    entries = [(i.filename, src.read(i.filename)) for i in src.infolist()]
+    src.close()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, data in entries:
+            data = edit(name, data) if edit else data
+            with z.open(name, "w", **zip_kw) as f:
+                f.write(data)
+
+
+def _write_zip64(path, entries):
+    """A stored zip in which every size and offset lives in zip64 records, as torch (miniz)
+    writes archives past 4 GiB: 0xFFFFFFFF in the headers, zip64 extra fields, a zip64 end
+    record and locator. Data is not aligned (as Python's zipfile writes it)."""
+    out, cd = bytearray(), bytearray()
+    for name, data in entries:
+        nb, off, crc = name.encode(), len(out), zlib.crc32(data)
+        extra = struct.pack("<HHQQ", 1, 16, len(data), len(data))
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, 0, 0, 0, crc, 0xFFFFFFFF,
+                           0xFFFFFFFF, len(nb), len(extra)) + nb + extra + data
+        cextra = struct.pack("<HHQQQ", 1, 24, len(data), len(data), off)
+        cd += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45, 0, 0, 0, 0, crc,
+                          0xFFFFFFFF, 0xFFFFFFFF, len(nb), len(cextra), 0, 0, 0, 0,
+                          0xFFFFFFFF) + nb + cextra
+    cd_off = len(out)
+    out += cd
+    e64 = len(out)
+    out += struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, len(entries), len(entries),
+                       len(cd), cd_off)
+    out += struct.pack("<IIQI", 0x07064B50, 0, e64, 1)
+    out += struct.pack("<IHHHHIIH", 0x06054B50, 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFFFFFF,
+                       0xFFFFFFFF, 0)
+    path.write_bytes(bytes(out))
+
+
+def test_bin_zip64_and_unaligned_entries_load(small_sd, tmp_path):
+    """Zip64 records (what torch writes past 4 GiB) and storages at unaligned offsets still
+    load, and give transformers' answers."""
+    src, sd = small_sd
+    d = bin_dir(small_sd, tmp_path, "zip64", sd)
+    z = zipfile.ZipFile(d / "pytorch_model.bin")
+    entries = [(i.filename, z.read(i.filename)) for i in z.infolist()]
+    z.close()
+    _write_zip64(d / "pytorch_model.bin", entries)
+    z = zipfile.ZipFile(d / "pytorch_model.bin")  # a zip reader agrees it is well formed
+    assert [(i.filename, z.read(i.filename)) for i in z.infolist()] == entries
+    assert z.testzip() is None
+    z.close()
+    assert check(d).returncode == 0, check(d).stderr
+    assert max_diff(d, ref_dir=src, max_len=32) <= TOL
+
+
+def test_bin_big_endian_refused(small_sd, tmp_path):
+    _, sd = small_sd
+    d = bin_dir(small_sd, tmp_path, "bigendian", sd)
+    _rezip(d / "pytorch_model.bin",
+           lambda name, data: b"big" if name.endswith("/byteorder") else data)
+    expect_refusal(d, "pytorch_model.bin", "byteorder", "little")
