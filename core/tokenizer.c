@@ -741,9 +741,13 @@ static int tok_added_list(json_t *tj, json_t *cfg, const char *tj_path, const ch
 static int tok_vocab_from_json(json_t *tj, const char *path, char **buf, size_t *len,
                                tok_options *opt, tok_extra *x, char *err, size_t errlen) {
     json_t *model = json_object_get(tj, "model");
-    json_t *type = model ? json_object_get(model, "type") : NULL;
-    if (!json_is_object(model) || !json_is_string(type) ||
-        strcmp(json_string_value(type), "WordPiece") != 0)
+    json_t *type = json_is_object(model) ? json_object_get(model, "type") : NULL;
+    if (!json_is_object(model))
+        return tok_fail(err, errlen, TOK_ERR_FORMAT,
+                        "%s: no \"model\" object, and no vocab.txt next to it: a WordPiece vocab "
+                        "is needed",
+                        path);
+    if (!json_is_string(type) || strcmp(json_string_value(type), "WordPiece") != 0)
         return tok_fail(err, errlen, TOK_ERR_FORMAT,
                         "%s: \"model\" is %s%.40s; only a WordPiece (BERT) model is supported",
                         path, json_is_string(type) ? "of type " : "not a model",
@@ -904,7 +908,7 @@ int tok_load_dir(const char *dir, tok_tokenizer **out, char *err, size_t errlen)
     FILE *probe = fopen(vocab_path, "rb");
     int vocab_missing = !probe && errno == ENOENT;
     if (probe) fclose(probe);
-    if (!vocab_missing || !tj || !json_object_get(tj, "model")) {
+    if (!vocab_missing || !tj) {
         rc = tok_load_vocab_ex(vocab_path, &opt, &extra, out, err, errlen);
         if (rc == TOK_ERR_IO && vocab_missing)
             tok_fail(err, errlen, TOK_ERR_IO,

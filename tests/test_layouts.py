@@ -570,6 +570,7 @@ def test_checkpoint_with_tokenizer_json_only_serves(tmp_path):
 
 @pytest.mark.parametrize("edit,files,needles", [
     (lambda tj: tj["model"].update(type="BPE"), None, ["tokenizer.json", "WordPiece"]),
+    (lambda tj: tj.pop("model"), None, ["tokenizer.json", 'no "model"', "vocab.txt"]),
     (lambda tj: tj["model"]["vocab"].update({"hello": 40000}), None,
      ["tokenizer.json", "'hello'", "dense"]),
     (lambda tj: tj["model"]["vocab"].update({"hello": 7}), None,
