@@ -1,5 +1,6 @@
-/* Checkpoint directory -> bert_model: config.json, model.safetensors and the
- * tokenizer files, every tensor checked against the config before use. */
+/* Checkpoint directory -> bert_model: config.json, the weights (any layout
+ * checkpoint.c resolves) and the tokenizer files, every tensor checked
+ * against the config before use. */
 #include "bert_internal.h"
 
 #include <errno.h>
@@ -287,8 +288,10 @@ int bert_model_load(const char *dir, bert_model **out, char *err, size_t errlen)
         goto cleanup;
     }
     if (tok_vocab_size(m->tok) > c->vocab_size) {
-        snprintf(err, errlen, "%s/vocab.txt: %d tokens but config.json 'vocab_size' is %d", dir,
-                 tok_vocab_size(m->tok), c->vocab_size);
+        snprintf(err, errlen,
+                 "%s: the tokenizer has %d tokens (vocab.txt or tokenizer.json, with added "
+                 "tokens) but config.json 'vocab_size' is %d",
+                 dir, tok_vocab_size(m->tok), c->vocab_size);
         rc = BERT_ERR_FORMAT;
         goto cleanup;
     }
