@@ -487,7 +487,9 @@ static int tok_build(const char *data, size_t len, const char *name, const tok_o
             tail_bytes += extra->added[i].len + 1;
         }
     }
-    if (n_tail == 0) return tok_build_vocab(data, len, name, opt, extra, out, err, errlen);
+    /* An empty vocab is reported as such, not as added tokens out of place. */
+    if (n_tail == 0 || len == 0)
+        return tok_build_vocab(data, len, name, opt, extra, out, err, errlen);
     *out = NULL;
     tok_added *tail = malloc(n_tail * sizeof(*tail));
     char *buf = malloc(len + 1 + tail_bytes);
@@ -507,9 +509,9 @@ static int tok_build(const char *data, size_t len, const char *name, const tok_o
     for (size_t i = 0; i < n_tail; i++) {
         if ((size_t)tail[i].id != base + i || memchr(tail[i].text, '\n', tail[i].len)) {
             rc = tok_fail(err, errlen, TOK_ERR_FORMAT,
-                          "%s: added token '%.100s' has id %d, but the vocab has %zu tokens: "
-                          "added tokens past it must number on from %zu without gaps",
-                          extra->added_from, tail[i].text, (int)tail[i].id, base, base + i);
+                          "%s: added token '%.100s' has id %d, but %s has %zu tokens: added "
+                          "tokens past its end must number on from %zu without gaps",
+                          extra->added_from, tail[i].text, (int)tail[i].id, name, base, base + i);
             goto cleanup;
         }
         memcpy(buf + used, tail[i].text, tail[i].len);
