@@ -72,6 +72,11 @@ const char *bert_model_dtype(const bert_model *m); /* dtype in the file: "F32", 
 size_t bert_model_param_count(const bert_model *m);
 size_t bert_model_weight_bytes(const bert_model *m); /* bytes of weights resident (f32) */
 const char *bert_model_name(const bert_model *m);    /* directory basename */
+/* The weights file or index the model was read from, its format
+ * ("safetensors" or "pytorch") and how many files hold the tensors. */
+const char *bert_model_weights_path(const bert_model *m);
+const char *bert_model_weights_format(const bert_model *m);
+int bert_model_weights_files(const bert_model *m);
 
 /* One sequence of a batch. mlm_positions: indices into ids whose MLM logits
  * are wanted (may be NULL when n_mlm == 0). */

@@ -337,6 +337,16 @@ const char *bert_model_name(const bert_model *m) {
     return m->name;
 }
 
+const char *bert_model_weights_path(const bert_model *m) {
+    return ckpt_path(m->ck);
+}
+const char *bert_model_weights_format(const bert_model *m) {
+    return ckpt_format(m->ck);
+}
+int bert_model_weights_files(const bert_model *m) {
+    return ckpt_n_files(m->ck);
+}
+
 size_t bert_model_weight_bytes(const bert_model *m) {
     return m->param_count * sizeof(float);
 }

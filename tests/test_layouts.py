@@ -162,13 +162,20 @@ def test_layout_matches_transformers(layouts, name):
     files = sorted(p.name for p in d.iterdir())
     if "sharded" in name:
         assert sum(1 for f in files if "-of-" in f) >= 2, files
-    diff = max_diff(d, seed=hash(name) % 1000)
+    diff = max_diff(d, seed=LAYOUTS.index(name))
     print(f"\n{name}: {files} max abs diff vs transformers {diff:.3g}")
     assert diff <= TOL, f"{name}: differs by {diff:.3g}"
     info = json.loads(check(d).stdout)
     assert info["mlm"] is True and info["nsp"] is True
     assert info["dtype"] == {"bin_f16": "F16", "bin_bf16": "BF16",
                              "sharded_bin_f16": "F16"}.get(name, "F32")
+    assert info["weights_format"] == ("safetensors" if "safetensors" in name else "pytorch")
+    assert info["weight_files"] == (2 if "sharded" in name else 1)
+    assert info["weights"].endswith({"safetensors": "model.safetensors",
+                                     "sharded_safetensors": "model.safetensors.index.json",
+                                     "sharded_bin": "pytorch_model.bin.index.json",
+                                     "sharded_bin_f16": "pytorch_model.bin.index.json"
+                                     }.get(name, "pytorch_model.bin"))
 
 
 def test_safetensors_preferred_over_bin(tmp_path):
@@ -179,12 +186,14 @@ def test_safetensors_preferred_over_bin(tmp_path):
     shutil.copy(os.path.join(other, "pytorch_model.bin"), d / "pytorch_model.bin")
     assert max_diff(d) <= TOL  # transformers on the same directory
     assert max_diff(d, ref_dir=other) > 1e-2  # and not the .bin's weights
+    assert json.loads(check(d).stdout)["weights"].endswith("/model.safetensors")
 
     # A sharded safetensors index also beats a single pytorch_model.bin.
     sharded_safetensors(d, "400KB")
     assert (d / "pytorch_model.bin").exists()
     assert max_diff(d) <= TOL
     assert max_diff(d, ref_dir=other) > 1e-2
+    assert json.loads(check(d).stdout)["weights"].endswith("/model.safetensors.index.json")
 
 
 # ---- pytorch_model.bin that must be refused -------------------------------------------
