@@ -203,6 +203,7 @@ typedef enum {
     PG_ORDERED_DICT,
     PG_REBUILD_TENSOR,
     PG_REBUILD_PARAMETER,
+    PG_REBUILD_PARAMETER_STATE, /* a Parameter with Python attributes, which are ignored */
     PG_STORAGE,
 } pv_global;
 
@@ -368,6 +369,8 @@ static int pk_global(pk_vm *vm) {
         g->i = PG_REBUILD_TENSOR;
     } else if (PK_IS("torch._utils", "_rebuild_parameter")) {
         g->i = PG_REBUILD_PARAMETER;
+    } else if (PK_IS("torch._utils", "_rebuild_parameter_with_state")) {
+        g->i = PG_REBUILD_PARAMETER_STATE;
     } else {
         size_t k = 0, ns = sizeof(pk_storages) / sizeof(pk_storages[0]);
         for (; k < ns; k++)
@@ -376,8 +379,8 @@ static int pk_global(pk_vm *vm) {
             return pk_fail(vm,
                            "refusing the global '%.*s.%.*s': a state dict needs only "
                            "collections.OrderedDict, torch._utils._rebuild_tensor_v2, "
-                           "torch._utils._rebuild_parameter and torch.*Storage, and nothing in "
-                           "the file is ever executed",
+                           "torch._utils._rebuild_parameter(_with_state) and torch.*Storage, and "
+                           "nothing in the file is ever executed",
                            (int)mlen, mod, (int)nlen, nm);
         g->i = PG_STORAGE;
         g->dtype = pk_storages[k].dtype;
@@ -455,6 +458,14 @@ static int pk_reduce(pk_vm *vm) {
             args->items[2]->kind != PV_DICT)
             return pk_fail(vm, "_rebuild_parameter called with arguments other than (tensor, "
                                "requires_grad, hooks)");
+        return pk_push(vm, args->items[0]);
+    case PG_REBUILD_PARAMETER_STATE:
+        /* The state is the Parameter's __dict__; its values went through this
+         * same reader, so it holds nothing but accepted values. */
+        if (args->n != 4 || args->items[0]->kind != PV_TENSOR || args->items[1]->kind != PV_BOOL ||
+            args->items[2]->kind != PV_DICT || args->items[3]->kind != PV_DICT)
+            return pk_fail(vm, "_rebuild_parameter_with_state called with arguments other than "
+                               "(tensor, requires_grad, hooks, state)");
         return pk_push(vm, args->items[0]);
     case PG_STORAGE:
     default:

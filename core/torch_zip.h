@@ -11,7 +11,8 @@
  * imports, calls or executes anything: it knows the handful of opcodes
  * torch.save emits (protocol 2) and accepts only the globals a state dict
  * needs (collections.OrderedDict, torch._utils._rebuild_tensor_v2,
- * torch._utils._rebuild_parameter, the torch.*Storage types) and storage
+ * torch._utils._rebuild_parameter and _rebuild_parameter_with_state, the
+ * torch.*Storage types) and storage
  * persistent ids. Anything else is refused with a message naming the file
  * and the global or opcode. Tensors must be contiguous views of their
  * storage and lie inside it; the top level must be a dict of name -> tensor.

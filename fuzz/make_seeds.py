@@ -452,6 +452,9 @@ def torch_zip_seeds():
                                                    "i": torch.arange(3),
                                                    "m": torch.tensor([True, False])}))
     put("torch_zip", "parameter.bin", saved({"p": torch.nn.Parameter(torch.ones(2))}))
+    p = torch.nn.Parameter(torch.ones(3))
+    p._is_hf_initialized = True  # attributes: torch._utils._rebuild_parameter_with_state
+    put("torch_zip", "parameter_with_state.bin", saved({"p": p}))
     put("torch_zip", "size1_dims.bin", saved({"x": torch.ones(1, 3, 1)}))
     put("torch_zip", "broken_non_contiguous.bin", saved({"t": torch.randn(3, 4, generator=g).t()}))
     put("torch_zip", "broken_legacy.bin", saved({"w": torch.ones(2)},

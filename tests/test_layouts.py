@@ -730,3 +730,23 @@ def test_bin_big_endian_refused(small_sd, tmp_path):
     _rezip(d / "pytorch_model.bin",
            lambda name, data: b"big" if name.endswith("/byteorder") else data)
     expect_refusal(d, "pytorch_model.bin", "byteorder", "little")
+
+
+def test_bin_of_parameters_loads(small_sd, tmp_path):
+    """torch.save of nn.Parameters (torch._utils._rebuild_parameter around each tensor), as
+    some training scripts write pytorch_model.bin, loads and matches."""
+    from transformers import BertForPreTraining
+
+    src, _ = small_sd
+    params = dict(BertForPreTraining.from_pretrained(src).named_parameters())
+    d = bin_dir(small_sd, tmp_path, "params", params)
+    raw = zipfile.ZipFile(d / "pytorch_model.bin").read("pytorch_model/data.pkl")
+    assert b"_rebuild_parameter" in raw
+    assert check(d).returncode == 0, check(d).stderr
+    assert max_diff(d, ref_dir=src, max_len=32) <= TOL
+
+
+def test_bin_other_pickle_protocol_refused(small_sd, tmp_path):
+    _, sd = small_sd
+    d = bin_dir(small_sd, tmp_path, "proto4", sd, pickle_protocol=4)
+    expect_refusal(d, "pytorch_model.bin", "pickle protocol 4", "protocol 2")
