@@ -1,7 +1,8 @@
 /* bert: a loaded BERT checkpoint (BertForPreTraining) and its forward pass.
  *
- * Owns: the configuration, the weights (memory-mapped safetensors, or one
- * converted copy for float16/bfloat16 files), the tokenizer of the
+ * Owns: the configuration, the weights (memory-mapped safetensors or
+ * PyTorch zip files, or one converted copy for float16/bfloat16 and unaligned
+ * tensors), the tokenizer of the
  * checkpoint directory. A bert_model is immutable after bert_model_load and
  * may be used by any number of threads at once.
  *
@@ -56,8 +57,10 @@ int bert_config_parse(const char *json, size_t len, const char *path, bert_confi
 
 typedef struct bert_model bert_model;
 
-/* Loads <dir>/config.json, <dir>/model.safetensors and the tokenizer files.
- * Every failure names the file and the key or tensor at fault. */
+/* Loads <dir>/config.json, the weights in any layout checkpoint.h resolves
+ * (model.safetensors, pytorch_model.bin, or either sharded with an index) and
+ * the tokenizer files (tok_load_dir). Every failure names the file and the
+ * key or tensor at fault. */
 int bert_model_load(const char *dir, bert_model **out, char *err, size_t errlen);
 void bert_model_free(bert_model *m);
 
@@ -69,6 +72,11 @@ const char *bert_model_dtype(const bert_model *m); /* dtype in the file: "F32", 
 size_t bert_model_param_count(const bert_model *m);
 size_t bert_model_weight_bytes(const bert_model *m); /* bytes of weights resident (f32) */
 const char *bert_model_name(const bert_model *m);    /* directory basename */
+/* The weights file or index the model was read from, its format
+ * ("safetensors" or "pytorch") and how many files hold the tensors. */
+const char *bert_model_weights_path(const bert_model *m);
+const char *bert_model_weights_format(const bert_model *m);
+int bert_model_weights_files(const bert_model *m);
 
 /* One sequence of a batch. mlm_positions: indices into ids whose MLM logits
  * are wanted (may be NULL when n_mlm == 0). */

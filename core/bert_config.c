@@ -61,9 +61,34 @@ int bert_config_parse(const char *json, size_t len, const char *path, bert_confi
     }
     const json_t *mt = json_object_get(root, "model_type");
     if (mt && (!json_is_string(mt) || strcmp(json_string_value(mt), "bert") != 0)) {
-        snprintf(err, errlen, "%s: key 'model_type' is '%.40s', only 'bert' is supported", path,
-                 json_is_string(mt) ? json_string_value(mt) : "(not a string)");
+        snprintf(err, errlen,
+                 "%s: key 'model_type' is '%.40s', only 'bert' is supported (BERT checkpoints: "
+                 "BertForPreTraining, BertForMaskedLM, BertModel and other Bert* heads; RoBERTa, "
+                 "DistilBERT, ALBERT, ELECTRA and the like are different models)",
+                 path, json_is_string(mt) ? json_string_value(mt) : "(not a string)");
         goto cleanup;
+    }
+    /* architectures names the class that wrote the checkpoint; a BERT encoder
+     * under another class (BertForSequenceClassification, ...) still loads,
+     * its own head is ignored. */
+    const json_t *arch = json_object_get(root, "architectures");
+    if (arch && !json_is_null(arch)) {
+        if (!json_is_array(arch)) {
+            snprintf(err, errlen, "%s: key 'architectures' must be a list of class names", path);
+            goto cleanup;
+        }
+        size_t ai;
+        const json_t *an;
+        json_array_foreach(arch, ai, an) {
+            const char *a = json_string_value(an);
+            if (!a || strncmp(a, "Bert", 4) != 0 || strncmp(a, "BertGeneration", 14) == 0) {
+                snprintf(err, errlen,
+                         "%s: key 'architectures' names '%.60s', which is not a BERT; supported: "
+                         "BertForPreTraining, BertForMaskedLM, BertModel and other Bert* classes",
+                         path, a ? a : "(not a string)");
+                goto cleanup;
+            }
+        }
     }
     const json_t *pe = json_object_get(root, "position_embedding_type");
     if (pe && !json_is_null(pe) &&

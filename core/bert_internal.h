@@ -5,6 +5,7 @@
 #define BERT_INTERNAL_H
 
 #include "bert.h"
+#include "checkpoint.h"
 #include "safetensors.h"
 
 /* One encoder layer. Matrices are PyTorch nn.Linear layout: (out, in). */
@@ -21,7 +22,7 @@ struct bert_model {
     bert_config cfg;
     char name[256];
     char dtype[8];
-    st_file *st;   /* the mapping F32 weights point into */
+    ckpt *ck;      /* the weight files F32 weights point into */
     float **owned; /* converted or realigned copies, freed with the model */
     int n_owned, cap_owned;
     size_t resident_bytes; /* bytes of owned copies */

@@ -1,5 +1,6 @@
-/* Checkpoint directory -> bert_model: config.json, model.safetensors and the
- * tokenizer files, every tensor checked against the config before use. */
+/* Checkpoint directory -> bert_model: config.json, the weights (any layout
+ * checkpoint.c resolves) and the tokenizer files, every tensor checked
+ * against the config before use. */
 #include "bert_internal.h"
 
 #include <errno.h>
@@ -59,7 +60,8 @@ static int load_tensor(bert_model *m, const char *prefix, const char *name, int6
                        int optional, const float **out, char *err, size_t errlen) {
     char full[256];
     snprintf(full, sizeof(full), "%s%s", prefix, name);
-    const st_tensor *t = st_find(m->st, full);
+    const char *file = NULL;
+    const st_tensor *t = ckpt_find(m->ck, full, &file);
     *out = NULL;
     if (!t) {
         /* Checkpoints converted from TensorFlow name LayerNorm params gamma/beta;
@@ -68,15 +70,15 @@ static int load_tensor(bert_model *m, const char *prefix, const char *name, int6
         size_t n = strlen(full);
         if (n > 7 && strcmp(full + n - 7, ".weight") == 0) {
             snprintf(alt, sizeof(alt), "%.*s.gamma", (int)(n - 7), full);
-            t = strstr(full, "LayerNorm") ? st_find(m->st, alt) : NULL;
+            t = strstr(full, "LayerNorm") ? ckpt_find(m->ck, alt, &file) : NULL;
         } else if (n > 5 && strcmp(full + n - 5, ".bias") == 0) {
             snprintf(alt, sizeof(alt), "%.*s.beta", (int)(n - 5), full);
-            t = strstr(full, "LayerNorm") ? st_find(m->st, alt) : NULL;
+            t = strstr(full, "LayerNorm") ? ckpt_find(m->ck, alt, &file) : NULL;
         }
     }
     if (!t) {
         if (optional) return BERT_OK;
-        snprintf(err, errlen, "%s: missing tensor '%s'", m->st->path, full);
+        snprintf(err, errlen, "%s: missing tensor '%s'", ckpt_path(m->ck), full);
         return BERT_ERR_FORMAT;
     }
     int want_ndim = d1 > 0 ? 2 : 1;
@@ -88,16 +90,16 @@ static int load_tensor(bert_model *m, const char *prefix, const char *name, int6
                                      (long long)t->shape[i]);
         if (want_ndim == 2)
             snprintf(err, errlen,
-                     "%s: tensor '%s' has shape [%s], config.json implies [%lld, %lld]",
-                     m->st->path, t->name, got, (long long)d0, (long long)d1);
+                     "%s: tensor '%s' has shape [%s], config.json implies [%lld, %lld]", file,
+                     t->name, got, (long long)d0, (long long)d1);
         else
             snprintf(err, errlen, "%s: tensor '%s' has shape [%s], config.json implies [%lld]",
-                     m->st->path, t->name, got, (long long)d0);
+                     file, t->name, got, (long long)d0);
         return BERT_ERR_FORMAT;
     }
     if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) {
         snprintf(err, errlen, "%s: tensor '%s' has dtype %s; weights must be F32, F16 or BF16",
-                 m->st->path, t->name, st_dtype_name(t->dtype));
+                 file, t->name, st_dtype_name(t->dtype));
         return BERT_ERR_FORMAT;
     }
     m->param_count += (size_t)t->numel;
@@ -108,7 +110,7 @@ static int load_tensor(bert_model *m, const char *prefix, const char *name, int6
     float *copy = malloc((size_t)t->numel * sizeof(float));
     if (!copy || !load_own(m, copy, (size_t)t->numel)) {
         free(copy);
-        snprintf(err, errlen, "%s: out of memory converting tensor '%s'", m->st->path, t->name);
+        snprintf(err, errlen, "%s: out of memory converting tensor '%s'", file, t->name);
         return BERT_ERR_NOMEM;
     }
     st_to_f32(t, copy);
@@ -119,8 +121,8 @@ static int load_tensor(bert_model *m, const char *prefix, const char *name, int6
 /* Reads the most common dtype among the file's tensors, for reporting. */
 static void load_note_dtype(bert_model *m) {
     int counts[3] = {0, 0, 0};
-    for (int i = 0; i < m->st->n_tensors; i++) {
-        st_dtype d = m->st->tensors[i].dtype;
+    for (int i = 0; i < ckpt_n_tensors(m->ck); i++) {
+        st_dtype d = ckpt_tensor_at(m->ck, i)->dtype;
         counts[d == ST_F32 ? 0 : d == ST_F16 ? 1 : d == ST_BF16 ? 2 : 0]++;
     }
     const char *names[3] = {"F32", "F16", "BF16"};
@@ -177,7 +179,7 @@ static int load_nsp(bert_model *m, const char *prefix, char *err, size_t errlen)
     m->has_pooler = m->pool_w && m->pool_b;
     m->has_nsp = m->has_pooler && m->nsp_w && m->nsp_b;
     if (m->nsp_w && !m->nsp_b) {
-        snprintf(err, errlen, "%s: missing tensor 'cls.seq_relationship.bias'", m->st->path);
+        snprintf(err, errlen, "%s: missing tensor 'cls.seq_relationship.bias'", ckpt_path(m->ck));
         return BERT_ERR_FORMAT;
     }
     return BERT_OK;
@@ -247,8 +249,7 @@ int bert_model_load(const char *dir, bert_model **out, char *err, size_t errlen)
     }
     if ((rc = bert_config_parse(json, json_len, path, &m->cfg, err, errlen))) goto cleanup;
 
-    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
-    rc = st_open(path, &m->st, err, errlen);
+    rc = ckpt_open(dir, &m->ck, err, errlen);
     if (rc != ST_OK) {
         rc = rc == ST_ERR_IO ? BERT_ERR_IO : rc == ST_ERR_NOMEM ? BERT_ERR_NOMEM : BERT_ERR_FORMAT;
         goto cleanup;
@@ -257,7 +258,8 @@ int bert_model_load(const char *dir, bert_model **out, char *err, size_t errlen)
 
     /* BertForPreTraining/BertForMaskedLM save the encoder under "bert.",
      * a bare BertModel saves it at the top level. */
-    const char *prefix = st_find(m->st, "bert.embeddings.word_embeddings.weight") ? "bert." : "";
+    const char *prefix =
+        ckpt_find(m->ck, "bert.embeddings.word_embeddings.weight", NULL) ? "bert." : "";
     const bert_config *c = &m->cfg;
     const int64_t C = c->hidden_size;
     char p[64];
@@ -286,8 +288,10 @@ int bert_model_load(const char *dir, bert_model **out, char *err, size_t errlen)
         goto cleanup;
     }
     if (tok_vocab_size(m->tok) > c->vocab_size) {
-        snprintf(err, errlen, "%s/vocab.txt: %d tokens but config.json 'vocab_size' is %d", dir,
-                 tok_vocab_size(m->tok), c->vocab_size);
+        snprintf(err, errlen,
+                 "%s: the tokenizer has %d tokens (vocab.txt or tokenizer.json, with added "
+                 "tokens) but config.json 'vocab_size' is %d",
+                 dir, tok_vocab_size(m->tok), c->vocab_size);
         rc = BERT_ERR_FORMAT;
         goto cleanup;
     }
@@ -306,7 +310,7 @@ void bert_model_free(bert_model *m) {
         free(m->owned[i]);
     free(m->owned);
     free(m->layers);
-    st_close(m->st);
+    ckpt_close(m->ck);
     tok_free(m->tok);
     free(m);
 }
@@ -331,6 +335,16 @@ size_t bert_model_param_count(const bert_model *m) {
 }
 const char *bert_model_name(const bert_model *m) {
     return m->name;
+}
+
+const char *bert_model_weights_path(const bert_model *m) {
+    return ckpt_path(m->ck);
+}
+const char *bert_model_weights_format(const bert_model *m) {
+    return ckpt_format(m->ck);
+}
+int bert_model_weights_files(const bert_model *m) {
+    return ckpt_n_files(m->ck);
 }
 
 size_t bert_model_weight_bytes(const bert_model *m) {

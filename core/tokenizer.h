@@ -15,7 +15,8 @@
  * accepted, trailing whitespace trimmed, ids numbered by line. A duplicate
  * line takes the token over (its text looks up to the later id); the earlier
  * id keeps its text for tok_id_to_token but decodes to nothing, as in
- * tokenizers. All five special tokens must be present. */
+ * tokenizers. All five special tokens must be present. Special and added
+ * tokens are what tok_load_dir reads (tok_load_vocab: BERT's five). */
 #ifndef BERT_TOKENIZER_H
 #define BERT_TOKENIZER_H
 
@@ -47,9 +48,17 @@ typedef struct tok_special_ids {
 
 typedef struct tok_tokenizer tok_tokenizer;
 
-/* Loads <dir>/vocab.txt and, when present, <dir>/tokenizer_config.json
- * (do_lower_case, strip_accents, tokenize_chinese_chars; falls back to the
- * normalizer in tokenizer.json). Errors name the file and the key. */
+/* Loads a checkpoint's tokenizer: the vocab from <dir>/vocab.txt, else the
+ * WordPiece model of <dir>/tokenizer.json (its vocab, unk_token,
+ * max_input_chars_per_word); do_lower_case, strip_accents and
+ * tokenize_chinese_chars from tokenizer_config.json, falling back to
+ * tokenizer.json's BertNormalizer; the five special token strings from
+ * special_tokens_map.json over tokenizer_config.json (defaults "[PAD]",
+ * "[UNK]", "[CLS]", "[SEP]", "[MASK]"); added tokens from tokenizer.json's
+ * added_tokens (else tokenizer_config.json's added_tokens_decoder), matched
+ * whole in the raw text, longest first; those past the vocab's end take ids
+ * from it on. Added tokens that strip, match single words or match after
+ * normalization are refused. Errors name the file and the key or token. */
 int tok_load_dir(const char *dir, tok_tokenizer **out, char *err, size_t errlen);
 /* Loads one vocab.txt with explicit options (used by tests and fuzzers). */
 int tok_load_vocab(const char *vocab_path, const tok_options *opt, tok_tokenizer **out, char *err,

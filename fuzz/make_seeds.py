@@ -309,6 +309,68 @@ def tokenizer_config_seeds():
         tokcfg_input(bare, {"normalizer": "BertNormalizer"}))
 
 
+def tokjson_input(tj, stm=None, cfg=None):
+    """fuzz_tokenizer_json.c's layout: presence bits, two split bytes, then tokenizer.json,
+    special_tokens_map.json, tokenizer_config.json."""
+    enc = lambda x: b"" if x is None else (x if isinstance(x, bytes) else json.dumps(x).encode())
+    parts = [enc(tj), enc(stm), enc(cfg)]
+    ctrl = (1 if stm is not None else 0) | (2 if cfg is not None else 0)
+    while True:  # pad the JSON with leading spaces until split bytes land exactly
+        size = sum(map(len, parts))
+        s1 = next((v for v in range(256) if size * v // 255 == len(parts[0])), None)
+        if s1 is not None:
+            rest = size - len(parts[0])
+            s2 = next((v for v in range(256) if rest * v // 255 == len(parts[1])), None)
+            if s2 is not None:
+                return bytes([ctrl, s1, s2]) + b"".join(parts)
+            parts[2] = b" " + parts[2]
+        else:
+            parts[1 if stm is not None else 2] = b" " + parts[1 if stm is not None else 2]
+
+
+def tokenizer_json_seeds():
+    """Small tokenizer.json files written by the tokenizers library itself."""
+    import tempfile
+
+    from tokenizers import BertWordPieceTokenizer
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "##lo", "wor", "##ld", "!",
+             "\u00e9", "\u4e2d", "cafe", "x"]
+    with tempfile.TemporaryDirectory() as d:
+        vocab = Path(d) / "vocab.txt"
+        vocab.write_text("\n".join(words) + "\n")
+        for name, kw in [("uncased", {}), ("cased", {"lowercase": False}),
+                         ("no_chinese", {"handle_chinese_chars": False, "strip_accents": True})]:
+            tk = BertWordPieceTokenizer(str(vocab), **kw)
+            tk.add_special_tokens(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+            if name == "cased":
+                tk.add_special_tokens(["[ENT]"])  # numbered past the vocab
+            tj = json.loads(tk.to_str())
+            put("tokenizer_json", f"{name}.bin", tokjson_input(tj))
+            if name == "uncased":
+                base = tj
+    renamed = json.loads(json.dumps(base))
+    renamed["model"]["vocab"]["<mask>"] = renamed["model"]["vocab"].pop("[MASK]")
+    for a in renamed["added_tokens"]:
+        if a["content"] == "[MASK]":
+            a["content"] = "<mask>"
+    put("tokenizer_json", "renamed_mask.bin",
+        tokjson_input(renamed, {"mask_token": {"content": "<mask>", "lstrip": False}},
+                      {"mask_token": "<mask>", "do_lower_case": True}))
+    put("tokenizer_json", "stm_missing_token.bin", tokjson_input(base, {"cls_token": "<s>"}))
+    put("tokenizer_json", "cfg_wrong_type.bin", tokjson_input(base, None, {"sep_token": 3}))
+    gap = json.loads(json.dumps(base))
+    gap["model"]["vocab"]["cafe"] = 99
+    put("tokenizer_json", "vocab_gap.bin", tokjson_input(gap))
+    bpe = json.loads(json.dumps(base))
+    bpe["model"]["type"] = "BPE"
+    put("tokenizer_json", "model_bpe.bin", tokjson_input(bpe))
+    strip = json.loads(json.dumps(base))
+    strip["added_tokens"][0]["lstrip"] = True
+    put("tokenizer_json", "added_lstrip.bin", tokjson_input(strip))
+    put("tokenizer_json", "truncated.bin", tokjson_input(json.dumps(base).encode()[:200]))
+
+
 # Must match CONFIG in fuzz_checkpoint.c.
 CKPT_CONFIG = dict(vocab_size=8, hidden_size=4, num_hidden_layers=1, num_attention_heads=2,
                    intermediate_size=8, max_position_embeddings=8, type_vocab_size=2,
@@ -363,6 +425,62 @@ def checkpoint_seeds():
                                                torch.zeros(8, dtype=torch.float64)}))
 
 
+def torch_zip_seeds():
+    """Real torch.save files (what pytorch_model.bin is), then refusals derived from them."""
+    import io
+    import os
+    import zipfile
+    from collections import OrderedDict
+
+    import torch
+
+    def saved(obj, **kw):
+        buf = io.BytesIO()
+        torch.save(obj, buf, **kw)
+        return buf.getvalue()
+
+    g = torch.Generator().manual_seed(0)
+    lin = torch.nn.Linear(3, 2)
+    put("torch_zip", "state_dict_linear.bin", saved(lin.state_dict()))  # OrderedDict + _metadata
+    put("torch_zip", "f16_bf16.bin", saved({"h": torch.randn(4, generator=g).half(),
+                                            "b": torch.randn(2, 3, generator=g).bfloat16()}))
+    base = torch.randn(4, 3, generator=g)
+    put("torch_zip", "shared_storage_views.bin",  # tied weights, offsets into one storage
+        saved({"all": base, "row1": base[1], "tail": base[2:], "tied": base}))
+    put("torch_zip", "scalar_empty_int.bin", saved({"s": torch.tensor(2.5),
+                                                   "e": torch.zeros(0, 5),
+                                                   "i": torch.arange(3),
+                                                   "m": torch.tensor([True, False])}))
+    put("torch_zip", "parameter.bin", saved({"p": torch.nn.Parameter(torch.ones(2))}))
+    p = torch.nn.Parameter(torch.ones(3))
+    p._is_hf_initialized = True  # attributes: torch._utils._rebuild_parameter_with_state
+    put("torch_zip", "parameter_with_state.bin", saved({"p": p}))
+    put("torch_zip", "size1_dims.bin", saved({"x": torch.ones(1, 3, 1)}))
+    put("torch_zip", "broken_non_contiguous.bin", saved({"t": torch.randn(3, 4, generator=g).t()}))
+    put("torch_zip", "broken_legacy.bin", saved({"w": torch.ones(2)},
+                                                _use_new_zipfile_serialization=False))
+    put("torch_zip", "broken_protocol4.bin", saved({"w": torch.ones(2)}, pickle_protocol=4))
+    put("torch_zip", "broken_not_state_dict.bin", saved({"model": {"w": torch.ones(2)}, "n": 3}))
+    put("torch_zip", "broken_global.bin", saved({"w": OrderedDict, "f": os.getcwd}))
+    good = saved({"w": torch.ones(2, 2), "b": torch.zeros(2)})
+    put("torch_zip", "broken_truncated.bin", good[:-40])
+    put("torch_zip", "broken_short.bin", good[:30])
+    src = zipfile.ZipFile(io.BytesIO(good))
+    for method, name in [(zipfile.ZIP_DEFLATED, "broken_deflated.bin"),
+                         (zipfile.ZIP_STORED, "rezipped_python.bin")]:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", method) as z:
+            for info in src.infolist():
+                z.writestr(info.filename, src.read(info.filename))
+        put("torch_zip", name, buf.getvalue())
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # storage entry missing
+        for info in src.infolist():
+            if not info.filename.endswith("/data/0"):
+                z.writestr(info.filename, src.read(info.filename))
+    put("torch_zip", "broken_missing_storage.bin", buf.getvalue())
+
+
 def put_dict(harness, tokens):
     """libFuzzer dictionary dict/<harness>.dict; tokens are str (UTF-8) or bytes."""
     lines = [f"# libFuzzer dictionary for fuzz_{harness}: tokens of the format it parses."]
@@ -406,6 +524,21 @@ def dicts():
     put_dict("checkpoint", dtypes + ["bert.", "embeddings.", "encoder.layer.0.", "LayerNorm",
                                      ".gamma", ".beta", ".weight", ".bias", "cls.predictions.",
                                      "cls.seq_relationship.", "pooler.dense.", "decoder."])
+    put_dict("torch_zip", [b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06", b"PK\x06\x06",
+                           b"PK\x06\x07", b"\xff\xff\xff\xff", b"\x80\x02",
+                           b"ccollections\nOrderedDict\n", b"ctorch._utils\n_rebuild_tensor_v2\n",
+                           b"ctorch._utils\n_rebuild_parameter\n", b"ctorch\nFloatStorage\n",
+                           b"ctorch\nHalfStorage\n", b"ctorch\nBFloat16Storage\n",
+                           b"ctorch\nLongStorage\n", b"cos\nsystem\n", b"Xstorage", b"X\x03\x00\x00\x00cpu",
+                           "archive/data.pkl", "archive/data/0", "archive/byteorder", "little",
+                           b"(", b"t", b"R", b"Q", b"q", b"h", b"u", b"s", b"b", b"}", b")", b".",
+                           b"\x85", b"\x86", b"\x87", b"\x88", b"\x89", b"\x8a\x08", b"J", b"K", b"M"])
+    put_dict("tokenizer_json", json_common + [f'"{k}"' for k in (
+        "model type WordPiece vocab unk_token continuing_subword_prefix max_input_chars_per_word "
+        "added_tokens id content special lstrip rstrip single_word normalized normalizer "
+        "BertNormalizer lowercase strip_accents handle_chinese_chars pad_token cls_token "
+        "sep_token mask_token do_lower_case added_tokens_decoder ## [MASK] [CLS] [SEP] <mask>"
+    ).split()])
     put_dict("tokenizer_config", json_common + [f'"{k}"' for k in (
         "do_lower_case strip_accents tokenize_chinese_chars clean_up_tokenization_spaces "
         "normalizer type BertNormalizer lowercase handle_chinese_chars model_max_length").split()])
@@ -425,6 +558,8 @@ def main():
     request_seeds()
     checkpoint_seeds()
     tokenizer_config_seeds()
+    torch_zip_seeds()
+    tokenizer_json_seeds()
     dicts()
 
 

@@ -52,6 +52,10 @@ int cli_check(int argc, char **argv) {
         "max_position_embeddings", c->max_position_embeddings, "type_vocab_size",
         c->type_vocab_size, "hidden_act", c->hidden_act_name, "mlm", bert_model_has_mlm(m), "nsp",
         bert_model_has_nsp(m), "parameters", (json_int_t)bert_model_param_count(m));
+    /* Which layout was read: the tests (and a user) see the choice made. */
+    json_object_set_new(o, "weights", json_string(bert_model_weights_path(m)));
+    json_object_set_new(o, "weights_format", json_string(bert_model_weights_format(m)));
+    json_object_set_new(o, "weight_files", json_integer(bert_model_weights_files(m)));
     json_dumpf(o, stdout, JSON_COMPACT);
     fputc('\n', stdout);
     json_decref(o);
