@@ -11,8 +11,14 @@ void ops_linear(float *out, int ldo, const float *inp, const float *weight, cons
         for (int n = 0; n < N; n++)
             memcpy(out + (size_t)n * ldo, bias, (size_t)OC * sizeof(float));
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, weight, IC,
-                bias ? 1.0f : 0.0f, out, ldo);
+    /* One row (a single [MASK]'s vocabulary logits, the pooler of one sequence):
+     * sgemv streams the weight once; sgemm would first pack all of it. */
+    if (N == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, OC, IC, 1.0f, weight, IC, inp, 1,
+                    bias ? 1.0f : 0.0f, out, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, weight, IC,
+                    bias ? 1.0f : 0.0f, out, ldo);
 }
 
 void ops_layernorm(float *x, const float *residual, const float *weight, const float *bias, int N,
