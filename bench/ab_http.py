@@ -149,7 +149,7 @@ def run(args, reqs, systems):
                                       "120s", "--latency", "-s", str(lua), s.url + "/v1/fill-mask"],
                                      capture_output=True, text=True).stdout
                 rps = float(out.split("Requests/sec:")[1].split()[0])
-                pct = dict(re.findall(r"^\s+(50|99)(?:\.000)?%\s+(\S+)$", out, re.M))
+                pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
                 p50 = bench.wrk_ms(pct["50"]) if "50" in pct else None
                 p99 = bench.wrk_ms(pct["99"]) if "99" in pct else None
                 bad = "Non-2xx" in out or "Socket errors" in out

@@ -138,56 +138,63 @@ static int forward_check_inputs(const bert_model *m, const bert_seq_input *seqs,
 }
 
 /* ---- splitting the work across the workspace's team ----
- * Products are split by output columns: each thread multiplies the whole
- * input by its own rows of the weight, so every weight byte is read from
- * memory once, by one core, and the (small) input is packed by each. Slices
- * are multiples of 16 columns (one 64-byte line of a row). */
+ * Products are split by output columns: each chunk multiplies the whole input
+ * by its own rows of the weight, so every weight byte is read from memory
+ * once, by one core, and the (small) input is packed once per chunk. Chunks
+ * are multiples of 16 columns (one 64-byte line of a row), PAR_CHUNKS per
+ * thread, handed out by a counter: on a shared machine a thread that loses
+ * its core for a while takes fewer chunks instead of holding up the others. */
 #define PAR_COL_ALIGN 16
+#define PAR_CHUNKS    2
 /* Below this many multiply-adds a product runs on the caller alone: waking
  * the team costs more than it saves (the NSP head's (B,C)x(2,C)). */
 #define PAR_MIN_MACS (1L << 16)
 
-static void par_cols(int OC, int idx, int n, int *o0, int *o1) {
-    int per = (OC + n - 1) / n;
-    per = (per + PAR_COL_ALIGN - 1) / PAR_COL_ALIGN * PAR_COL_ALIGN;
-    *o0 = idx * per < OC ? idx * per : OC;
-    *o1 = *o0 + per < OC ? *o0 + per : OC;
-}
-
-static void par_rows(int N, int idx, int n, int *r0, int *r1) {
-    *r0 = (int)((long)N * idx / n);
-    *r1 = (int)((long)N * (idx + 1) / n);
-}
-
 /* Up to three products over the same input (Q, K, V), optionally followed by
- * the activation on each thread's own slice while it is still in cache. */
+ * the activation on each chunk while it is still in cache. */
 typedef struct par_linear_job {
     int n_prod;
     float *out[3];
     const float *w[3], *b[3];
     const float *inp;
     int N, IC, OC;
-    int act; /* bert_activation, or -1 */
+    int act;   /* bert_activation, or -1 */
+    int width; /* columns per chunk */
+    int per_prod, n_chunks;
+    atomic_int next;
 } par_linear_job;
 
+static void par_linear_chunk(par_linear_job *j, int c) {
+    const int p = c / j->per_prod;
+    const int o0 = (c % j->per_prod) * j->width;
+    const int o1 = o0 + j->width < j->OC ? o0 + j->width : j->OC;
+    float *out = j->out[p] + o0;
+    ops_linear(out, j->OC, j->inp, j->w[p] + (size_t)o0 * j->IC, j->b[p] ? j->b[p] + o0 : NULL,
+               j->N, j->IC, o1 - o0);
+    if (j->act >= 0)
+        for (int r = 0; r < j->N; r++)
+            ops_activation(out + (size_t)r * j->OC, (size_t)(o1 - o0), (bert_activation)j->act);
+}
+
 static void par_linear_part(void *arg, int idx, int n) {
-    const par_linear_job *j = arg;
-    int o0, o1;
-    par_cols(j->OC, idx, n, &o0, &o1);
-    if (o1 <= o0) return;
-    for (int p = 0; p < j->n_prod; p++) {
-        float *out = j->out[p] + o0;
-        ops_linear(out, j->OC, j->inp, j->w[p] + (size_t)o0 * j->IC, j->b[p] ? j->b[p] + o0 : NULL,
-                   j->N, j->IC, o1 - o0);
-        if (j->act >= 0)
-            for (int r = 0; r < j->N; r++)
-                ops_activation(out + (size_t)r * j->OC, (size_t)(o1 - o0), (bert_activation)j->act);
-    }
+    (void)idx, (void)n;
+    par_linear_job *j = arg;
+    for (int c; (c = atomic_fetch_add(&j->next, 1)) < j->n_chunks;)
+        par_linear_chunk(j, c);
 }
 
 static void par_linear_run(team *t, par_linear_job *j) {
-    if ((long)j->N * j->IC * j->OC * j->n_prod < PAR_MIN_MACS)
-        par_linear_part(j, 0, 1);
+    int n = team_size(t);
+    if ((long)j->N * j->IC * j->OC * j->n_prod < PAR_MIN_MACS) n = 1;
+    int width = n > 1 ? (j->OC + n * PAR_CHUNKS - 1) / (n * PAR_CHUNKS) : j->OC;
+    width = n > 1 ? (width + PAR_COL_ALIGN - 1) / PAR_COL_ALIGN * PAR_COL_ALIGN : width;
+    j->width = width;
+    j->per_prod = (j->OC + width - 1) / width;
+    j->n_chunks = j->per_prod * j->n_prod;
+    atomic_init(&j->next, 0);
+    if (n == 1)
+        for (int c = 0; c < j->n_chunks; c++)
+            par_linear_chunk(j, c);
     else
         team_run(t, par_linear_part, j);
 }
@@ -195,7 +202,7 @@ static void par_linear_run(team *t, par_linear_job *j) {
 // out (N,OC) = act(inp (N,IC) @ w^T + b) on every thread of ws
 static void par_linear(bert_workspace *ws, float *out, const float *inp, const float *w,
                        const float *b, int N, int IC, int OC, int act) {
-    par_linear_job j = {1, {out}, {w}, {b}, inp, N, IC, OC, act};
+    par_linear_job j = {1, {out}, {w}, {b}, inp, N, IC, OC, act, 0, 0, 0, 0};
     par_linear_run(ws->team, &j);
 }
 
@@ -204,26 +211,32 @@ typedef struct par_ln_job {
     const float *residual, *w, *b;
     int N, C;
     float eps;
+    int rows; /* per chunk */
+    atomic_int next;
 } par_ln_job;
 
 static void par_ln_part(void *arg, int idx, int n) {
-    const par_ln_job *j = arg;
-    int r0, r1;
-    par_rows(j->N, idx, n, &r0, &r1);
-    if (r1 > r0)
+    (void)idx, (void)n;
+    par_ln_job *j = arg;
+    for (int c; (c = atomic_fetch_add(&j->next, 1)) * j->rows < j->N;) {
+        const int r0 = c * j->rows, r1 = r0 + j->rows < j->N ? r0 + j->rows : j->N;
         ops_layernorm(j->x + (size_t)r0 * j->C,
                       j->residual ? j->residual + (size_t)r0 * j->C : NULL, j->w, j->b, r1 - r0,
                       j->C, j->eps);
+    }
 }
 
 // x (N,C) = LN(x + residual) by rows on every thread of ws
 static void par_layernorm(bert_workspace *ws, float *x, const float *residual, const float *w,
                           const float *b, int N, int C, float eps) {
-    par_ln_job j = {x, residual, w, b, N, C, eps};
-    if (N < 4)
+    const int n = team_size(ws->team);
+    par_ln_job j = {x, residual, w, b, N, C, eps, N, 0};
+    if (N < 4 || n == 1) {
         par_ln_part(&j, 0, 1);
-    else
-        team_run(ws->team, par_ln_part, &j);
+        return;
+    }
+    j.rows = (N + n * PAR_CHUNKS - 1) / (n * PAR_CHUNKS);
+    team_run(ws->team, par_ln_part, &j);
 }
 
 /* Attention tasks are (sequence, head) pairs handed out by a counter, so
@@ -278,7 +291,11 @@ static void forward_layer(const bert_model *m, const bert_layer *L, bert_workspa
                           N,
                           C,
                           C,
-                          -1};
+                          -1,
+                          0,
+                          0,
+                          0,
+                          0};
     par_linear_run(ws->team, &qkv);
     par_attn_job attn = {ws, seqs, H, C / H, C, Lmax, B * H, 0};
     team_run(ws->team, par_attn_part, &attn);
