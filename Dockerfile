@@ -61,8 +61,8 @@ COPY --from=build /src/build/bert-cli /usr/local/bin/bert-cli
 COPY --from=build /src/image/models/default/ /models/default/
 COPY --from=build /src/image/config/bert-serve.yaml /config/bert-serve.yaml
 
-# Every worker runs its own forward pass; if OpenBLAS also spawned one thread per core, N workers
-# would run N x cores threads on N cores and thrash. Parallelism comes from workers.count instead.
+# The worker splits each forward pass across its own threads (workers.threads, auto = the CPUs the
+# container may use), each calling OpenBLAS; OpenBLAS threads on top would oversubscribe the CPUs.
 ENV OPENBLAS_NUM_THREADS=1
 
 # Numeric uid so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.

@@ -85,12 +85,15 @@ PROFILES = {
 # So every C measurement runs with OPENBLAS_CORETYPE unset (what a deployment gets) and again
 # with the AVX2 Haswell kernels, to show what the kernel choice is worth.
 ALT_CORE = "Haswell"
+# threads None: the shipped default (workers.threads auto = the usable CPUs / workers). OpenBLAS
+# stays single-threaded in every configuration: the server splits the work itself.
 SERVER_CONFIGS = [
-    {"name": "1 worker x 2 BLAS threads", "workers": 1, "blas_threads": 2, "coretype": None},
-    {"name": "2 workers x 1 BLAS thread", "workers": 2, "blas_threads": 1, "coretype": None},
-    {"name": "1 worker x 2 BLAS threads, AVX2 kernels", "workers": 1, "blas_threads": 2,
+    {"name": "default config (1 worker x auto threads)", "workers": 1, "threads": None,
+     "coretype": None},
+    {"name": "2 workers x 1 thread", "workers": 2, "threads": 1, "coretype": None},
+    {"name": "default config, AVX2 kernels", "workers": 1, "threads": None,
      "coretype": ALT_CORE},
-    {"name": "2 workers x 1 BLAS thread, AVX2 kernels", "workers": 2, "blas_threads": 1,
+    {"name": "2 workers x 1 thread, AVX2 kernels", "workers": 2, "threads": 1,
      "coretype": ALT_CORE},
 ]
 
@@ -210,14 +213,16 @@ def run_gemm(out, prof, cfg, reqs):
 
 def run_cli(model, prof):
     rows = []
-    for coretype, threads in [(c, t) for c in coretypes() for t in (2, 1)]:
-        env = blas_env(threads, coretype)
+    ncpu = len(os.sched_getaffinity(0))
+    for coretype, threads in [(c, t) for c in coretypes() for t in sorted({ncpu, 1}, reverse=True)]:
+        env = blas_env(1, coretype)  # the forward pass's own threads (--threads), as the server
         for T in prof["fill_tokens"]:
             cmd = [str(build_dir() / "bert-cli"), "bench", "--model", str(model), "--tokens",
-                   str(T), "--iters", str(max(5, prof["iters"][T] // 2))]
+                   str(T), "--iters", str(max(5, prof["iters"][T] // 2)), "--threads",
+                   str(threads)]
             p = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
             r = json.loads(p.stdout.strip().splitlines()[-1])
-            rows.append({"blas_threads": threads, "coretype": coretype or "default",
+            rows.append({"threads": threads, "coretype": coretype or "default",
                          "kind": "forward", "tokens": T, "n": r["iters"],
                          "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "min_ms": r["min_ms"]})
     return rows
@@ -234,17 +239,19 @@ def free_port():
 class Server:
     """build/bert-server from a config in out/, with OPENBLAS_NUM_THREADS set."""
 
-    def __init__(self, out, model, name, workers, blas_threads, coretype=None):
+    def __init__(self, out, model, name, workers, threads, coretype=None):
         cfg = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
         self.port = free_port()
         cfg["server"]["port"] = self.port
         cfg["model"]["dir"] = str(Path(model).resolve())
         cfg["workers"]["count"] = workers
+        if threads:
+            cfg["workers"]["threads"] = threads
         slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
         self.config_path = out / f"server-{slug}.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         self.log_path = out / f"server-{slug}.log"
-        self.env = blas_env(blas_threads, coretype)
+        self.env = blas_env(1, coretype)
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
         self.startup_s = None
@@ -374,7 +381,7 @@ def run_servers(out, model, reqs, prof):
         if sc["coretype"] and sc["coretype"] not in coretypes():
             continue
         log(f"server {sc['name']}: latency")
-        with Server(out, model, sc["name"], sc["workers"], sc["blas_threads"],
+        with Server(out, model, sc["name"], sc["workers"], sc["threads"],
                     sc["coretype"]) as srv:
             check_token_counts(srv, reqs)
             entry = {**sc, "coretype": sc["coretype"] or "default", "startup_s": srv.startup_s,

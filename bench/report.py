@@ -77,13 +77,13 @@ def latency_rows(res):
     for s in res["server"]:
         out.append((f"bert-serve over HTTP, {s['name']}",
                     {(r["kind"], r["tokens"]): r for r in s["latency"]}))
-    variants = sorted({(r["coretype"], r["blas_threads"]) for r in res["cli"]},
+    variants = sorted({(r["coretype"], r["threads"]) for r in res["cli"]},
                       key=lambda v: (v[0] != "default", -v[1]))
     for core, th in variants:
         rows = {("fill-mask", r["tokens"]): r for r in res["cli"]
-                if r["blas_threads"] == th and r["coretype"] == core}
+                if r["threads"] == th and r["coretype"] == core}
         kern = "" if core == "default" else f", {core} kernels"
-        out.append((f"C core in-process (`bert-cli bench`), {th} BLAS thread{'s' * (th > 1)}"
+        out.append((f"C core in-process (`bert-cli bench`), {th} thread{'s' * (th > 1)}"
                     f"{kern}", rows))
     t = res["torch"]
     out.append(("transformers `pipeline(\"fill-mask\")`, PyTorch",

@@ -94,7 +94,16 @@ typedef struct bert_forward_out {
 } bert_forward_out;
 
 typedef struct bert_workspace bert_workspace;
+/* Same as bert_workspace_new_threads(1). */
 bert_workspace *bert_workspace_new(void);
+/* A workspace whose forward passes are split across n_threads threads (the
+ * caller of bert_forward plus n_threads - 1 it owns): products by output
+ * columns, attention by (sequence, head), layer norms by rows. Each slice
+ * calls OpenBLAS, so OpenBLAS itself should run single-threaded
+ * (openblas_set_num_threads(1)) or the cores are oversubscribed. Results are
+ * bitwise the same for any n_threads. NULL when memory or threads run out. */
+bert_workspace *bert_workspace_new_threads(int n_threads);
+int bert_workspace_threads(const bert_workspace *ws);
 void bert_workspace_free(bert_workspace *ws);
 size_t bert_workspace_bytes(const bert_workspace *ws);
 

@@ -7,7 +7,9 @@
  * on pad tokens. */
 #include "bert_internal.h"
 #include "ops.h"
+#include "team.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +24,7 @@ enum {
     WS_CTX,        /* (N, C) attention output before projection */
     WS_TMP,        /* (max(N, M, B), C) sublayer outputs, head transforms */
     WS_INTER,      /* (N, I) feed-forward activations */
-    WS_SCORES,     /* (Lmax, Lmax) one head's attention matrix */
+    WS_SCORES,     /* (threads, Lmax, Lmax) one head's attention matrix per thread */
     WS_MLM_ROWS,   /* (M, C) MLM positions after the head's transform */
     WS_MLM_LOGITS, /* (n, V) the rows asked of bert_mlm_logits */
     WS_POOLED,     /* (B, C) */
@@ -34,18 +36,37 @@ struct bert_workspace {
     float *buf[WS_NBUF];
     size_t cap[WS_NBUF]; /* floats */
     size_t bytes;
-    int mlm_rows; /* rows in WS_MLM_ROWS from the last forward */
+    int mlm_rows;   /* rows in WS_MLM_ROWS from the last forward */
+    team *team;     /* NULL: everything on the calling thread */
+    size_t *starts; /* (B) first row of each sequence in the packed batch */
+    int starts_cap;
 };
 
 bert_workspace *bert_workspace_new(void) {
-    return calloc(1, sizeof(bert_workspace));
+    return bert_workspace_new_threads(1);
+}
+
+bert_workspace *bert_workspace_new_threads(int n_threads) {
+    bert_workspace *ws = calloc(1, sizeof(bert_workspace));
+    if (!ws) return NULL;
+    if (n_threads > 1 && !(ws->team = team_new(n_threads))) {
+        free(ws);
+        return NULL;
+    }
+    return ws;
 }
 
 void bert_workspace_free(bert_workspace *ws) {
     if (!ws) return;
+    team_free(ws->team);
     for (int i = 0; i < WS_NBUF; i++)
         free(ws->buf[i]);
+    free(ws->starts);
     free(ws);
+}
+
+int bert_workspace_threads(const bert_workspace *ws) {
+    return team_size(ws->team);
 }
 
 size_t bert_workspace_bytes(const bert_workspace *ws) {
@@ -116,6 +137,131 @@ static int forward_check_inputs(const bert_model *m, const bert_seq_input *seqs,
     return BERT_OK;
 }
 
+/* ---- splitting the work across the workspace's team ----
+ * Products are split by output columns: each chunk multiplies the whole input
+ * by its own rows of the weight, so every weight byte is read from memory
+ * once, by one core, and the (small) input is packed once per chunk. Chunks
+ * are multiples of 16 columns (one 64-byte line of a row), PAR_CHUNKS per
+ * thread, handed out by a counter: on a shared machine a thread that loses
+ * its core for a while takes fewer chunks instead of holding up the others. */
+#define PAR_COL_ALIGN 16
+#define PAR_CHUNKS    2
+/* Below this many multiply-adds a product runs on the caller alone: waking
+ * the team costs more than it saves (the NSP head's (B,C)x(2,C)). */
+#define PAR_MIN_MACS (1L << 16)
+
+/* Up to three products over the same input (Q, K, V), optionally followed by
+ * the activation on each chunk while it is still in cache. */
+typedef struct par_linear_job {
+    int n_prod;
+    float *out[3];
+    const float *w[3], *b[3];
+    const float *inp;
+    int N, IC, OC;
+    int act;   /* bert_activation, or -1 */
+    int width; /* columns per chunk */
+    int per_prod, n_chunks;
+    atomic_int next;
+} par_linear_job;
+
+static void par_linear_chunk(par_linear_job *j, int c) {
+    const int p = c / j->per_prod;
+    const int o0 = (c % j->per_prod) * j->width;
+    const int o1 = o0 + j->width < j->OC ? o0 + j->width : j->OC;
+    float *out = j->out[p] + o0;
+    ops_linear(out, j->OC, j->inp, j->w[p] + (size_t)o0 * j->IC, j->b[p] ? j->b[p] + o0 : NULL,
+               j->N, j->IC, o1 - o0);
+    if (j->act >= 0)
+        for (int r = 0; r < j->N; r++)
+            ops_activation(out + (size_t)r * j->OC, (size_t)(o1 - o0), (bert_activation)j->act);
+}
+
+static void par_linear_part(void *arg, int idx, int n) {
+    (void)idx, (void)n;
+    par_linear_job *j = arg;
+    for (int c; (c = atomic_fetch_add(&j->next, 1)) < j->n_chunks;)
+        par_linear_chunk(j, c);
+}
+
+static void par_linear_run(team *t, par_linear_job *j) {
+    int n = team_size(t);
+    if ((long)j->N * j->IC * j->OC * j->n_prod < PAR_MIN_MACS) n = 1;
+    int width = n > 1 ? (j->OC + n * PAR_CHUNKS - 1) / (n * PAR_CHUNKS) : j->OC;
+    width = n > 1 ? (width + PAR_COL_ALIGN - 1) / PAR_COL_ALIGN * PAR_COL_ALIGN : width;
+    j->width = width;
+    j->per_prod = (j->OC + width - 1) / width;
+    j->n_chunks = j->per_prod * j->n_prod;
+    atomic_init(&j->next, 0);
+    if (n == 1)
+        for (int c = 0; c < j->n_chunks; c++)
+            par_linear_chunk(j, c);
+    else
+        team_run(t, par_linear_part, j);
+}
+
+// out (N,OC) = act(inp (N,IC) @ w^T + b) on every thread of ws
+static void par_linear(bert_workspace *ws, float *out, const float *inp, const float *w,
+                       const float *b, int N, int IC, int OC, int act) {
+    par_linear_job j = {1, {out}, {w}, {b}, inp, N, IC, OC, act, 0, 0, 0, 0};
+    par_linear_run(ws->team, &j);
+}
+
+typedef struct par_ln_job {
+    float *x;
+    const float *residual, *w, *b;
+    int N, C;
+    float eps;
+    int rows; /* per chunk */
+    atomic_int next;
+} par_ln_job;
+
+static void par_ln_part(void *arg, int idx, int n) {
+    (void)idx, (void)n;
+    par_ln_job *j = arg;
+    for (int c; (c = atomic_fetch_add(&j->next, 1)) * j->rows < j->N;) {
+        const int r0 = c * j->rows, r1 = r0 + j->rows < j->N ? r0 + j->rows : j->N;
+        ops_layernorm(j->x + (size_t)r0 * j->C,
+                      j->residual ? j->residual + (size_t)r0 * j->C : NULL, j->w, j->b, r1 - r0,
+                      j->C, j->eps);
+    }
+}
+
+// x (N,C) = LN(x + residual) by rows on every thread of ws
+static void par_layernorm(bert_workspace *ws, float *x, const float *residual, const float *w,
+                          const float *b, int N, int C, float eps) {
+    const int n = team_size(ws->team);
+    par_ln_job j = {x, residual, w, b, N, C, eps, N, 0};
+    if (N < 4 || n == 1) {
+        par_ln_part(&j, 0, 1);
+        return;
+    }
+    j.rows = (N + n * PAR_CHUNKS - 1) / (n * PAR_CHUNKS);
+    team_run(ws->team, par_ln_part, &j);
+}
+
+/* Attention tasks are (sequence, head) pairs handed out by a counter, so
+ * sequences of different lengths in one batch still balance. */
+typedef struct par_attn_job {
+    bert_workspace *ws;
+    const bert_seq_input *seqs;
+    int H, D, C, Lmax;
+    int n_tasks;
+    atomic_int next;
+} par_attn_job;
+
+static void par_attn_part(void *arg, int idx, int n) {
+    (void)n;
+    par_attn_job *j = arg;
+    bert_workspace *ws = j->ws;
+    float *scores = ws->buf[WS_SCORES] + (size_t)idx * j->Lmax * j->Lmax;
+    for (int task; (task = atomic_fetch_add(&j->next, 1)) < j->n_tasks;) {
+        const int b = task / j->H, h = task % j->H;
+        const size_t off = ws->starts[b] * (size_t)j->C + (size_t)h * j->D;
+        ops_attention_head(ws->buf[WS_CTX] + off, ws->buf[WS_Q] + off, ws->buf[WS_K] + off,
+                           ws->buf[WS_V] + off, scores, j->seqs[b].len, j->D, j->C);
+    }
+}
+
 // ids, type_ids of each sequence -> x (N,C) = LN(word + position + type embeddings)
 static void forward_embeddings(const bert_model *m, const bert_seq_input *seqs, int B, float *x) {
     const int C = m->cfg.hidden_size;
@@ -134,25 +280,32 @@ static void forward_embeddings(const bert_model *m, const bert_seq_input *seqs, 
 
 // x (N,C) -> x (N,C) after one post-LN transformer layer
 static void forward_layer(const bert_model *m, const bert_layer *L, bert_workspace *ws,
-                          const bert_seq_input *seqs, int B, int N) {
+                          const bert_seq_input *seqs, int B, int N, int Lmax) {
     const bert_config *c = &m->cfg;
     const int C = c->hidden_size, I = c->intermediate_size, H = c->num_attention_heads;
-    ops_linear(ws->buf[WS_Q], ws->buf[WS_X], L->q_w, L->q_b, N, C, C);
-    ops_linear(ws->buf[WS_K], ws->buf[WS_X], L->k_w, L->k_b, N, C, C);
-    ops_linear(ws->buf[WS_V], ws->buf[WS_X], L->v_w, L->v_b, N, C, C);
-    size_t off = 0;
-    for (int b = 0; b < B; b++) {
-        ops_attention(ws->buf[WS_CTX] + off, ws->buf[WS_Q] + off, ws->buf[WS_K] + off,
-                      ws->buf[WS_V] + off, ws->buf[WS_SCORES], seqs[b].len, H, C / H, C);
-        off += (size_t)seqs[b].len * C;
-    }
-    ops_linear(ws->buf[WS_TMP], ws->buf[WS_CTX], L->attn_out_w, L->attn_out_b, N, C, C);
-    ops_layernorm(ws->buf[WS_X], ws->buf[WS_TMP], L->attn_ln_w, L->attn_ln_b, N, C,
+    par_linear_job qkv = {3,
+                          {ws->buf[WS_Q], ws->buf[WS_K], ws->buf[WS_V]},
+                          {L->q_w, L->k_w, L->v_w},
+                          {L->q_b, L->k_b, L->v_b},
+                          ws->buf[WS_X],
+                          N,
+                          C,
+                          C,
+                          -1,
+                          0,
+                          0,
+                          0,
+                          0};
+    par_linear_run(ws->team, &qkv);
+    par_attn_job attn = {ws, seqs, H, C / H, C, Lmax, B * H, 0};
+    team_run(ws->team, par_attn_part, &attn);
+    par_linear(ws, ws->buf[WS_TMP], ws->buf[WS_CTX], L->attn_out_w, L->attn_out_b, N, C, C, -1);
+    par_layernorm(ws, ws->buf[WS_X], ws->buf[WS_TMP], L->attn_ln_w, L->attn_ln_b, N, C,
                   c->layer_norm_eps);
-    ops_linear(ws->buf[WS_INTER], ws->buf[WS_X], L->inter_w, L->inter_b, N, C, I);
-    ops_activation(ws->buf[WS_INTER], (size_t)N * I, c->hidden_act);
-    ops_linear(ws->buf[WS_TMP], ws->buf[WS_INTER], L->out_w, L->out_b, N, I, C);
-    ops_layernorm(ws->buf[WS_X], ws->buf[WS_TMP], L->out_ln_w, L->out_ln_b, N, C,
+    par_linear(ws, ws->buf[WS_INTER], ws->buf[WS_X], L->inter_w, L->inter_b, N, C, I,
+               (int)c->hidden_act);
+    par_linear(ws, ws->buf[WS_TMP], ws->buf[WS_INTER], L->out_w, L->out_b, N, I, C, -1);
+    par_layernorm(ws, ws->buf[WS_X], ws->buf[WS_TMP], L->out_ln_w, L->out_ln_b, N, C,
                   c->layer_norm_eps);
 }
 
@@ -169,9 +322,10 @@ static void forward_mlm_transform(const bert_model *m, bert_workspace *ws,
                    (size_t)C * sizeof(float));
         base += (size_t)seqs[b].len;
     }
-    ops_linear(ws->buf[WS_MLM_ROWS], ws->buf[WS_TMP], m->mlm_dense_w, m->mlm_dense_b, M, C, C);
-    ops_activation(ws->buf[WS_MLM_ROWS], (size_t)M * C, c->hidden_act);
-    ops_layernorm(ws->buf[WS_MLM_ROWS], NULL, m->mlm_ln_w, m->mlm_ln_b, M, C, c->layer_norm_eps);
+    par_linear(ws, ws->buf[WS_MLM_ROWS], ws->buf[WS_TMP], m->mlm_dense_w, m->mlm_dense_b, M, C, C,
+               (int)c->hidden_act);
+    par_layernorm(ws, ws->buf[WS_MLM_ROWS], NULL, m->mlm_ln_w, m->mlm_ln_b, M, C,
+                  c->layer_norm_eps);
 }
 
 // mlm_rows[first .. first+n) (n,C) -> logits (n,V) = rows @ decoder^T + bias
@@ -179,8 +333,8 @@ const float *bert_mlm_logits(const bert_model *m, bert_workspace *ws, int first,
     const int C = m->cfg.hidden_size, V = m->cfg.vocab_size;
     if (first < 0 || n <= 0 || first > ws->mlm_rows - n) return NULL;
     if (!ws_reserve(ws, WS_MLM_LOGITS, (size_t)n * V)) return NULL;
-    ops_linear(ws->buf[WS_MLM_LOGITS], ws->buf[WS_MLM_ROWS] + (size_t)first * C, m->mlm_dec_w,
-               m->mlm_bias, n, C, V);
+    par_linear(ws, ws->buf[WS_MLM_LOGITS], ws->buf[WS_MLM_ROWS] + (size_t)first * C, m->mlm_dec_w,
+               m->mlm_bias, n, C, V, -1);
     return ws->buf[WS_MLM_LOGITS];
 }
 
@@ -194,9 +348,9 @@ static void forward_nsp(const bert_model *m, bert_workspace *ws, const bert_seq_
                (size_t)C * sizeof(float));
         base += (size_t)seqs[b].len;
     }
-    ops_linear(ws->buf[WS_POOLED], ws->buf[WS_TMP], m->pool_w, m->pool_b, B, C, C);
+    par_linear(ws, ws->buf[WS_POOLED], ws->buf[WS_TMP], m->pool_w, m->pool_b, B, C, C, -1);
     ops_tanh(ws->buf[WS_POOLED], (size_t)B * C);
-    ops_linear(ws->buf[WS_NSP_LOGITS], ws->buf[WS_POOLED], m->nsp_w, m->nsp_b, B, C, 2);
+    ops_linear(ws->buf[WS_NSP_LOGITS], 2, ws->buf[WS_POOLED], m->nsp_w, m->nsp_b, B, C, 2);
 }
 
 int bert_forward(const bert_model *m, bert_workspace *ws, const bert_seq_input *seqs, int B,
@@ -219,7 +373,7 @@ int bert_forward(const bert_model *m, bert_workspace *ws, const bert_seq_input *
         [WS_CTX] = N * C,
         [WS_TMP] = rows_tmp * C,
         [WS_INTER] = N * I,
-        [WS_SCORES] = (size_t)Lmax * Lmax,
+        [WS_SCORES] = (size_t)team_size(ws->team) * Lmax * Lmax,
         [WS_MLM_ROWS] = M * C,
         [WS_MLM_LOGITS] = 0,
         [WS_POOLED] = (size_t)B * C,
@@ -227,11 +381,21 @@ int bert_forward(const bert_model *m, bert_workspace *ws, const bert_seq_input *
     };
     for (int i = 0; i < WS_NBUF; i++)
         if (!ws_reserve(ws, i, need[i])) goto nomem;
+    if (B > ws->starts_cap) {
+        size_t *ns = realloc(ws->starts, (size_t)B * sizeof(*ns));
+        if (!ns) goto nomem;
+        ws->bytes += (size_t)(B - ws->starts_cap) * sizeof(*ns);
+        ws->starts = ns;
+        ws->starts_cap = B;
+    }
+    for (int b = 0, row = 0; b < B; row += seqs[b].len, b++)
+        ws->starts[b] = (size_t)row;
 
     forward_embeddings(m, seqs, B, ws->buf[WS_X]);
-    ops_layernorm(ws->buf[WS_X], NULL, m->emb_ln_w, m->emb_ln_b, (int)N, (int)C, c->layer_norm_eps);
+    par_layernorm(ws, ws->buf[WS_X], NULL, m->emb_ln_w, m->emb_ln_b, (int)N, (int)C,
+                  c->layer_norm_eps);
     for (int l = 0; l < c->num_hidden_layers; l++)
-        forward_layer(m, &m->layers[l], ws, seqs, B, (int)N);
+        forward_layer(m, &m->layers[l], ws, seqs, B, (int)N, Lmax);
     ws->mlm_rows = 0;
     if (M > 0) {
         forward_mlm_transform(m, ws, seqs, B, (int)M);

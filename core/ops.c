@@ -5,15 +5,20 @@
 #include <stdint.h>
 #include <string.h>
 
-void ops_linear(float *out, const float *inp, const float *weight, const float *bias, int N, int IC,
-                int OC) {
+void ops_linear(float *out, int ldo, const float *inp, const float *weight, const float *bias,
+                int N, int IC, int OC) {
     if (bias) {
         for (int n = 0; n < N; n++)
-            for (int o = 0; o < OC; o++)
-                out[(size_t)n * OC + o] = bias[o];
+            memcpy(out + (size_t)n * ldo, bias, (size_t)OC * sizeof(float));
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, weight, IC,
-                bias ? 1.0f : 0.0f, out, OC);
+    /* One row (a single [MASK]'s vocabulary logits, the pooler of one sequence):
+     * sgemv streams the weight once; sgemm would first pack all of it. */
+    if (N == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, OC, IC, 1.0f, weight, IC, inp, 1,
+                    bias ? 1.0f : 0.0f, out, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, weight, IC,
+                    bias ? 1.0f : 0.0f, out, ldo);
 }
 
 void ops_layernorm(float *x, const float *residual, const float *weight, const float *bias, int N,
@@ -166,18 +171,15 @@ void ops_softmax(float *row, int n) {
     ops_softmax_loop(row, n);
 }
 
-void ops_attention(float *ctx, const float *q, const float *k, const float *v, float *scores, int L,
-                   int H, int D, int ld) {
+void ops_attention_head(float *ctx, const float *q, const float *k, const float *v, float *scores,
+                        int L, int D, int ld) {
     const float scale = 1.0f / sqrtf((float)D);
-    for (int h = 0; h < H; h++) {
-        const size_t off = (size_t)h * D;
-        // scores (L,L) = scale * q_h (L,D) @ k_h (L,D)^T
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, D, scale, q + off, ld, k + off,
-                    ld, 0.0f, scores, L);
-        for (int i = 0; i < L; i++)
-            ops_softmax_loop(scores + (size_t)i * L, L);
-        // ctx_h (L,D) = scores (L,L) @ v_h (L,D)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, D, L, 1.0f, scores, L, v + off,
-                    ld, 0.0f, ctx + off, ld);
-    }
+    // scores (L,L) = scale * q_h (L,D) @ k_h (L,D)^T
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, L, L, D, scale, q, ld, k, ld, 0.0f, scores,
+                L);
+    for (int i = 0; i < L; i++)
+        ops_softmax_loop(scores + (size_t)i * L, L);
+    // ctx_h (L,D) = scores (L,L) @ v_h (L,D)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, L, D, L, 1.0f, scores, L, v, ld, 0.0f,
+                ctx, ld);
 }

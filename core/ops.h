@@ -8,9 +8,10 @@
 #include "bert.h"
 
 /* inp (N,IC), weight (OC,IC) as stored by PyTorch's nn.Linear, bias (OC) or NULL
- * -> out (N,OC) = inp @ weight^T + bias */
-void ops_linear(float *out, const float *inp, const float *weight, const float *bias, int N, int IC,
-                int OC);
+ * -> out (N,OC) with row stride ldo = inp @ weight^T + bias. ldo > OC writes a
+ * column slice of a wider output (one thread's share of a split product). */
+void ops_linear(float *out, int ldo, const float *inp, const float *weight, const float *bias,
+                int N, int IC, int OC);
 
 /* x (N,C) -> x normalised per row, times weight (C) plus bias (C); in place.
  * residual (N,C) or NULL is added to x first (post-LN BERT: LN(x + sublayer)). */
@@ -26,11 +27,12 @@ void ops_tanh(float *x, size_t n);
 /* row (n) -> softmax(row) in place; max-subtracted, so any finite logits. */
 void ops_softmax(float *row, int n);
 
-/* Self-attention of one sequence, all heads.
- * q, k, v (L, C) with row stride ld (head h lives in columns h*D..h*D+D-1),
- * scores scratch (L, L) -> ctx (L, C) with row stride ld.
- * ctx_h = softmax(q_h k_h^T / sqrt(D)) v_h */
-void ops_attention(float *ctx, const float *q, const float *k, const float *v, float *scores, int L,
-                   int H, int D, int ld);
+/* Self-attention of one head of one sequence.
+ * q, k, v (L, D) with row stride ld (head h of a (L, C) matrix: pass the
+ * pointers offset by h*D), scores scratch (L, L) -> ctx (L, D), stride ld.
+ * ctx = softmax(q k^T / sqrt(D)) v. Heads are independent: the forward pass
+ * runs them on different threads. */
+void ops_attention_head(float *ctx, const float *q, const float *k, const float *v, float *scores,
+                        int L, int D, int ld);
 
 #endif

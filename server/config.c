@@ -11,7 +11,8 @@
 #include <strings.h>
 #include <yaml.h>
 
-typedef enum { K_INT, K_LONG, K_STR, K_ADDR, K_PATH, K_LEVEL } key_kind;
+/* K_AUTO: an integer, or the word auto (stored as 0) for "let the server choose". */
+typedef enum { K_INT, K_LONG, K_AUTO, K_STR, K_ADDR, K_PATH, K_LEVEL } key_kind;
 
 typedef struct key_def {
     const char *section;
@@ -33,6 +34,7 @@ static const key_def KEYS[] = {
     {"server", "http_threads", K_INT, F(http_threads), 1, 64},
     {"server", "auth_token", K_STR, F(auth_token), 0, 0},
     {"workers", "count", K_INT, F(workers), 1, 256},
+    {"workers", "threads", K_AUTO, F(threads), 1, 1024},
     {"workers", "queue_depth", K_INT, F(queue_depth), 1, 1000000},
     {"workers", "request_timeout_ms", K_INT, F(request_timeout_ms), 1, 86400000},
     {"workers", "batch_max_tokens", K_INT, F(batch_max_tokens), 1, 1 << 24},
@@ -62,10 +64,11 @@ void cfg_defaults(cfg *c) {
     c->max_connections = 512;
     c->connection_timeout_s = 30;
     c->http_threads = 2;
-    c->workers = 2;
+    c->workers = 1;
+    c->threads = 0; /* auto */
     c->queue_depth = 64;
     c->request_timeout_ms = 30000;
-    c->batch_max_tokens = 8192;
+    c->batch_max_tokens = 1024;
     c->batch_wait_us = 0;
     snprintf(c->model_dir, sizeof(c->model_dir), "models/default");
     c->max_sequence_length = 512;
@@ -103,6 +106,19 @@ static int set_value(cfg *c, const key_def *k, const char *text, int plain_scala
                      char *why, size_t whylen) {
     char *base = (char *)c;
     switch (k->kind) {
+    case K_AUTO:
+        if (plain_scalar && !is_null && strcmp(text, "auto") == 0) {
+            *(int *)(base + k->off) = 0;
+            return 0;
+        }
+        long a;
+        if (!plain_scalar || is_null || parse_long(text, &a) || a < k->min || a > k->max) {
+            errf(why, whylen, "must be auto or an integer in [%ld, %ld], got '%s'", k->min, k->max,
+                 text);
+            return -1;
+        }
+        *(int *)(base + k->off) = (int)a;
+        return 0;
     case K_INT:
     case K_LONG: {
         long v;
@@ -349,6 +365,7 @@ static const struct {
     {"BERT_PORT", "server", "port"},
     {"BERT_MODEL_DIR", "model", "dir"},
     {"BERT_WORKERS", "workers", "count"},
+    {"BERT_THREADS", "workers", "threads"},
     {"BERT_QUEUE_DEPTH", "workers", "queue_depth"},
     {"BERT_AUTH_TOKEN", "server", "auth_token"},
     {"BERT_LOG_LEVEL", "logging", "level"},
@@ -399,12 +416,13 @@ static int read_token_file(cfg *c, const char *path, char *err, size_t errlen) {
 
 static void print_help(const char *argv0) {
     printf("usage: %s [--config FILE] [--listen ADDR] [--port N] [--model DIR] [--workers N]\n"
-           "          [--log-level debug|info|warn|error] [--auth-token-file FILE]\n"
+           "          [--threads N|auto] [--log-level debug|info|warn|error]\n"
+           "          [--auth-token-file FILE]\n"
            "          [--help] [--version]\n"
            "\n"
            "Serves a BERT checkpoint's masked-LM and next-sentence heads over HTTP.\n"
            "Settings come from built-in defaults, then --config FILE (YAML), then the\n"
-           "environment (BERT_LISTEN, BERT_PORT, BERT_MODEL_DIR, BERT_WORKERS,\n"
+           "environment (BERT_LISTEN, BERT_PORT, BERT_MODEL_DIR, BERT_WORKERS, BERT_THREADS,\n"
            "BERT_QUEUE_DEPTH, BERT_AUTH_TOKEN, BERT_LOG_LEVEL, BERT_MAX_BODY_BYTES),\n"
            "then these flags. A relative model directory is resolved against the current\n"
            "working directory. An empty BERT_AUTH_TOKEN counts as unset.\n"
@@ -441,7 +459,7 @@ int cfg_from_args(cfg *c, int argc, char **argv, char *err, size_t errlen) {
     } FLAG_KEYS[] = {
         {"--listen", "server", "listen"},    {"--port", "server", "port"},
         {"--model", "model", "dir"},         {"--workers", "workers", "count"},
-        {"--log-level", "logging", "level"},
+        {"--threads", "workers", "threads"}, {"--log-level", "logging", "level"},
     };
     const char *config_path = NULL;
     cfg_defaults(c);

@@ -30,7 +30,8 @@ typedef struct cfg {
     int http_threads;
     char auth_token[CFG_STR_MAX]; /* empty: no authentication */
     /* workers */
-    int workers;
+    int workers; /* inference loops, each with its own threads */
+    int threads; /* compute threads per worker; 0: auto (CPU budget / workers) */
     int queue_depth;
     int request_timeout_ms;
     int batch_max_tokens;
@@ -64,7 +65,7 @@ int cfg_load_file(cfg *c, const char *path, char *err, size_t errlen);
 int cfg_load_buffer(cfg *c, const char *yaml, size_t len, const char *name, char *err,
                     size_t errlen);
 
-/* BERT_LISTEN, BERT_PORT, BERT_MODEL_DIR, BERT_WORKERS, BERT_QUEUE_DEPTH,
+/* BERT_LISTEN, BERT_PORT, BERT_MODEL_DIR, BERT_WORKERS, BERT_THREADS, BERT_QUEUE_DEPTH,
  * BERT_AUTH_TOKEN, BERT_LOG_LEVEL, BERT_MAX_BODY_BYTES. */
 int cfg_apply_env(cfg *c, char *err, size_t errlen);
 

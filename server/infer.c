@@ -53,7 +53,7 @@ static void *worker_init(int idx, void *user, char *err, size_t errlen) {
     infer_worker *w = calloc(1, sizeof(*w));
     if (!w) goto oom;
     w->idx = idx;
-    w->ws = bert_workspace_new();
+    w->ws = bert_workspace_new_threads(ctx->threads > 0 ? ctx->threads : 1);
     w->probs = malloc((size_t)api->vocab_size * sizeof(float));
     w->ids = malloc((size_t)api->max_len * sizeof(int32_t));
     w->row_lab = malloc((size_t)api->max_len * sizeof(int32_t));

@@ -16,6 +16,7 @@
 
 typedef struct infer_ctx {
     const api_ctx *api;
+    int threads;         /* compute threads of each worker's forward pass (>= 1) */
     atomic_int aborting; /* set when the grace period is over: queued jobs answer 503 */
 } infer_ctx;
 

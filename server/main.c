@@ -18,6 +18,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,16 +41,42 @@ static void sleep_ms(long ms) {
     nanosleep(&ts, NULL);
 }
 
-/* Workers already run in parallel, one forward pass each: OpenBLAS threads on
- * top of them oversubscribe the cores. Measured with wrk, 16 connections, 2
- * workers on 2 cores, models/default: 102 req/s with OpenBLAS's default thread
- * count, 232 req/s with one BLAS thread per worker. An explicit
- * OPENBLAS_NUM_THREADS still wins. Returns the count in use. */
-static int set_blas_threads(int workers) {
-    if (!getenv("OPENBLAS_NUM_THREADS")) {
-        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-        openblas_set_num_threads(ncpu > workers ? (int)(ncpu / workers) : 1);
+/* CPUs this process may use: the affinity mask (taskset, cpusets), capped by a
+ * cgroup CPU quota (a Kubernetes CPU limit: cgroup v2 cpu.max "QUOTA PERIOD",
+ * or v1 cfs_quota_us / cfs_period_us), rounded up; at least 1. */
+static int cpu_budget(void) {
+    int n = 0;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) n = CPU_COUNT(&set);
+    if (n < 1) n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+    long quota = -1, period = 0;
+    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+    if (f) {
+        char q[32] = "";
+        if (fscanf(f, "%31s %ld", q, &period) == 2 && strcmp(q, "max") != 0) quota = atol(q);
+        fclose(f);
+    } else if ((f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "r"))) {
+        if (fscanf(f, "%ld", &quota) != 1) quota = -1;
+        fclose(f);
+        if ((f = fopen("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "r"))) {
+            if (fscanf(f, "%ld", &period) != 1) period = 0;
+            fclose(f);
+        }
     }
+    if (quota > 0 && period > 0) {
+        long q = (quota + period - 1) / period;
+        if (q < n) n = (int)q;
+    }
+    return n;
+}
+
+/* Each worker splits its forward pass across its own threads (core's
+ * bert_workspace_new_threads), and every slice calls OpenBLAS: OpenBLAS's own
+ * threads on top would oversubscribe the cores, so it runs single-threaded.
+ * An explicit OPENBLAS_NUM_THREADS still wins. Returns the count in use. */
+static int set_blas_threads(void) {
+    if (!getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
     return openblas_get_num_threads();
 }
 
@@ -262,7 +289,13 @@ int main(int argc, char **argv) {
         .weight_bytes = bert_model_weight_bytes(model),
     };
     ictx.api = &api;
-    int blas_threads = set_blas_threads(c.workers);
+    /* One worker using every core serves a lone request fastest, and under load
+     * it batches queued requests (up to workers.batch_max_tokens) into one
+     * forward, which uses the cores as well as more workers would
+     * (bench/README.md). */
+    int cpus = cpu_budget();
+    ictx.threads = c.threads > 0 ? c.threads : (cpus / c.workers > 0 ? cpus / c.workers : 1);
+    int blas_threads = set_blas_threads();
     pool_options po = {
         .workers = c.workers,
         .queue_depth = c.queue_depth,
@@ -280,11 +313,11 @@ int main(int argc, char **argv) {
     snprintf(url, sizeof(url), strchr(c.listen, ':') ? "http://[%s]:%d" : "http://%s:%d", c.listen,
              http_port(srv));
     log_json_always(LOG_INFO, "ready",
-                    json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:I,s:f}", "url", url, "auth",
+                    json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:I,s:f}", "url", url, "auth",
                               c.auth_token[0] ? "bearer token" : "off", "model", mi.name, "dtype",
-                              mi.dtype, "workers", c.workers, "blas_threads", blas_threads,
-                              "max_sequence_length", api.max_len, "weight_bytes",
-                              (json_int_t)mi.weight_bytes, "load_ms",
+                              mi.dtype, "workers", c.workers, "threads", ictx.threads, "cpus", cpus,
+                              "blas_threads", blas_threads, "max_sequence_length", api.max_len,
+                              "weight_bytes", (json_int_t)mi.weight_bytes, "load_ms",
                               (double)(infer_now_ns() - t0) / 1e6));
 
     int sig = next_event(-1, 0);

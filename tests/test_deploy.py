@@ -470,12 +470,16 @@ def test_deployment_contract(rendered):
     embedded = yaml.safe_load(cm["data"][Path(cfg_path).name])
     assert embedded == cfg, "ConfigMap differs from deploy/container.yaml"
 
-    # CPU request == worker count: one BLAS thread per worker, no oversubscription.
+    # CPU request == workers x threads, no oversubscription: threads "auto" is the CPU limit
+    # (read from the cgroup) divided among the workers, so then the count must divide it.
     args = c["args"]
     workers = cfg["workers"]["count"]
     if "--workers" in args:
         workers = int(args[args.index("--workers") + 1])
-    assert str(c["resources"]["requests"]["cpu"]) == str(workers)
+    cpu = int(str(c["resources"]["limits"]["cpu"]))
+    threads = cfg["workers"].get("threads", "auto")
+    threads = cpu // workers if threads == "auto" else int(threads)
+    assert str(c["resources"]["requests"]["cpu"]) == str(workers * threads) == str(cpu)
     assert c["resources"]["limits"]["memory"] == c["resources"]["requests"]["memory"]
 
     if name != "base":

@@ -1,6 +1,7 @@
 """Start-up and shutdown of the real bert-server: settings errors, model errors, precedence
 of file / environment / flags, and the SIGTERM drain."""
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -50,6 +51,9 @@ model:
     ("workers:\n  count: two\n", 2, "workers.count", "integer"),
     ("workers:\n  count: \"2\"\n", 2, "workers.count", "integer"),
     ("workers:\n  count: 0\n", 2, "workers.count", "[1, 256]"),
+    ("workers:\n  threads: many\n", 2, "workers.threads", "must be auto or an integer in [1, 1024]"),
+    ("workers:\n  threads: 0\n", 2, "workers.threads", "[1, 1024]"),
+    ("workers:\n  threads: \"auto\"\n", 2, "workers.threads", "auto or an integer"),
     ("server:\n  port: 70000\n", 2, "server.port", "[0, 65535]"),
     ("server:\n  listen: example.com\n", 2, "server.listen", "IP"),
     ("logging:\n  level: loud\n", 2, "logging.level", "debug, info, warn, error"),
@@ -84,6 +88,8 @@ def test_config_missing_file(tmp_path):
     ({"BERT_MAX_BODY_BYTES": "-5"}, [], "BERT_MAX_BODY_BYTES: key 'server.max_body_bytes'"),
     ({"BERT_LOG_LEVEL": "chatty"}, [], "BERT_LOG_LEVEL: key 'logging.level'"),
     ({}, ["--workers", "many"], "--workers: key 'workers.count'"),
+    ({"BERT_THREADS": "0"}, [], "BERT_THREADS: key 'workers.threads'"),
+    ({}, ["--threads", "all"], "--threads: key 'workers.threads'"),
     ({}, ["--port"], "--port: needs a value"),
     ({}, ["--frobnicate"], "--frobnicate: unknown argument"),
     ({}, ["--auth-token-file", "/nonexistent/token"], "--auth-token-file"),
@@ -111,6 +117,34 @@ def test_default_config_file_is_valid(tmp_path, model_dir):
                 "--port", "0", "--model", str(model_dir)]
     with srv:
         assert srv.get("/readyz").status_code == 200
+        assert srv.stop() == 0
+
+
+def _ready_record(srv):
+    return next(r for r in srv.log_records() if r.get("msg") == "ready")
+
+
+@pytest.mark.parametrize("cpus", [[0], [0, 1]])
+def test_threads_auto_follow_the_cpus_the_process_may_use(tmp_path, model_dir, cpus):
+    """workers.threads auto (the default) = CPUs in the affinity mask (capped by a cgroup quota)
+    / workers, with OpenBLAS single-threaded under them; an explicit value or BERT_THREADS wins."""
+    if not set(cpus) <= os.sched_getaffinity(0):
+        pytest.skip(f"this machine has no CPUs {cpus}")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    srv = Server(tmp_path, model_dir, name=f"auto{len(cpus)}")
+    srv.env = env
+    srv.args = ["taskset", "-c", ",".join(map(str, cpus)), *srv.args]
+    with srv:
+        rec = _ready_record(srv)
+        assert (rec["workers"], rec["threads"], rec["cpus"], rec["blas_threads"]) == \
+            (1, len(cpus), len(cpus), 1), rec
+        assert srv.post("/v1/fill-mask", {"inputs": "a [MASK] b"}).status_code == 200
+        assert srv.stop() == 0
+    srv = Server(tmp_path, model_dir, name=f"explicit{len(cpus)}", env={"BERT_THREADS": "3"})
+    srv.env.pop("OPENBLAS_NUM_THREADS", None)
+    with srv:
+        assert _ready_record(srv)["threads"] == 3
+        assert srv.post("/v1/fill-mask", {"inputs": "a [MASK] b"}).status_code == 200
         assert srv.stop() == 0
 
 

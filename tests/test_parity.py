@@ -5,6 +5,7 @@ Several checkpoints of different shapes are created by transformers itself; rand
 at the requested positions, NSP logits and both losses must agree within 1e-4.
 """
 import json
+import os
 import subprocess
 
 import numpy as np
@@ -90,10 +91,13 @@ def hf_forward(model, batch):
                 nsp_loss=float(nsp_loss), loss=float(out.loss))
 
 
-def run_cli(model_dir, lines):
+def run_cli(model_dir, lines, threads=1):
+    """threads: BERT_THREADS, the forward pass split across that many threads (products by
+    output columns, attention by head, layer norms by rows), as the server's workers.threads."""
+    env = {**os.environ, "BERT_THREADS": str(threads)}
     proc = subprocess.run([str(build_dir() / "bert-cli"), "forward", "--model", str(model_dir)],
                           input="".join(json.dumps(l) + "\n" for l in lines), text=True,
-                          capture_output=True, timeout=600)
+                          capture_output=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr
     return [json.loads(l) for l in proc.stdout.splitlines()]
 
@@ -104,8 +108,10 @@ def checkpoints(tmp_path_factory):
     return {name: make_checkpoint(root / name, **kw) for name, (kw, _) in CONFIGS.items()}
 
 
+# 3 threads: slices of uneven width and more threads than some batches have heads' work.
+@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_forward_parity(checkpoints, name):
+def test_forward_parity(checkpoints, name, threads):
     from transformers import BertForPreTraining
 
     kw, n_inputs = CONFIGS[name]
@@ -116,7 +122,7 @@ def test_forward_parity(checkpoints, name):
     if max_len == 512:  # sequences at the model's full length
         items += random_inputs(rng, 2, 512, min_len=510)
     groups = list(batches(items, rng))
-    ours = run_cli(checkpoints[name], [{"inputs": g, "nsp": True} for g in groups])
+    ours = run_cli(checkpoints[name], [{"inputs": g, "nsp": True} for g in groups], threads)
     worst = dict(mlm_logits=0.0, nsp_logits=0.0, mlm_loss=0.0, nsp_loss=0.0, loss=0.0)
     for g, got in zip(groups, ours):
         assert "error" not in got, got
@@ -124,6 +130,6 @@ def test_forward_parity(checkpoints, name):
         for key in worst:
             diff = float(np.max(np.abs(np.asarray(got[key], dtype=np.float64) - ref[key])))
             worst[key] = max(worst[key], diff)
-    print(f"\n{name}: {len(items)} inputs in {len(groups)} batches, max abs diff {worst}")
+    print(f"\n{name}, {threads} threads: {len(items)} inputs in {len(groups)} batches, max abs diff {worst}")
     for key, diff in worst.items():
         assert diff <= TOL, f"{name}: {key} differs by {diff:.3g} (> {TOL})"

@@ -29,7 +29,7 @@ double bench_flops(const bert_config *c, int B, int T) {
 
 int cli_bench(int argc, char **argv) {
     const char *dir = NULL;
-    int T = 128, B = 1, iters = 20;
+    int T = 128, B = 1, iters = 20, threads = 1;
     for (int i = 0; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--model") == 0)
             dir = argv[i + 1];
@@ -39,13 +39,19 @@ int cli_bench(int argc, char **argv) {
             B = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--iters") == 0)
             iters = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--threads") == 0)
+            threads = atoi(argv[i + 1]);
         else {
             fprintf(stderr, "bert-cli bench: unknown option '%s'\n", argv[i]);
             return 2;
         }
     }
-    if (!dir || T < 2 || B < 1 || iters < 1) {
-        fprintf(stderr, "usage: bert-cli bench --model DIR [--tokens T] [--batch B] [--iters N]\n");
+    if (!dir || T < 2 || B < 1 || iters < 1 || threads < 1) {
+        fprintf(stderr,
+                "usage: bert-cli bench --model DIR [--tokens T] [--batch B] [--iters N] "
+                "[--threads N]\n"
+                "  --threads N: the forward pass's own threads (bert_workspace_new_threads);\n"
+                "  OpenBLAS's come from OPENBLAS_NUM_THREADS, best 1 when N > 1\n");
         return 2;
     }
     char err[512];
@@ -66,7 +72,13 @@ int cli_bench(int argc, char **argv) {
         ids[t] = 1000 + (t * 7919) % (c->vocab_size - 1000);
     for (int b = 0; b < B; b++)
         seqs[b] = (bert_seq_input){ids, NULL, T, &pos, 1};
-    bert_workspace *ws = bert_workspace_new();
+    bert_workspace *ws = bert_workspace_new_threads(threads);
+    if (!ws) {
+        fprintf(stderr, "bert-cli: cannot start %d threads\n", threads);
+        free(ids), free(seqs), free(ms);
+        bert_model_free(m);
+        return 1;
+    }
     bert_forward_out out;
     int rc = 0;
     for (int i = -2; i < iters; i++) { /* two warm-up runs page the weights in */
@@ -84,8 +96,9 @@ int cli_bench(int argc, char **argv) {
         double p50 = ms[iters / 2], p99 = ms[(int)((iters - 1) * 0.99)];
         double gflops = bench_flops(c, B, T) / (p50 * 1e-3) / 1e9;
         printf("{\"tokens\":%d,\"batch\":%d,\"iters\":%d,\"load_s\":%.4f,\"p50_ms\":%.3f,"
-               "\"p99_ms\":%.3f,\"min_ms\":%.3f,\"gflops_at_p50\":%.2f,\"workspace_bytes\":%zu}\n",
-               T, B, iters, load_s, p50, p99, ms[0], gflops, bert_workspace_bytes(ws));
+               "\"p99_ms\":%.3f,\"min_ms\":%.3f,\"gflops_at_p50\":%.2f,\"workspace_bytes\":%zu,"
+               "\"threads\":%d}\n",
+               T, B, iters, load_s, p50, p99, ms[0], gflops, bert_workspace_bytes(ws), threads);
     }
     bert_workspace_free(ws);
     free(ids), free(seqs), free(ms);

@@ -224,12 +224,26 @@ static char *cli_getline(size_t *len) {
     return line;
 }
 
+/* BERT_THREADS=N splits each forward pass across N threads, as the server's
+ * workers.threads does (default 1); the parity tests run both. */
+static bert_workspace *cli_workspace(void) {
+    const char *env = getenv("BERT_THREADS");
+    int n = env ? atoi(env) : 1;
+    bert_workspace *ws = bert_workspace_new_threads(n > 0 ? n : 1);
+    if (!ws) fprintf(stderr, "bert-cli: cannot start %d threads\n", n);
+    return ws;
+}
+
 int cli_forward(int argc, char **argv) {
     const char *dir;
     if (!cli_parse_model_args(argc, argv, &dir, NULL)) return 2;
     bert_model *m = cli_load(dir);
     if (!m) return 1;
-    bert_workspace *ws = bert_workspace_new();
+    bert_workspace *ws = cli_workspace();
+    if (!ws) {
+        bert_model_free(m);
+        return 1;
+    }
     char *line;
     size_t len;
     while ((line = cli_getline(&len))) {
@@ -298,7 +312,11 @@ int cli_fill(int argc, char **argv) {
     if (!cli_parse_model_args(argc, argv, &dir, &top_k)) return 2;
     bert_model *m = cli_load(dir);
     if (!m) return 1;
-    bert_workspace *ws = bert_workspace_new();
+    bert_workspace *ws = cli_workspace();
+    if (!ws) {
+        bert_model_free(m);
+        return 1;
+    }
     tok_sequence seq = {0};
     char *line;
     size_t len;
