@@ -8,6 +8,8 @@
  * whitespace and punctuation; WordPiece each word against the vocab hash. */
 #include "tokenizer.h"
 
+#include "file_io.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -390,43 +392,62 @@ int tok_load_vocab_buffer(const char *data, size_t len, const tok_options *opt, 
     return tok_build(data, len, "vocab", opt, out, err, errlen);
 }
 
-int tok_load_vocab(const char *vocab_path, const tok_options *opt, tok_tokenizer **out, char *err,
-                   size_t errlen) {
+/* Maps a file_io status onto the tokenizer's. */
+static int tok_fio_status(int frc) {
+    return frc == FIO_ERR_NOMEM                          ? TOK_ERR_NOMEM
+           : frc == FIO_ERR_MISSING || frc == FIO_ERR_IO ? TOK_ERR_IO
+                                                         : TOK_ERR_FORMAT;
+}
+
+/* vocab.txt under a byte cap: max_tokens lines (0: no count known) of at most
+ * TOK_VOCAB_LINE_BYTES bytes on average. */
+static int tok_load_vocab_capped(const char *vocab_path, int max_tokens, const tok_options *opt,
+                                 tok_tokenizer **out, char *err, size_t errlen) {
     if (!out || !vocab_path) return tok_fail(err, errlen, TOK_ERR_ARG, "vocab: no path");
     *out = NULL;
-    int rc = TOK_OK;
+    size_t cap = max_tokens > 0 ? (size_t)max_tokens * TOK_VOCAB_LINE_BYTES + ((size_t)1 << 20)
+                                : TOK_MAX_VOCAB_BYTES;
+    if (cap > TOK_MAX_VOCAB_BYTES) cap = TOK_MAX_VOCAB_BYTES;
     char *data = NULL;
-    FILE *f = fopen(vocab_path, "rb");
-    if (!f) return tok_fail(err, errlen, TOK_ERR_IO, "%s: %s", vocab_path, strerror(errno));
-    size_t cap = 1 << 16, len = 0;
-    data = malloc(cap);
-    if (!data) {
-        rc = tok_fail(err, errlen, TOK_ERR_NOMEM, "%s: out of memory", vocab_path);
-        goto cleanup;
-    }
-    for (;;) {
-        if (len == cap) {
-            char *grown = realloc(data, cap * 2);
-            if (!grown) {
-                rc = tok_fail(err, errlen, TOK_ERR_NOMEM, "%s: out of memory", vocab_path);
-                goto cleanup;
-            }
-            data = grown;
-            cap *= 2;
+    size_t len = 0;
+    int frc = fio_read_all(vocab_path, cap, &data, &len, err, errlen);
+    if (frc != FIO_OK) {
+        if (frc == FIO_ERR_TOO_BIG && max_tokens > 0) {
+            size_t n = strlen(err);
+            snprintf(err + n, errlen > n ? errlen - n : 0,
+                     " (config.json 'vocab_size' %d allows %zu bytes)", max_tokens, cap);
         }
-        size_t k = fread(data + len, 1, cap - len, f);
-        len += k;
-        if (k == 0) break;
+        return tok_fio_status(frc);
     }
-    if (ferror(f)) {
-        rc = tok_fail(err, errlen, TOK_ERR_IO, "%s: read error", vocab_path);
-        goto cleanup;
-    }
-    rc = tok_build(data, len, vocab_path, opt, out, err, errlen);
-cleanup:
+    int rc = tok_build(data, len, vocab_path, opt, out, err, errlen);
     free(data);
-    fclose(f);
     return rc;
+}
+
+int tok_load_vocab(const char *vocab_path, const tok_options *opt, tok_tokenizer **out, char *err,
+                   size_t errlen) {
+    return tok_load_vocab_capped(vocab_path, 0, opt, out, err, errlen);
+}
+
+/* A JSON file of the tokenizer directory, capped at max_bytes. Returns TOK_OK
+ * with *root NULL when the file does not exist; *root NULL and TOK_OK too
+ * when it is not JSON and tolerate_bad_json is set. */
+static int tok_read_json(const char *path, size_t max_bytes, int tolerate_bad_json, json_t **root,
+                         char *err, size_t errlen) {
+    char *data = NULL;
+    size_t len = 0;
+    *root = NULL;
+    int frc = fio_read_all(path, max_bytes, &data, &len, err, errlen);
+    if (frc == FIO_ERR_MISSING) return TOK_OK;
+    if (frc != FIO_OK) return tok_fio_status(frc);
+    json_error_t je;
+    /* Hub files carry "model_max_length": 1e30 written as an integer, beyond
+     * json_int_t; only booleans are read here, so integers may become reals. */
+    *root = json_loadb(data, len, JSON_DECODE_INT_AS_REAL, &je);
+    free(data);
+    if (!*root && !tolerate_bad_json)
+        return tok_fail(err, errlen, TOK_ERR_FORMAT, "%s: line %d: %s", path, je.line, je.text);
+    return TOK_OK;
 }
 
 /* Reads a boolean (or, where nullable, null -> -1) key of a config object.
@@ -448,6 +469,11 @@ static int tok_config_flag(json_t *obj, const char *key, int nullable, const cha
 }
 
 int tok_load_dir(const char *dir, tok_tokenizer **out, char *err, size_t errlen) {
+    return tok_load_dir_capped(dir, 0, out, err, errlen);
+}
+
+int tok_load_dir_capped(const char *dir, int max_tokens, tok_tokenizer **out, char *err,
+                        size_t errlen) {
     if (!out || !dir) return tok_fail(err, errlen, TOK_ERR_ARG, "tokenizer: no directory");
     *out = NULL;
     int rc = TOK_OK;
@@ -460,17 +486,10 @@ int tok_load_dir(const char *dir, tok_tokenizer **out, char *err, size_t errlen)
     int have_lower = 0, have_strip = 0, have_chinese = 0;
 
     snprintf(path, plen, "%s/tokenizer_config.json", dir);
-    json_error_t je;
-    /* Hub files carry "model_max_length": 1e30 written as an integer, beyond
-     * json_int_t; only booleans are read here, so integers may become reals. */
-    cfg = json_load_file(path, JSON_DECODE_INT_AS_REAL, &je);
+    if ((rc = tok_read_json(path, FIO_MAX_CONFIG_BYTES, 0, &cfg, err, errlen)) != TOK_OK)
+        goto cleanup;
     if (!cfg) {
-        FILE *probe = fopen(path, "rb");
-        if (probe || errno != ENOENT) {
-            if (probe) fclose(probe);
-            rc = tok_fail(err, errlen, TOK_ERR_FORMAT, "%s: line %d: %s", path, je.line, je.text);
-            goto cleanup;
-        }
+        /* no tokenizer_config.json: defaults, or tokenizer.json's normalizer */
     } else if (!json_is_object(cfg)) {
         rc = tok_fail(err, errlen, TOK_ERR_FORMAT, "%s: not a JSON object", path);
         goto cleanup;
@@ -496,7 +515,10 @@ int tok_load_dir(const char *dir, tok_tokenizer **out, char *err, size_t errlen)
      * in tokenizer.json, when there is one. */
     if (!have_lower || !have_strip || !have_chinese) {
         snprintf(path, plen, "%s/tokenizer.json", dir);
-        tj = json_load_file(path, JSON_DECODE_INT_AS_REAL, &je);
+        /* As before, a tokenizer.json that is not JSON is ignored; one that is
+         * not a regular file, or is too large, is not. */
+        if ((rc = tok_read_json(path, TOK_MAX_TOKENIZER_JSON_BYTES, 1, &tj, err, errlen)) != TOK_OK)
+            goto cleanup;
         json_t *norm = tj ? json_object_get(tj, "normalizer") : NULL;
         json_t *type = norm ? json_object_get(norm, "type") : NULL;
         if (type && json_is_string(type) &&
@@ -520,7 +542,7 @@ int tok_load_dir(const char *dir, tok_tokenizer **out, char *err, size_t errlen)
     }
 
     snprintf(path, plen, "%s/vocab.txt", dir);
-    rc = tok_load_vocab(path, &opt, out, err, errlen);
+    rc = tok_load_vocab_capped(path, max_tokens, &opt, out, err, errlen);
 cleanup:
     json_decref(cfg);
     json_decref(tj);

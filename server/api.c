@@ -1,6 +1,7 @@
 /* api: request validation and tokenization for the /v1 routes. See api.h. */
 #include "api.h"
 
+#include "file_io.h"
 #include "objectives.h"
 
 #include <errno.h>
@@ -47,11 +48,16 @@ static int read_cleanup_flag(const char *dir, int *out, char *err, size_t errlen
     char path[CFG_PATH_MAX + 64];
     snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
     *out = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
+    char *data = NULL;
+    size_t len = 0;
+    /* The loader has read this file already; it is read again here, under the
+     * same rules (regular file, FIO_MAX_CONFIG_BYTES). */
+    int frc = fio_read_all(path, FIO_MAX_CONFIG_BYTES, &data, &len, err, errlen);
+    if (frc == FIO_ERR_MISSING) return 0;
+    if (frc != FIO_OK) return -1;
     json_error_t je;
-    json_t *root = json_loadf(f, JSON_DECODE_INT_AS_REAL, &je); /* model_max_length is 1e30 */
-    fclose(f);
+    json_t *root = json_loadb(data, len, JSON_DECODE_INT_AS_REAL, &je); /* model_max_length: 1e30 */
+    free(data);
     if (!root) {
         snprintf(err, errlen, "%s:%d: invalid JSON: %s", path, je.line, je.text);
         return -1;
