@@ -97,6 +97,7 @@ void api_job_free(api_job *job) {
     free(job->inputs);
     free(job->targets);
     free(job->body);
+    json_decref(job->req);
     free(job);
 }
 
@@ -460,6 +461,22 @@ int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_erro
         job->tokens += in->seq.len;
     }
     if (job->targets && job->top_k > job->n_targets) job->top_k = job->n_targets;
+    /* Each prediction costs a softmax row share, a decode of the whole input
+     * and ~100 bytes plus the sequence in the answer: 32 inputs x 32 masks x
+     * top_k 100 was an 80 MB answer and 12-28 s of one worker. */
+    long masks = 0;
+    for (int i = 0; i < n; i++)
+        masks += job->inputs[i].n_masks;
+    job->predictions = masks * job->top_k;
+    if (job->predictions > ctx->cfg->max_predictions_per_request) {
+        fail(e, 422, "too_many_predictions",
+             "this request asks for %ld predictions (%ld [MASK] tokens over %d input%s x top_k "
+             "%d); at most %d per request (limits.max_predictions_per_request): send fewer "
+             "inputs or masks, or a smaller parameters.top_k",
+             job->predictions, masks, n, n == 1 ? "" : "s", job->top_k,
+             ctx->cfg->max_predictions_per_request);
+        goto error;
+    }
     job->item.cost = job->tokens;
     *out = job;
     return 0;
@@ -583,6 +600,14 @@ char *api_tokenize(const api_ctx *ctx, json_t *req, size_t *len, long *tokens, a
          * this route to find out how long their inputs are. */
         if (encode_input(ctx, what, a, b, &tp, tp.truncate, &seq, e)) goto cleanup;
         *tokens += seq.len;
+        if (*tokens > ctx->cfg->max_tokenize_tokens) {
+            fail(e, 422, "too_many_tokens",
+                 "%s brings the request to %ld tokens; /v1/tokenize returns at most %d per "
+                 "request (limits.max_tokenize_tokens): send less text or set "
+                 "parameters.truncate to true",
+                 what, *tokens, ctx->cfg->max_tokenize_tokens);
+            goto cleanup;
+        }
         json_t *enc = encoding_json(ctx, &seq);
         if (!enc) {
             fail(e, 500, "internal", "out of memory");
@@ -594,11 +619,52 @@ char *api_tokenize(const api_ctx *ctx, json_t *req, size_t *len, long *tokens, a
             answer = enc;
     }
     body = api_dump(answer, len);
-    if (!body) fail(e, 500, "internal", "out of memory");
+    if (!body) {
+        fail(e, 500, "internal", "out of memory");
+    } else if (*len > (size_t)ctx->cfg->max_answer_bytes) {
+        fail(e, 413, "answer_too_large",
+             "the answer would be %zu bytes; at most %ld are sent (limits.max_answer_bytes): "
+             "send less text per request",
+             *len, ctx->cfg->max_answer_bytes);
+        free(body);
+        body = NULL;
+    }
 cleanup:
     json_decref(answer);
     tok_sequence_free(&seq);
     return body;
+}
+
+int api_parse_tokenize(const api_ctx *ctx, json_t *req, size_t body_bytes, api_job **out,
+                       api_error *e) {
+    (void)ctx;
+    api_job *job = calloc(1, sizeof(*job));
+    *out = NULL;
+    if (!job) return fail(e, 500, "internal", "out of memory");
+    job->kind = API_TOKENIZE;
+    job->req = json_incref(req);
+    /* The cost only decides whether it shares a worker turn with a forward
+     * pass; the tokens are not known before the work this job is for. */
+    job->item.cost = (long)(body_bytes / 4) + 1;
+    *out = job;
+    return 0;
+}
+
+void api_run_tokenize(const api_ctx *ctx, api_job *job) {
+    api_error e = {0};
+    size_t len = 0;
+    char *body = api_tokenize(ctx, job->req, &len, &job->tokens, &e);
+    json_decref(job->req); /* its strings may be most of the memory this job holds */
+    job->req = NULL;
+    if (!body) {
+        api_job_fail(job, e.status, e.code, e.message);
+        return;
+    }
+    free(job->body);
+    job->body = body;
+    job->body_len = len;
+    job->status = 200;
+    job->err_code = NULL;
 }
 
 /* ---- /v1/models ---- */

@@ -44,7 +44,7 @@ typedef struct api_error {
 /* {"error": {"code": ..., "message": ...}} as a malloc'd string. */
 char *api_error_body(const char *code, const char *message, size_t *len);
 
-typedef enum { API_FILL_MASK = 0, API_NEXT_SENTENCE = 1 } api_kind;
+typedef enum { API_FILL_MASK = 0, API_NEXT_SENTENCE = 1, API_TOKENIZE = 2 } api_kind;
 
 typedef struct api_input {
     tok_sequence seq;
@@ -66,6 +66,8 @@ typedef struct api_job {
     int n_targets;
     int has_labels;
     long tokens;
+    long predictions;    /* fill-mask: sum over inputs of [MASK]s x top_k */
+    json_t *req;         /* API_TOKENIZE: the request, tokenized by the worker */
     int64_t deadline_ns; /* CLOCK_MONOTONIC */
     /* filled by the worker */
     int status;
@@ -74,6 +76,10 @@ typedef struct api_job {
     const char *err_code; /* NULL on success */
     /* called by the worker once status/body are set */
     void (*complete)(struct api_job *job);
+    /* NULL, or nonzero once the client that waits for this job has gone: the
+     * worker then drops the job (queued) or stops its batch (running). Called
+     * on the worker thread while the job is not yet completed. */
+    int (*gone)(struct api_job *job);
     void *owner;
 } api_job;
 
@@ -85,9 +91,19 @@ void api_job_fail(api_job *job, int status, const char *code, const char *messag
 int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_error *e);
 int api_parse_next_sentence(const api_ctx *ctx, json_t *req, api_job **out, api_error *e);
 
-/* /v1/tokenize: answered on the calling thread. Returns a malloc'd body or
- * NULL with e filled; *tokens receives the token count for logs. */
+/* /v1/tokenize: returns a malloc'd body or NULL with e filled; *tokens
+ * receives the token count for logs. More than limits.max_tokenize_tokens
+ * tokens over all inputs is 422 too_many_tokens, a body over
+ * limits.max_answer_bytes is 413 answer_too_large. */
 char *api_tokenize(const api_ctx *ctx, json_t *req, size_t *len, long *tokens, api_error *e);
+/* /v1/tokenize as a job for the worker pool (tokenizing a 1 MB body is too
+ * much work for an HTTP polling thread, which also answers /healthz): the job
+ * keeps a reference to req, and its batching cost is body_bytes / 4 (about a
+ * token per 4 bytes); api_run_tokenize (on a worker) fills status and
+ * body. */
+int api_parse_tokenize(const api_ctx *ctx, json_t *req, size_t body_bytes, api_job **out,
+                       api_error *e);
+void api_run_tokenize(const api_ctx *ctx, api_job *job);
 
 /* /v1/models body. */
 char *api_models(const api_ctx *ctx, size_t *len);

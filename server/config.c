@@ -42,6 +42,9 @@ static const key_def KEYS[] = {
     {"limits", "default_top_k", K_INT, F(default_top_k), 1, 1 << 20},
     {"limits", "max_top_k", K_INT, F(max_top_k), 1, 1 << 20},
     {"limits", "max_masks_per_input", K_INT, F(max_masks_per_input), 1, 1 << 20},
+    {"limits", "max_predictions_per_request", K_INT, F(max_predictions_per_request), 1, 1 << 24},
+    {"limits", "max_answer_bytes", K_LONG, F(max_answer_bytes), 4096, 1L << 32},
+    {"limits", "max_tokenize_tokens", K_INT, F(max_tokenize_tokens), 1, 1 << 24},
     {"shutdown", "grace_period_s", K_INT, F(grace_period_s), 0, 86400},
     {"logging", "level", K_LEVEL, F(log_level), 0, 0},
 };
@@ -72,6 +75,9 @@ void cfg_defaults(cfg *c) {
     c->default_top_k = 5;
     c->max_top_k = 100;
     c->max_masks_per_input = 32;
+    c->max_predictions_per_request = 4096;
+    c->max_answer_bytes = 16L << 20;
+    c->max_tokenize_tokens = 16384;
     c->grace_period_s = 20;
     c->log_level = LOG_INFO;
 }

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -77,6 +78,7 @@ typedef struct req_ctx {
     long tokens;
     api_job *job;
     int job_done, suspended; /* guarded by srv->resume_mu */
+    int fd;                  /* the connection's socket, for job_client_gone */
     int drain_after_body;    /* answer 503 draining once the body is read */
 } req_ctx;
 
@@ -267,8 +269,25 @@ static void job_complete(api_job *job) {
     pthread_mutex_unlock(&s->resume_mu);
 }
 
+/* Worker thread, job not yet completed (so r and its socket are alive: the
+ * connection is suspended, and MHD neither polls nor closes it). A
+ * disconnect shows only here: EOF or an error on the socket. The bytes of a
+ * pipelined next request are not one; a client that half-closes after its
+ * request counts as gone. */
+static int job_client_gone(api_job *job) {
+    req_ctx *r = job->owner;
+    if (r->fd < 0) return 0;
+    struct pollfd p = {.fd = r->fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0) return 0;
+    if (p.revents & (POLLHUP | POLLERR | POLLNVAL)) return 1;
+    char c;
+    ssize_t n = recv(r->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 static enum MHD_Result send_job_result(req_ctx *r) {
     api_job *job = r->job;
+    r->tokens = job->tokens; /* /v1/tokenize counts them on the worker */
     static const char *const retry[] = {"Retry-After", "1", NULL};
     char *body = job->body;
     size_t len = job->body_len;
@@ -283,6 +302,10 @@ static enum MHD_Result submit_job(http_server *s, req_ctx *r, api_job *job) {
     r->tokens = job->tokens;
     job->owner = r;
     job->complete = job_complete;
+    job->gone = job_client_gone;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    r->fd = ci ? ci->connect_fd : -1;
     job->deadline_ns = infer_now_ns() + (int64_t)s->cfg->request_timeout_ms * 1000000LL;
     int rc = pool_submit(s->pool, &job->item);
     if (rc == POOL_FULL) return send_overloaded(r);
@@ -314,18 +337,12 @@ static enum MHD_Result handle_body(http_server *s, req_ctx *r) {
         return send_error(r, 400, "invalid_json", msg, NULL);
     }
     api_error e = {0};
-    enum MHD_Result ret;
-    if (r->route->kind == R_POST_TOKENIZE) {
-        size_t len = 0;
-        char *body = api_tokenize(s->api, req, &len, &r->tokens, &e);
-        ret = body ? send_json(r, 200, body, len, NULL)
-                   : send_error(r, e.status, e.code, e.message, NULL);
-        json_decref(req);
-        return ret;
-    }
     api_job *job = NULL;
-    int rc = r->route->metric == ROUTE_FILL_MASK ? api_parse_fill_mask(s->api, req, &job, &e)
-                                                 : api_parse_next_sentence(s->api, req, &job, &e);
+    /* /v1/tokenize runs on the worker pool like the other routes: on this
+     * polling thread, tokenizing a 1 MB body held up /healthz for seconds. */
+    int rc = r->route->kind == R_POST_TOKENIZE ? api_parse_tokenize(s->api, req, r->len, &job, &e)
+             : r->route->metric == ROUTE_FILL_MASK ? api_parse_fill_mask(s->api, req, &job, &e)
+                                                   : api_parse_next_sentence(s->api, req, &job, &e);
     json_decref(req);
     free(r->body); /* the job holds token ids now */
     r->body = NULL;
