@@ -484,6 +484,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     req_ctx *r = *con_cls;
     if (!r) return;
     *con_cls = NULL;
+    if (!r->status && r->job && r->job_done && r->job->status == 499) {
+        /* Work dropped because the client had gone (infer.c): MHD saw the
+         * closed socket on resume and queued no answer; log it as what it was. */
+        r->status = 499;
+        r->err_code = r->job->err_code;
+    }
     double secs = (double)(infer_now_ns() - r->t0) / 1e9;
     metrics_observe_request(r->route ? r->route->metric : ROUTE_OTHER, r->status, secs);
     json_t *f = json_pack("{s:s,s:s,s:s,s:i,s:f,s:I}", "request_id", r->request_id, "method",
