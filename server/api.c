@@ -635,36 +635,95 @@ cleanup:
     return body;
 }
 
-int api_parse_tokenize(const api_ctx *ctx, json_t *req, size_t body_bytes, api_job **out,
-                       api_error *e) {
-    (void)ctx;
+/* ---- deferred parsing ---- */
+
+/* Text bytes of one input (a string, or an object's "text" and "text_pair"). */
+static size_t input_bytes(json_t *v) {
+    if (json_is_string(v)) return json_string_length(v);
+    if (!json_is_object(v)) return 0;
+    json_t *a = json_object_get(v, "text"), *b = json_object_get(v, "text_pair");
+    return (json_is_string(a) ? json_string_length(a) : 0) +
+           (json_is_string(b) ? json_string_length(b) : 0);
+}
+
+/* An upper bound of the tokens the parse can give: no input is longer than
+ * max_len (longer ones are truncated or refused), and the tokenizer makes at
+ * most one token per byte of text plus [CLS] and two [SEP]. */
+static long cost_bound(const api_ctx *ctx, json_t *req) {
+    json_t *inputs = json_is_object(req) ? json_object_get(req, "inputs") : NULL;
+    size_t n = json_is_array(inputs) ? json_array_size(inputs) : 1;
+    if (n > (size_t)ctx->cfg->max_inputs_per_request) return 1; /* refused by the parse */
+    long cost = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t b = input_bytes(json_is_array(inputs) ? json_array_get(inputs, i) : inputs) + 3;
+        cost += b < (size_t)ctx->max_len ? (long)b : ctx->max_len;
+    }
+    return cost > 0 ? cost : 1;
+}
+
+int api_defer(const api_ctx *ctx, api_kind kind, json_t *req, size_t body_bytes, api_job **out,
+              api_error *e) {
     api_job *job = calloc(1, sizeof(*job));
     *out = NULL;
     if (!job) return fail(e, 500, "internal", "out of memory");
-    job->kind = API_TOKENIZE;
+    job->kind = kind;
     job->req = json_incref(req);
-    /* The cost only decides whether it shares a worker turn with a forward
-     * pass; the tokens are not known before the work this job is for. */
-    job->item.cost = (long)(body_bytes / 4) + 1;
+    /* /v1/tokenize shares no forward pass: its cost only decides whether it
+     * shares a worker turn with one. */
+    job->item.cost = kind == API_TOKENIZE ? (long)(body_bytes / 4) + 1 : cost_bound(ctx, req);
     *out = job;
     return 0;
 }
 
-void api_run_tokenize(const api_ctx *ctx, api_job *job) {
+/* Moves what the parse produced into the queued job, whose pool link, owner,
+ * callbacks and deadline stay as they are. */
+static void job_adopt(api_job *dst, api_job *src) {
+    dst->batched = src->batched;
+    dst->n_inputs = src->n_inputs;
+    dst->inputs = src->inputs;
+    dst->top_k = src->top_k;
+    dst->targets = src->targets;
+    dst->n_targets = src->n_targets;
+    dst->has_labels = src->has_labels;
+    dst->tokens = src->tokens;
+    dst->predictions = src->predictions;
+    src->inputs = NULL;
+    src->n_inputs = 0;
+    src->targets = NULL;
+    api_job_free(src);
+}
+
+int api_prepare(const api_ctx *ctx, api_job *job) {
+    if (!job->req) return 0;
     api_error e = {0};
-    size_t len = 0;
-    char *body = api_tokenize(ctx, job->req, &len, &job->tokens, &e);
-    json_decref(job->req); /* its strings may be most of the memory this job holds */
-    job->req = NULL;
-    if (!body) {
-        api_job_fail(job, e.status, e.code, e.message);
-        return;
+    json_t *req = job->req;
+    job->req = NULL; /* its strings may be most of the memory this job holds */
+    int done = 1;
+    if (job->kind == API_TOKENIZE) {
+        size_t len = 0;
+        char *body = api_tokenize(ctx, req, &len, &job->tokens, &e);
+        if (body) {
+            free(job->body);
+            job->body = body;
+            job->body_len = len;
+            job->status = 200;
+            job->err_code = NULL;
+        } else {
+            api_job_fail(job, e.status, e.code, e.message);
+        }
+    } else {
+        api_job *parsed = NULL;
+        int rc = job->kind == API_FILL_MASK ? api_parse_fill_mask(ctx, req, &parsed, &e)
+                                            : api_parse_next_sentence(ctx, req, &parsed, &e);
+        if (rc) {
+            api_job_fail(job, e.status, e.code, e.message);
+        } else {
+            job_adopt(job, parsed);
+            done = 0;
+        }
     }
-    free(job->body);
-    job->body = body;
-    job->body_len = len;
-    job->status = 200;
-    job->err_code = NULL;
+    json_decref(req);
+    return done;
 }
 
 /* ---- /v1/models ---- */

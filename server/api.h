@@ -96,14 +96,19 @@ int api_parse_next_sentence(const api_ctx *ctx, json_t *req, api_job **out, api_
  * tokens over all inputs is 422 too_many_tokens, a body over
  * limits.max_answer_bytes is 413 answer_too_large. */
 char *api_tokenize(const api_ctx *ctx, json_t *req, size_t *len, long *tokens, api_error *e);
-/* /v1/tokenize as a job for the worker pool (tokenizing a 1 MB body is too
- * much work for an HTTP polling thread, which also answers /healthz): the job
- * keeps a reference to req, and its batching cost is body_bytes / 4 (about a
- * token per 4 bytes); api_run_tokenize (on a worker) fills status and
- * body. */
-int api_parse_tokenize(const api_ctx *ctx, json_t *req, size_t body_bytes, api_job **out,
-                       api_error *e);
-void api_run_tokenize(const api_ctx *ctx, api_job *job);
+/* The three POST routes as jobs for the worker pool, parsed there: on an
+ * HTTP polling thread, which also answers /healthz, tokenizing a 1 MB body
+ * held every probe of that thread up for as long. The job keeps a reference
+ * to req. Its batching cost is an upper bound of the tokens parsing can give
+ * (per input min(max_len, text bytes + 3); /v1/tokenize, which runs no
+ * forward pass: body_bytes / 4), so batches stay within batch_max_cost. */
+int api_defer(const api_ctx *ctx, api_kind kind, json_t *req, size_t body_bytes, api_job **out,
+              api_error *e);
+/* Worker thread: parses a deferred job (req set) in place, or, for
+ * API_TOKENIZE, answers it. Returns 1 when the job now has its answer or its
+ * refusal (status, body), 0 when it is ready for the forward pass. A job with
+ * no req (parsed already) is ready. */
+int api_prepare(const api_ctx *ctx, api_job *job);
 
 /* /v1/models body. */
 char *api_models(const api_ctx *ctx, size_t *len);

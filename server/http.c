@@ -287,7 +287,7 @@ static int job_client_gone(api_job *job) {
 
 static enum MHD_Result send_job_result(req_ctx *r) {
     api_job *job = r->job;
-    r->tokens = job->tokens; /* /v1/tokenize counts them on the worker */
+    r->tokens = job->tokens; /* counted by the worker, which tokenizes */
     static const char *const retry[] = {"Retry-After", "1", NULL};
     char *body = job->body;
     size_t len = job->body_len;
@@ -338,13 +338,15 @@ static enum MHD_Result handle_body(http_server *s, req_ctx *r) {
     }
     api_error e = {0};
     api_job *job = NULL;
-    /* /v1/tokenize runs on the worker pool like the other routes: on this
-     * polling thread, tokenizing a 1 MB body held up /healthz for seconds. */
-    int rc = r->route->kind == R_POST_TOKENIZE ? api_parse_tokenize(s->api, req, r->len, &job, &e)
-             : r->route->metric == ROUTE_FILL_MASK ? api_parse_fill_mask(s->api, req, &job, &e)
-                                                   : api_parse_next_sentence(s->api, req, &job, &e);
+    /* Parsed (tokenized) on a worker: on this polling thread a 1 MB body held
+     * up the /healthz probes it also answers. */
+    int rc = api_defer(s->api,
+                       r->route->kind == R_POST_TOKENIZE     ? API_TOKENIZE
+                       : r->route->metric == ROUTE_FILL_MASK ? API_FILL_MASK
+                                                             : API_NEXT_SENTENCE,
+                       req, r->len, &job, &e);
     json_decref(req);
-    free(r->body); /* the job holds token ids now */
+    free(r->body); /* the job holds the parsed request now */
     r->body = NULL;
     r->len = r->cap = 0;
     if (rc) return send_error(r, e.status, e.code, e.message, NULL);

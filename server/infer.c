@@ -350,8 +350,8 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
             api_job_fail(job, 504, "timeout",
                          "the request waited longer than the server's request timeout before a "
                          "worker was free; retry later or send smaller batches");
-        } else if (job->kind == API_TOKENIZE) {
-            api_run_tokenize(api, job);
+        } else if (api_prepare(api, job)) {
+            /* answered (/v1/tokenize) or refused by the parse */
         } else {
             jobs[live++] = job;
             continue;
