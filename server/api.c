@@ -11,7 +11,7 @@
 #include <string.h>
 
 /* A request may name at most this many targets: each is a vocabulary lookup
- * or a tokenization on the HTTP thread. */
+ * or a tokenization on the worker parsing the request. */
 #define API_MAX_TARGETS 4096
 
 static int fail(api_error *e, int status, const char *code, const char *fmt, ...)

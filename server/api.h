@@ -5,10 +5,16 @@
  * items, the answers that need no forward pass (/v1/tokenize, /v1/models),
  * and the error body format {"error": {"code", "message"}}.
  *
- * An api_job is created by api_parse_* on the HTTP thread, owned by the HTTP
- * connection that created it, run by a worker (infer.c) which fills status and
- * body and calls complete(), and released with api_job_free. Messages never
- * contain server paths: they name the request field at fault. */
+ * An api_job is created by api_defer on the HTTP thread (holding the parsed
+ * JSON), owned by the HTTP connection that created it, validated and
+ * tokenized by a worker (api_prepare), run there (infer.c), which fills status
+ * and body and calls complete(), and released with api_job_free. Messages
+ * never contain server paths: they name the request field at fault.
+ *
+ * Bounds per request, besides the shape limits: inputs x [MASK]s x top_k
+ * (limits.max_predictions_per_request, 422 too_many_predictions), the answer
+ * (limits.max_answer_bytes, 413 answer_too_large) and /v1/tokenize's tokens
+ * (limits.max_tokenize_tokens, 422 too_many_tokens). */
 #ifndef BERT_SERVER_API_H
 #define BERT_SERVER_API_H
 
