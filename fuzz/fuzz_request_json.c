@@ -227,8 +227,8 @@ static void check_deferred(api_kind kind, json_t *req, int status, const char *b
     FUZZ_CHECK(g_completed == 1, "deferred job completed %d times", g_completed);
     FUZZ_CHECK(job->status == status, "deferred %d, direct %d", job->status, status);
     if (kind != API_TOKENIZE && job->status == 200)
-        FUZZ_CHECK(job->tokens <= job->item.cost, "%ld tokens over the cost bound %ld",
-                   job->tokens, job->item.cost);
+        FUZZ_CHECK(job->tokens <= job->item.cost, "%ld tokens over the cost bound %ld", job->tokens,
+                   job->item.cost);
     FUZZ_CHECK(job->body && job->body_len == len && memcmp(job->body, body, len) == 0,
                "deferred body differs");
     api_job_free(job);

@@ -276,9 +276,11 @@ static void format_job(infer_worker *w, const api_ctx *api, api_job *job, int *m
         fmt_status st = FMT_OK;
         /* An input's predictions are the expensive part of a large answer:
          * stop between inputs when nobody waits for it any more. */
-        json_t *o = job_gone(job)
-                        ? (st = FMT_GONE, NULL)
-                        : fill_mask_answer(w, api, job, in, *mlm_row, &loss, &n_lab, &budget, &st);
+        json_t *o = NULL;
+        if (job_gone(job))
+            st = FMT_GONE;
+        else
+            o = fill_mask_answer(w, api, job, in, *mlm_row, &loss, &n_lab, &budget, &st);
         *mlm_row += in->n_mlm;
         if (!o) {
             json_decref(losses);
