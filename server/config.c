@@ -1,6 +1,8 @@
 /* config: defaults, YAML file, environment, flags. See config.h. */
 #include "config.h"
 
+#include "file_io.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
@@ -290,47 +292,14 @@ cleanup:
 }
 
 int cfg_load_file(cfg *c, const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
+    /* The model's files' reader: a regular file only (a FIFO would block
+     * start-up), at most 16 MiB. */
     char *buf = NULL;
-    int rc = CFG_OK;
-    if (!f) {
-        errf(err, errlen, "%s: cannot open config file: %s", path, strerror(errno));
-        return CFG_ERR_IO;
-    }
-    size_t cap = 4096, len = 0;
-    buf = malloc(cap);
-    if (!buf) {
-        rc = CFG_ERR_IO;
-        errf(err, errlen, "%s: out of memory", path);
-        goto cleanup;
-    }
-    for (;;) {
-        size_t n = fread(buf + len, 1, cap - len, f);
-        len += n;
-        if (len < cap) break;
-        if (cap >= (1u << 24)) {
-            errf(err, errlen, "%s: config file larger than 16 MiB", path);
-            rc = CFG_ERR_VALUE;
-            goto cleanup;
-        }
-        char *nb = realloc(buf, cap * 2);
-        if (!nb) {
-            errf(err, errlen, "%s: out of memory", path);
-            rc = CFG_ERR_IO;
-            goto cleanup;
-        }
-        buf = nb;
-        cap *= 2;
-    }
-    if (ferror(f)) {
-        errf(err, errlen, "%s: read error: %s", path, strerror(errno));
-        rc = CFG_ERR_IO;
-        goto cleanup;
-    }
-    rc = cfg_load_buffer(c, buf, len, path, err, errlen);
-cleanup:
+    size_t len = 0;
+    int frc = fio_read_all(path, (size_t)1 << 24, &buf, &len, err, errlen);
+    if (frc != FIO_OK) return frc == FIO_ERR_TOO_BIG ? CFG_ERR_VALUE : CFG_ERR_IO;
+    int rc = cfg_load_buffer(c, buf, len, path, err, errlen);
     free(buf);
-    fclose(f);
     return rc;
 }
 

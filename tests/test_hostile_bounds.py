@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from checkpoints import build_dir, make_checkpoint
-from http_helpers import Server, default_config, error_of, shared_checkpoint
+from http_helpers import Server, default_config, error_of, server_bin, shared_checkpoint
 
 
 # ---- the loader: regular files only, each under a cap ---------------------------------
@@ -131,6 +131,15 @@ def test_server_exits_naming_a_fifo_in_the_model_dir(good, tmp_path):
     srv.exited.wait(10)
     assert rc == 1, srv.stderr()
     assert "vocab.txt" in srv.stderr() and "not a regular file (a FIFO)" in srv.stderr()
+
+
+def test_config_file_fifo_is_refused(tmp_path):
+    fifo = tmp_path / "server.yaml"
+    os.mkfifo(fifo)
+    proc = subprocess.run([str(server_bin()), "--config", str(fifo)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "server.yaml: not a regular file (a FIFO)" in proc.stderr, proc.stderr
 
 
 # ---- fill-mask: the work and the answer of one request are bounded ------------------
