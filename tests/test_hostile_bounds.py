@@ -87,7 +87,7 @@ def test_directory_as_vocab_is_refused(good, tmp_path):
     expect_refusal(d, "vocab.txt", "not a regular file (a directory)")
 
 
-def test_vocab_larger_than_vocab_size_implies_is_refused_unread(good, tmp_path):
+def test_vocab_larger_than_vocab_size_implies_is_refused(good, tmp_path):
     # 30522 real lines, then one 4 MiB line: the line count fits config.json's
     # vocab_size, the bytes do not (vocab_size x 64 + 1 MiB = 2.9 MiB).
     d = variant(good, tmp_path, "hugevocab")
@@ -269,6 +269,37 @@ def test_abandoned_requests_are_not_computed(model_dir, tmp_path):
         print("abandoned:", statuses)
         assert len(abandoned) == 4, recs
         assert all(s == (499, "client_closed") for s in statuses), statuses
+
+
+def test_running_forward_pass_stops_when_its_client_has_gone(tmp_path_factory, tmp_path):
+    """A model deep enough that one 32 x 124-token batch takes seconds of encoder layers:
+    the client hangs up while it runs, and the pass stops at the next layer."""
+    model = make_checkpoint(tmp_path_factory.mktemp("bounds_deep") / "ckpt", seed=5,
+                            hidden_size=384, intermediate_size=1536, num_hidden_layers=8,
+                            num_attention_heads=6)
+    cfg = default_config(model, workers={"count": 1})
+    with Server(tmp_path, model, cfg) as srv:
+        s = _raw_post(srv.port, "/v1/fill-mask", LARGE_OK)
+        deadline = time.monotonic() + 30
+        while _gauges(srv)["bert_workers_busy"] < 1:  # the forward pass has begun
+            assert time.monotonic() < deadline
+        t0 = time.monotonic()
+        s.close()
+        deadline = time.monotonic() + 120
+        while True:
+            recs = srv.log_records()
+            done = [x for x in recs if x.get("msg") == "request"
+                    and x.get("path") == "/v1/fill-mask"]
+            if done:
+                break
+            assert time.monotonic() < deadline
+        print(f"worker let go {time.monotonic() - t0:.2f} s after the client hung up")
+        cancelled = [x for x in recs if x.get("msg") == "batch cancelled"]
+        assert cancelled and cancelled[0]["reason"] == "every client has gone", recs[-5:]
+        assert (done[0]["status"], done[0].get("error")) == (499, "client_closed"), done
+        # the worker is free again and answers in full
+        r = srv.post("/v1/fill-mask", {"inputs": "paris is the [MASK] of france."})
+        assert r.status_code == 200 and len(r.json()) == 5
 
 
 # ---- /v1/tokenize: bounded, and off the HTTP polling threads ------------------------
