@@ -120,7 +120,8 @@ static json_t *mask_predictions(infer_worker *w, const api_ctx *api, const api_j
         /* The pipeline decodes the input with this candidate in place and any
          * [PAD] dropped; the other masks stay visible when there are several.
          * transformers repeats that sequence for every candidate, single mask
-         * or not, so the answer does too (the caps above bound it). */
+         * or not, so the answer does too: limits.max_predictions_per_request
+         * and the answer budget bound the repetition. */
         int m = 0;
         for (int p = 0; p < in->seq.len; p++) {
             int32_t t = p == pos ? id : in->seq.ids[p];
