@@ -326,6 +326,12 @@ static enum MHD_Result handle_body(http_server *s, req_ctx *r) {
      * every string is read with its length. */
     json_t *req =
         json_loadb(r->body ? r->body : "", r->len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    if (!req && json_error_code(&je) == json_error_numeric_overflow)
+        /* An integer beyond 64 bits is valid JSON (the ignored "options" may hold
+         * any): read integers as reals then; the fields the API reads check
+         * their own range (json_as_int). */
+        req = json_loadb(r->body ? r->body : "", r->len,
+                         JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
     if (!req) {
         char msg[300];
         if (json_error_code(&je) == json_error_invalid_utf8) {

@@ -302,6 +302,17 @@ def test_running_forward_pass_stops_when_its_client_has_gone(tmp_path_factory, t
         assert r.status_code == 200 and len(r.json()) == 5
 
 
+def test_integer_beyond_64_bits_in_options_is_accepted(server):
+    """Found by schemathesis while testing these bounds: valid JSON that jansson's 64-bit
+    integers cannot hold was refused 400 invalid_json, though `options` takes any JSON."""
+    big = '{"options": {"x": [2587456047737085338268467200]}, "inputs": "hello"}'
+    r = server.post("/v1/tokenize", raw=big)
+    assert r.status_code == 200 and r.json()["ids"] == [101, 7592, 102], r.text
+    r = server.post("/v1/fill-mask", raw='{"inputs": "a [MASK]", "parameters": '
+                                         '{"top_k": 2587456047737085338268467200}}')
+    assert r.status_code == 400 and error_of(r) == "invalid_request"
+
+
 # ---- /v1/tokenize: bounded, and off the HTTP polling threads ------------------------
 
 
