@@ -26,6 +26,7 @@ typedef enum {
     BERT_ERR_NO_HEAD = 3, /* MLM or NSP head not in this checkpoint */
     BERT_ERR_INPUT = 4,   /* bad ids, too long, etc. */
     BERT_ERR_NOMEM = 5,
+    BERT_ERR_CANCELLED = 6, /* the workspace's cancel check said stop */
 } bert_status;
 
 typedef enum {
@@ -106,6 +107,10 @@ bert_workspace *bert_workspace_new_threads(int n_threads);
 int bert_workspace_threads(const bert_workspace *ws);
 void bert_workspace_free(bert_workspace *ws);
 size_t bert_workspace_bytes(const bert_workspace *ws);
+/* A check bert_forward polls before each encoder layer: when fn(arg) returns
+ * nonzero the pass stops with BERT_ERR_CANCELLED (a server drops work whose
+ * client has gone). fn NULL: never cancelled. Runs on the calling thread. */
+void bert_workspace_set_cancel(bert_workspace *ws, int (*fn)(void *arg), void *arg);
 
 /* Runs B sequences of different lengths through the encoder, the MLM head's
  * transform at the requested positions and, when want_nsp, the pooler and NSP

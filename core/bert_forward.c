@@ -40,6 +40,8 @@ struct bert_workspace {
     team *team;     /* NULL: everything on the calling thread */
     size_t *starts; /* (B) first row of each sequence in the packed batch */
     int starts_cap;
+    int (*cancel)(void *arg); /* checked before each layer: nonzero stops the pass */
+    void *cancel_arg;
 };
 
 bert_workspace *bert_workspace_new(void) {
@@ -71,6 +73,11 @@ int bert_workspace_threads(const bert_workspace *ws) {
 
 size_t bert_workspace_bytes(const bert_workspace *ws) {
     return ws->bytes;
+}
+
+void bert_workspace_set_cancel(bert_workspace *ws, int (*fn)(void *arg), void *arg) {
+    ws->cancel = fn;
+    ws->cancel_arg = arg;
 }
 
 /* Makes buffer i hold at least n floats (contents not kept). */
@@ -394,9 +401,14 @@ int bert_forward(const bert_model *m, bert_workspace *ws, const bert_seq_input *
     forward_embeddings(m, seqs, B, ws->buf[WS_X]);
     par_layernorm(ws, ws->buf[WS_X], NULL, m->emb_ln_w, m->emb_ln_b, (int)N, (int)C,
                   c->layer_norm_eps);
-    for (int l = 0; l < c->num_hidden_layers; l++)
-        forward_layer(m, &m->layers[l], ws, seqs, B, (int)N, Lmax);
     ws->mlm_rows = 0;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        if (ws->cancel && ws->cancel(ws->cancel_arg)) {
+            snprintf(err, errlen, "cancelled before layer %d of %d", l, c->num_hidden_layers);
+            return BERT_ERR_CANCELLED;
+        }
+        forward_layer(m, &m->layers[l], ws, seqs, B, (int)N, Lmax);
+    }
     if (M > 0) {
         forward_mlm_transform(m, ws, seqs, B, (int)M);
         ws->mlm_rows = (int)M;

@@ -2,41 +2,18 @@
  * checkpoint.c resolves) and the tokenizer files, every tensor checked
  * against the config before use. */
 #include "bert_internal.h"
+#include "file_io.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define LOAD_MAX_CONFIG_BYTES (4u << 20)
-
+/* config.json: a regular file of at most FIO_MAX_CONFIG_BYTES. */
 static char *load_read_file(const char *path, size_t *len, char *err, size_t errlen) {
-    FILE *fp = fopen(path, "rb");
     char *buf = NULL;
-    if (!fp) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    if (fseek(fp, 0, SEEK_END) != 0) goto fail;
-    long size = ftell(fp);
-    if (size < 0 || (unsigned long)size > LOAD_MAX_CONFIG_BYTES) {
-        snprintf(err, errlen, "%s: unreadable or larger than %u bytes", path,
-                 LOAD_MAX_CONFIG_BYTES);
-        fclose(fp);
-        return NULL;
-    }
-    rewind(fp);
-    buf = malloc((size_t)size + 1);
-    if (!buf || fread(buf, 1, (size_t)size, fp) != (size_t)size) goto fail;
-    buf[size] = '\0';
-    *len = (size_t)size;
-    fclose(fp);
+    fio_read_all(path, FIO_MAX_CONFIG_BYTES, &buf, len, err, errlen);
     return buf;
-fail:
-    snprintf(err, errlen, "%s: read failed", path);
-    free(buf);
-    fclose(fp);
-    return NULL;
 }
 
 /* Keeps a heap copy alive for the model's lifetime. */
@@ -283,7 +260,7 @@ int bert_model_load(const char *dir, bert_model **out, char *err, size_t errlen)
         if ((rc = load_layer(m, prefix, i, &m->layers[i], err, errlen))) goto cleanup;
     if ((rc = load_nsp(m, prefix, err, errlen)) || (rc = load_mlm(m, err, errlen))) goto cleanup;
 
-    if ((rc = tok_load_dir(dir, &m->tok, err, errlen)) != TOK_OK) {
+    if ((rc = tok_load_dir_capped(dir, c->vocab_size, &m->tok, err, errlen)) != TOK_OK) {
         rc = rc == TOK_ERR_IO ? BERT_ERR_IO : BERT_ERR_FORMAT;
         goto cleanup;
     }

@@ -2,6 +2,8 @@
  * or PyTorch zip, resolved as transformers resolves them. See checkpoint.h. */
 #include "checkpoint.h"
 
+#include "file_io.h"
+
 #include "torch_zip.h"
 
 #include <errno.h>
@@ -122,20 +124,16 @@ int ckpt_open_index(const char *index_path, ckpt **out, char *err, size_t errlen
     else
         dir[0] = '\0';
 
-    struct stat sb = {0};
-    if (stat(index_path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        snprintf(err, errlen, "%s: cannot open: %s", index_path,
-                 S_ISREG(sb.st_mode) ? strerror(errno) : "not a regular file");
-        rc = ST_ERR_IO;
-        goto fail;
-    }
-    if ((unsigned long long)sb.st_size > CKPT_MAX_INDEX_BYTES) {
-        snprintf(err, errlen, "%s: larger than %u bytes", index_path, CKPT_MAX_INDEX_BYTES);
-        rc = ST_ERR_FORMAT;
+    char *text = NULL;
+    size_t text_len = 0;
+    int frc = fio_read_all(index_path, CKPT_MAX_INDEX_BYTES, &text, &text_len, err, errlen);
+    if (frc != FIO_OK) {
+        rc = frc == FIO_ERR_TOO_BIG ? ST_ERR_FORMAT : ST_ERR_IO;
         goto fail;
     }
     json_error_t jerr;
-    root = json_load_file(index_path, JSON_REJECT_DUPLICATES, &jerr);
+    root = json_loadb(text, text_len, JSON_REJECT_DUPLICATES, &jerr);
+    free(text);
     rc = ST_ERR_FORMAT;
     if (!root) {
         snprintf(err, errlen, "%s: invalid JSON at line %d: %s", index_path, jerr.line, jerr.text);

@@ -1,5 +1,7 @@
 #include "safetensors.h"
 
+#include "file_io.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -246,18 +248,10 @@ cleanup:
 
 int st_open(const char *path, st_file **out, char *err, size_t errlen) {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return ST_ERR_IO;
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        snprintf(err, errlen, "%s: not a regular file", path);
-        close(fd);
-        return ST_ERR_IO;
-    }
-    size_t len = (size_t)sb.st_size;
+    int fd = -1;
+    size_t len = 0;
+    /* Never blocks on a FIFO; refuses devices and directories by name. */
+    if (fio_open_regular(path, &fd, &len, err, errlen) != FIO_OK) return ST_ERR_IO;
     if (len < 8) {
         snprintf(err, errlen, "%s: %zu bytes is too short for a safetensors file", path, len);
         close(fd);

@@ -8,12 +8,15 @@
  * whitespace and punctuation; WordPiece each word against the vocab hash. */
 #include "tokenizer.h"
 
+#include "file_io.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <utf8proc.h>
 
 /* A token the added-token splitter keeps whole when written in the raw text
@@ -531,48 +534,42 @@ int tok_load_vocab_buffer(const char *data, size_t len, const tok_options *opt, 
     return tok_build(data, len, "vocab", opt, NULL, out, err, errlen);
 }
 
-static int tok_load_vocab_ex(const char *vocab_path, const tok_options *opt, const tok_extra *extra,
-                             tok_tokenizer **out, char *err, size_t errlen) {
+/* Maps a file_io status onto the tokenizer's. */
+static int tok_fio_status(int frc) {
+    return frc == FIO_ERR_NOMEM                          ? TOK_ERR_NOMEM
+           : frc == FIO_ERR_MISSING || frc == FIO_ERR_IO ? TOK_ERR_IO
+                                                         : TOK_ERR_FORMAT;
+}
+
+/* vocab.txt under a byte cap: max_tokens lines (0: no count known) of at most
+ * TOK_VOCAB_LINE_BYTES bytes on average. */
+static int tok_load_vocab_ex(const char *vocab_path, int max_tokens, const tok_options *opt,
+                             const tok_extra *extra, tok_tokenizer **out, char *err,
+                             size_t errlen) {
     if (!out || !vocab_path) return tok_fail(err, errlen, TOK_ERR_ARG, "vocab: no path");
     *out = NULL;
-    int rc = TOK_OK;
+    size_t cap = max_tokens > 0 ? (size_t)max_tokens * TOK_VOCAB_LINE_BYTES + ((size_t)1 << 20)
+                                : TOK_MAX_VOCAB_BYTES;
+    if (cap > TOK_MAX_VOCAB_BYTES) cap = TOK_MAX_VOCAB_BYTES;
     char *data = NULL;
-    FILE *f = fopen(vocab_path, "rb");
-    if (!f) return tok_fail(err, errlen, TOK_ERR_IO, "%s: %s", vocab_path, strerror(errno));
-    size_t cap = 1 << 16, len = 0;
-    data = malloc(cap);
-    if (!data) {
-        rc = tok_fail(err, errlen, TOK_ERR_NOMEM, "%s: out of memory", vocab_path);
-        goto cleanup;
-    }
-    for (;;) {
-        if (len == cap) {
-            char *grown = realloc(data, cap * 2);
-            if (!grown) {
-                rc = tok_fail(err, errlen, TOK_ERR_NOMEM, "%s: out of memory", vocab_path);
-                goto cleanup;
-            }
-            data = grown;
-            cap *= 2;
+    size_t len = 0;
+    int frc = fio_read_all(vocab_path, cap, &data, &len, err, errlen);
+    if (frc != FIO_OK) {
+        if (frc == FIO_ERR_TOO_BIG && max_tokens > 0) {
+            size_t n = strlen(err);
+            snprintf(err + n, errlen > n ? errlen - n : 0,
+                     " (config.json 'vocab_size' %d allows %zu bytes)", max_tokens, cap);
         }
-        size_t k = fread(data + len, 1, cap - len, f);
-        len += k;
-        if (k == 0) break;
+        return tok_fio_status(frc);
     }
-    if (ferror(f)) {
-        rc = tok_fail(err, errlen, TOK_ERR_IO, "%s: read error", vocab_path);
-        goto cleanup;
-    }
-    rc = tok_build(data, len, vocab_path, opt, extra, out, err, errlen);
-cleanup:
+    int rc = tok_build(data, len, vocab_path, opt, extra, out, err, errlen);
     free(data);
-    fclose(f);
     return rc;
 }
 
 int tok_load_vocab(const char *vocab_path, const tok_options *opt, tok_tokenizer **out, char *err,
                    size_t errlen) {
-    return tok_load_vocab_ex(vocab_path, opt, NULL, out, err, errlen);
+    return tok_load_vocab_ex(vocab_path, 0, opt, NULL, out, err, errlen);
 }
 
 /* Reads a boolean (or, where nullable, null -> -1) key of a config object.
@@ -593,19 +590,23 @@ static int tok_config_flag(json_t *obj, const char *key, int nullable, const cha
                      nullable ? "true, false or null" : "true or false");
 }
 
-/* Loads path as a JSON object into *root; *root stays NULL (TOK_OK) when the
- * file does not exist. */
-static int tok_load_json(const char *path, json_t **root, char *err, size_t errlen) {
+/* Loads path (a regular file of at most max_bytes) as a JSON object into
+ * *root; *root stays NULL (TOK_OK) when the file does not exist. */
+static int tok_load_json(const char *path, size_t max_bytes, json_t **root, char *err,
+                         size_t errlen) {
+    char *data = NULL;
+    size_t len = 0;
+    *root = NULL;
+    int frc = fio_read_all(path, max_bytes, &data, &len, err, errlen);
+    if (frc == FIO_ERR_MISSING) return TOK_OK;
+    if (frc != FIO_OK) return tok_fio_status(frc);
     json_error_t je;
     /* Hub files carry "model_max_length": 1e30 written as an integer, beyond
      * json_int_t; integers may become reals (read with tok_json_int). */
-    *root = json_load_file(path, JSON_DECODE_INT_AS_REAL, &je);
-    if (!*root) {
-        FILE *probe = fopen(path, "rb");
-        if (!probe && errno == ENOENT) return TOK_OK;
-        if (probe) fclose(probe);
+    *root = json_loadb(data, len, JSON_DECODE_INT_AS_REAL, &je);
+    free(data);
+    if (!*root)
         return tok_fail(err, errlen, TOK_ERR_FORMAT, "%s: line %d: %s", path, je.line, je.text);
-    }
     if (!json_is_object(*root)) {
         json_decref(*root);
         *root = NULL;
@@ -826,6 +827,11 @@ fail:
 }
 
 int tok_load_dir(const char *dir, tok_tokenizer **out, char *err, size_t errlen) {
+    return tok_load_dir_capped(dir, 0, out, err, errlen);
+}
+
+int tok_load_dir_capped(const char *dir, int max_tokens, tok_tokenizer **out, char *err,
+                        size_t errlen) {
     if (!out || !dir) return tok_fail(err, errlen, TOK_ERR_ARG, "tokenizer: no directory");
     *out = NULL;
     int rc = TOK_OK;
@@ -849,7 +855,8 @@ int tok_load_dir(const char *dir, tok_tokenizer **out, char *err, size_t errlen)
     memset(&extra, 0, sizeof(extra));
     int have_lower = 0, have_strip = 0, have_chinese = 0;
 
-    if ((rc = tok_load_json(cfg_path, &cfg, err, errlen)) != TOK_OK) goto cleanup;
+    if ((rc = tok_load_json(cfg_path, FIO_MAX_CONFIG_BYTES, &cfg, err, errlen)) != TOK_OK)
+        goto cleanup;
     if (cfg) {
         struct {
             const char *key;
@@ -869,12 +876,14 @@ int tok_load_dir(const char *dir, tok_tokenizer **out, char *err, size_t errlen)
         if ((rc = tok_special_names(cfg, cfg_path, &extra, err, errlen)) != TOK_OK) goto cleanup;
     }
     /* transformers applies special_tokens_map.json over tokenizer_config.json. */
-    if ((rc = tok_load_json(stm_path, &stm, err, errlen)) != TOK_OK) goto cleanup;
+    if ((rc = tok_load_json(stm_path, FIO_MAX_CONFIG_BYTES, &stm, err, errlen)) != TOK_OK)
+        goto cleanup;
     if (stm && (rc = tok_special_names(stm, stm_path, &extra, err, errlen)) != TOK_OK) goto cleanup;
 
     /* Settings tokenizer_config.json leaves out come from the BertNormalizer
      * in tokenizer.json, when there is one. */
-    if ((rc = tok_load_json(tj_path, &tj, err, errlen)) != TOK_OK) goto cleanup;
+    if ((rc = tok_load_json(tj_path, TOK_MAX_TOKENIZER_JSON_BYTES, &tj, err, errlen)) != TOK_OK)
+        goto cleanup;
     if (tj && (!have_lower || !have_strip || !have_chinese)) {
         json_t *norm = json_object_get(tj, "normalizer");
         json_t *type = norm ? json_object_get(norm, "type") : NULL;
@@ -906,12 +915,12 @@ int tok_load_dir(const char *dir, tok_tokenizer **out, char *err, size_t errlen)
         goto cleanup;
 
     /* vocab.txt when there is one (what the slow and fast tokenizers share),
-     * else the WordPiece vocab inside tokenizer.json. */
-    FILE *probe = fopen(vocab_path, "rb");
-    int vocab_missing = !probe && errno == ENOENT;
-    if (probe) fclose(probe);
+     * else the WordPiece vocab inside tokenizer.json. stat, not open: a FIFO
+     * must be refused by file_io, not waited on here. */
+    struct stat vst;
+    int vocab_missing = stat(vocab_path, &vst) != 0 && errno == ENOENT;
     if (!vocab_missing || !tj) {
-        rc = tok_load_vocab_ex(vocab_path, &opt, &extra, out, err, errlen);
+        rc = tok_load_vocab_ex(vocab_path, max_tokens, &opt, &extra, out, err, errlen);
         if (rc == TOK_ERR_IO && vocab_missing)
             tok_fail(err, errlen, TOK_ERR_IO,
                      "%s: No such file or directory, and no tokenizer.json with a WordPiece vocab",

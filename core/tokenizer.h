@@ -33,6 +33,14 @@ typedef enum {
     TOK_ERR_ARG = 6,
 } tok_status;
 
+/* Average bytes per vocab.txt line allowed when the token count is known:
+ * bert-base-uncased averages 7.6, multilingual vocabularies under 10. */
+#define TOK_VOCAB_LINE_BYTES 64
+/* Any vocab.txt, count known or not. */
+#define TOK_MAX_VOCAB_BYTES ((size_t)256 << 20)
+/* tokenizer.json (its normalizer settings are read) */
+#define TOK_MAX_TOKENIZER_JSON_BYTES ((size_t)64 << 20)
+
 typedef struct tok_options {
     int lowercase;        /* do_lower_case */
     int strip_accents;    /* -1: follow lowercase (HF's null), 0: no, 1: yes */
@@ -60,6 +68,13 @@ typedef struct tok_tokenizer tok_tokenizer;
  * from it on. Added tokens that strip, match single words or match after
  * normalization are refused. Errors name the file and the key or token. */
 int tok_load_dir(const char *dir, tok_tokenizer **out, char *err, size_t errlen);
+/* Same, with vocab.txt bounded by what config.json implies: max_tokens > 0
+ * (its vocab_size) caps the file at max_tokens * TOK_VOCAB_LINE_BYTES + 1 MiB.
+ * Every file must be a regular file (a FIFO, device or directory is refused
+ * by name, never waited on or read forever); tokenizer_config.json is capped
+ * at FIO_MAX_CONFIG_BYTES and tokenizer.json at TOK_MAX_TOKENIZER_JSON_BYTES. */
+int tok_load_dir_capped(const char *dir, int max_tokens, tok_tokenizer **out, char *err,
+                        size_t errlen);
 /* Loads one vocab.txt with explicit options (used by tests and fuzzers). */
 int tok_load_vocab(const char *vocab_path, const tok_options *opt, tok_tokenizer **out, char *err,
                    size_t errlen);

@@ -54,6 +54,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     g_cfg.max_top_k = 10;
     g_cfg.default_top_k = 5;
     g_cfg.max_sequence_length = 48;
+    g_cfg.max_predictions_per_request = 60; /* < 4 inputs x 3 masks x top_k 10 */
+    g_cfg.max_answer_bytes = 8192;
+    g_cfg.max_tokenize_tokens = 200;
     if (api_ctx_init(&g_ctx, g_model, dir, &g_cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "fuzz_request_json: api_ctx_init: %s\n", err);
         abort();
@@ -118,6 +121,11 @@ static void run_job(api_job *job) {
     pool_item *items[1] = {&job->item};
     g_cb.run(g_worker, items, 1, g_cb.user);
     FUZZ_CHECK(g_completed == 1, "job completed %d times", g_completed);
+    if (job->status == 413) {
+        FUZZ_CHECK(job->err_code && strcmp(job->err_code, "answer_too_large") == 0, "413 %s",
+                   job->err_code ? job->err_code : "(null)");
+        return;
+    }
     FUZZ_CHECK(job->status == 200, "worker answered %d: %.*s", job->status, (int)job->body_len,
                job->body ? job->body : "");
     json_error_t je;
@@ -136,7 +144,8 @@ static void run_job(api_job *job) {
 }
 
 static void check_error(const api_error *e) {
-    FUZZ_CHECK(e->status == 400 || e->status == 422 || e->status == 500, "status %d", e->status);
+    FUZZ_CHECK(e->status == 400 || e->status == 413 || e->status == 422 || e->status == 500,
+               "status %d", e->status);
     FUZZ_CHECK(e->code != NULL && e->code[0] != 0, "no error code");
     FUZZ_CHECK(fuzz_terminated(e->message, sizeof(e->message)) && e->message[0] != 0,
                "empty or unterminated message");
@@ -186,6 +195,8 @@ static void check_job(const api_job *job, api_kind kind) {
     }
     FUZZ_CHECK(tokens == job->tokens, "tokens %ld, inputs hold %ld", job->tokens, tokens);
     if (kind == API_FILL_MASK) {
+        FUZZ_CHECK(job->predictions <= g_cfg.max_predictions_per_request, "%ld predictions",
+                   job->predictions);
         int max_k = g_cfg.max_top_k < vocab ? g_cfg.max_top_k : vocab;
         FUZZ_CHECK(job->top_k >= 1 && job->top_k <= max_k, "top_k %d", job->top_k);
         if (job->targets) {
@@ -196,6 +207,31 @@ static void check_job(const api_job *job, api_kind kind) {
                            job->targets[t]);
         }
     }
+}
+
+/* The server's own path for the same request: api_defer on the HTTP thread,
+ * parse (or tokenize) and run on a worker. Must answer exactly as the direct
+ * calls did: status and body. */
+static void check_deferred(api_kind kind, json_t *req, int status, const char *body, size_t len) {
+    api_job *job = NULL;
+    api_error e;
+    memset(&e, 0, sizeof(e));
+    FUZZ_CHECK(api_defer(&g_ctx, kind, req, 0, &job, &e) == 0 && job != NULL, "api_defer: %s",
+               e.message);
+    FUZZ_CHECK(job->item.cost >= 1, "cost %ld", job->item.cost);
+    job->deadline_ns = infer_now_ns() + 600 * 1000000000LL;
+    job->complete = on_complete;
+    g_completed = 0;
+    pool_item *items[1] = {&job->item};
+    g_cb.run(g_worker, items, 1, g_cb.user);
+    FUZZ_CHECK(g_completed == 1, "deferred job completed %d times", g_completed);
+    FUZZ_CHECK(job->status == status, "deferred %d, direct %d", job->status, status);
+    if (kind != API_TOKENIZE && job->status == 200)
+        FUZZ_CHECK(job->tokens <= job->item.cost, "%ld tokens over the cost bound %ld", job->tokens,
+                   job->item.cost);
+    FUZZ_CHECK(job->body && job->body_len == len && memcmp(job->body, body, len) == 0,
+               "deferred body differs");
+    api_job_free(job);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -224,11 +260,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (g_verbose) fprintf(stderr, "tokenize: %s\n", out ? "ok" : e.code);
         if (!out) {
             check_error(&e);
+            char *eb = api_error_body(e.code, e.message, &len);
+            check_deferred(API_TOKENIZE, req, e.status, eb, len);
+            free(eb);
         } else {
-            FUZZ_CHECK(tokens >= 0, "tokens %ld", tokens);
+            FUZZ_CHECK(tokens >= 0 && tokens <= g_cfg.max_tokenize_tokens, "tokens %ld", tokens);
+            FUZZ_CHECK(len <= (size_t)g_cfg.max_answer_bytes, "answer of %zu bytes", len);
             json_t *v = json_loadb(out, len, 0, &je);
             FUZZ_CHECK(v != NULL, "tokenize answer is not JSON: %s", je.text);
             json_decref(v);
+            check_deferred(API_TOKENIZE, req, 200, out, len);
             free(out);
         }
     } else {
@@ -242,10 +283,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (rc != 0) {
             FUZZ_CHECK(job == NULL, "refused request returned a job");
             check_error(&e);
+            size_t len = 0;
+            char *eb = api_error_body(e.code, e.message, &len);
+            check_deferred(kind, req, e.status, eb, len);
+            free(eb);
         } else {
             FUZZ_CHECK(job != NULL, "accepted request without a job");
             check_job(job, kind);
             run_job(job);
+            check_deferred(kind, req, job->status, job->body, job->body_len);
             api_job_free(job);
         }
     }

@@ -1,6 +1,7 @@
 /* api: request validation and tokenization for the /v1 routes. See api.h. */
 #include "api.h"
 
+#include "file_io.h"
 #include "objectives.h"
 
 #include <errno.h>
@@ -10,7 +11,7 @@
 #include <string.h>
 
 /* A request may name at most this many targets: each is a vocabulary lookup
- * or a tokenization on the HTTP thread. */
+ * or a tokenization on the worker parsing the request. */
 #define API_MAX_TARGETS 4096
 
 static int fail(api_error *e, int status, const char *code, const char *fmt, ...)
@@ -47,11 +48,16 @@ static int read_cleanup_flag(const char *dir, int *out, char *err, size_t errlen
     char path[CFG_PATH_MAX + 64];
     snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
     *out = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
+    char *data = NULL;
+    size_t len = 0;
+    /* The loader has read this file already; it is read again here, under the
+     * same rules (regular file, FIO_MAX_CONFIG_BYTES). */
+    int frc = fio_read_all(path, FIO_MAX_CONFIG_BYTES, &data, &len, err, errlen);
+    if (frc == FIO_ERR_MISSING) return 0;
+    if (frc != FIO_OK) return -1;
     json_error_t je;
-    json_t *root = json_loadf(f, JSON_DECODE_INT_AS_REAL, &je); /* model_max_length is 1e30 */
-    fclose(f);
+    json_t *root = json_loadb(data, len, JSON_DECODE_INT_AS_REAL, &je); /* model_max_length: 1e30 */
+    free(data);
     if (!root) {
         snprintf(err, errlen, "%s:%d: invalid JSON: %s", path, je.line, je.text);
         return -1;
@@ -91,6 +97,7 @@ void api_job_free(api_job *job) {
     free(job->inputs);
     free(job->targets);
     free(job->body);
+    json_decref(job->req);
     free(job);
 }
 
@@ -454,6 +461,22 @@ int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_erro
         job->tokens += in->seq.len;
     }
     if (job->targets && job->top_k > job->n_targets) job->top_k = job->n_targets;
+    /* Each prediction costs a softmax row share, a decode of the whole input
+     * and ~100 bytes plus the sequence in the answer: 32 inputs x 32 masks x
+     * top_k 100 was an 80 MB answer and 12-28 s of one worker. */
+    long masks = 0;
+    for (int i = 0; i < n; i++)
+        masks += job->inputs[i].n_masks;
+    job->predictions = masks * job->top_k;
+    if (job->predictions > ctx->cfg->max_predictions_per_request) {
+        fail(e, 422, "too_many_predictions",
+             "this request asks for %ld predictions (%ld [MASK] tokens over %d input%s x top_k "
+             "%d); at most %d per request (limits.max_predictions_per_request): send fewer "
+             "inputs or masks, or a smaller parameters.top_k",
+             job->predictions, masks, n, n == 1 ? "" : "s", job->top_k,
+             ctx->cfg->max_predictions_per_request);
+        goto error;
+    }
     job->item.cost = job->tokens;
     *out = job;
     return 0;
@@ -577,6 +600,14 @@ char *api_tokenize(const api_ctx *ctx, json_t *req, size_t *len, long *tokens, a
          * this route to find out how long their inputs are. */
         if (encode_input(ctx, what, a, b, &tp, tp.truncate, &seq, e)) goto cleanup;
         *tokens += seq.len;
+        if (*tokens > ctx->cfg->max_tokenize_tokens) {
+            fail(e, 422, "too_many_tokens",
+                 "%s brings the request to %ld tokens; /v1/tokenize returns at most %d per "
+                 "request (limits.max_tokenize_tokens): send less text or set "
+                 "parameters.truncate to true",
+                 what, *tokens, ctx->cfg->max_tokenize_tokens);
+            goto cleanup;
+        }
         json_t *enc = encoding_json(ctx, &seq);
         if (!enc) {
             fail(e, 500, "internal", "out of memory");
@@ -588,11 +619,111 @@ char *api_tokenize(const api_ctx *ctx, json_t *req, size_t *len, long *tokens, a
             answer = enc;
     }
     body = api_dump(answer, len);
-    if (!body) fail(e, 500, "internal", "out of memory");
+    if (!body) {
+        fail(e, 500, "internal", "out of memory");
+    } else if (*len > (size_t)ctx->cfg->max_answer_bytes) {
+        fail(e, 413, "answer_too_large",
+             "the answer would be %zu bytes; at most %ld are sent (limits.max_answer_bytes): "
+             "send less text per request",
+             *len, ctx->cfg->max_answer_bytes);
+        free(body);
+        body = NULL;
+    }
 cleanup:
     json_decref(answer);
     tok_sequence_free(&seq);
     return body;
+}
+
+/* ---- deferred parsing ---- */
+
+/* Text bytes of one input (a string, or an object's "text" and "text_pair"). */
+static size_t input_bytes(json_t *v) {
+    if (json_is_string(v)) return json_string_length(v);
+    if (!json_is_object(v)) return 0;
+    json_t *a = json_object_get(v, "text"), *b = json_object_get(v, "text_pair");
+    return (json_is_string(a) ? json_string_length(a) : 0) +
+           (json_is_string(b) ? json_string_length(b) : 0);
+}
+
+/* An upper bound of the tokens the parse can give: no input is longer than
+ * max_len (longer ones are truncated or refused), and the tokenizer makes at
+ * most one token per byte of text plus [CLS] and two [SEP]. */
+static long cost_bound(const api_ctx *ctx, json_t *req) {
+    json_t *inputs = json_is_object(req) ? json_object_get(req, "inputs") : NULL;
+    size_t n = json_is_array(inputs) ? json_array_size(inputs) : 1;
+    if (n > (size_t)ctx->cfg->max_inputs_per_request) return 1; /* refused by the parse */
+    long cost = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t b = input_bytes(json_is_array(inputs) ? json_array_get(inputs, i) : inputs) + 3;
+        cost += b < (size_t)ctx->max_len ? (long)b : ctx->max_len;
+    }
+    return cost > 0 ? cost : 1;
+}
+
+int api_defer(const api_ctx *ctx, api_kind kind, json_t *req, size_t body_bytes, api_job **out,
+              api_error *e) {
+    api_job *job = calloc(1, sizeof(*job));
+    *out = NULL;
+    if (!job) return fail(e, 500, "internal", "out of memory");
+    job->kind = kind;
+    job->req = json_incref(req);
+    /* /v1/tokenize shares no forward pass: its cost only decides whether it
+     * shares a worker turn with one. */
+    job->item.cost = kind == API_TOKENIZE ? (long)(body_bytes / 4) + 1 : cost_bound(ctx, req);
+    *out = job;
+    return 0;
+}
+
+/* Moves what the parse produced into the queued job, whose pool link, owner,
+ * callbacks and deadline stay as they are. */
+static void job_adopt(api_job *dst, api_job *src) {
+    dst->batched = src->batched;
+    dst->n_inputs = src->n_inputs;
+    dst->inputs = src->inputs;
+    dst->top_k = src->top_k;
+    dst->targets = src->targets;
+    dst->n_targets = src->n_targets;
+    dst->has_labels = src->has_labels;
+    dst->tokens = src->tokens;
+    dst->predictions = src->predictions;
+    src->inputs = NULL;
+    src->n_inputs = 0;
+    src->targets = NULL;
+    api_job_free(src);
+}
+
+int api_prepare(const api_ctx *ctx, api_job *job) {
+    if (!job->req) return 0;
+    api_error e = {0};
+    json_t *req = job->req;
+    job->req = NULL; /* its strings may be most of the memory this job holds */
+    int done = 1;
+    if (job->kind == API_TOKENIZE) {
+        size_t len = 0;
+        char *body = api_tokenize(ctx, req, &len, &job->tokens, &e);
+        if (body) {
+            free(job->body);
+            job->body = body;
+            job->body_len = len;
+            job->status = 200;
+            job->err_code = NULL;
+        } else {
+            api_job_fail(job, e.status, e.code, e.message);
+        }
+    } else {
+        api_job *parsed = NULL;
+        int rc = job->kind == API_FILL_MASK ? api_parse_fill_mask(ctx, req, &parsed, &e)
+                                            : api_parse_next_sentence(ctx, req, &parsed, &e);
+        if (rc) {
+            api_job_fail(job, e.status, e.code, e.message);
+        } else {
+            job_adopt(job, parsed);
+            done = 0;
+        }
+    }
+    json_decref(req);
+    return done;
 }
 
 /* ---- /v1/models ---- */

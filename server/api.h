@@ -5,10 +5,16 @@
  * items, the answers that need no forward pass (/v1/tokenize, /v1/models),
  * and the error body format {"error": {"code", "message"}}.
  *
- * An api_job is created by api_parse_* on the HTTP thread, owned by the HTTP
- * connection that created it, run by a worker (infer.c) which fills status and
- * body and calls complete(), and released with api_job_free. Messages never
- * contain server paths: they name the request field at fault. */
+ * An api_job is created by api_defer on the HTTP thread (holding the parsed
+ * JSON), owned by the HTTP connection that created it, validated and
+ * tokenized by a worker (api_prepare), run there (infer.c), which fills status
+ * and body and calls complete(), and released with api_job_free. Messages
+ * never contain server paths: they name the request field at fault.
+ *
+ * Bounds per request, besides the shape limits: inputs x [MASK]s x top_k
+ * (limits.max_predictions_per_request, 422 too_many_predictions), the answer
+ * (limits.max_answer_bytes, 413 answer_too_large) and /v1/tokenize's tokens
+ * (limits.max_tokenize_tokens, 422 too_many_tokens). */
 #ifndef BERT_SERVER_API_H
 #define BERT_SERVER_API_H
 
@@ -44,7 +50,7 @@ typedef struct api_error {
 /* {"error": {"code": ..., "message": ...}} as a malloc'd string. */
 char *api_error_body(const char *code, const char *message, size_t *len);
 
-typedef enum { API_FILL_MASK = 0, API_NEXT_SENTENCE = 1 } api_kind;
+typedef enum { API_FILL_MASK = 0, API_NEXT_SENTENCE = 1, API_TOKENIZE = 2 } api_kind;
 
 typedef struct api_input {
     tok_sequence seq;
@@ -66,6 +72,8 @@ typedef struct api_job {
     int n_targets;
     int has_labels;
     long tokens;
+    long predictions;    /* fill-mask: sum over inputs of [MASK]s x top_k */
+    json_t *req;         /* API_TOKENIZE: the request, tokenized by the worker */
     int64_t deadline_ns; /* CLOCK_MONOTONIC */
     /* filled by the worker */
     int status;
@@ -74,6 +82,10 @@ typedef struct api_job {
     const char *err_code; /* NULL on success */
     /* called by the worker once status/body are set */
     void (*complete)(struct api_job *job);
+    /* NULL, or nonzero once the client that waits for this job has gone: the
+     * worker then drops the job (queued) or stops its batch (running). Called
+     * on the worker thread while the job is not yet completed. */
+    int (*gone)(struct api_job *job);
     void *owner;
 } api_job;
 
@@ -85,9 +97,24 @@ void api_job_fail(api_job *job, int status, const char *code, const char *messag
 int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_error *e);
 int api_parse_next_sentence(const api_ctx *ctx, json_t *req, api_job **out, api_error *e);
 
-/* /v1/tokenize: answered on the calling thread. Returns a malloc'd body or
- * NULL with e filled; *tokens receives the token count for logs. */
+/* /v1/tokenize: returns a malloc'd body or NULL with e filled; *tokens
+ * receives the token count for logs. More than limits.max_tokenize_tokens
+ * tokens over all inputs is 422 too_many_tokens, a body over
+ * limits.max_answer_bytes is 413 answer_too_large. */
 char *api_tokenize(const api_ctx *ctx, json_t *req, size_t *len, long *tokens, api_error *e);
+/* The three POST routes as jobs for the worker pool, parsed there: on an
+ * HTTP polling thread, which also answers /healthz, tokenizing a 1 MB body
+ * held every probe of that thread up for as long. The job keeps a reference
+ * to req. Its batching cost is an upper bound of the tokens parsing can give
+ * (per input min(max_len, text bytes + 3); /v1/tokenize, which runs no
+ * forward pass: body_bytes / 4), so batches stay within batch_max_cost. */
+int api_defer(const api_ctx *ctx, api_kind kind, json_t *req, size_t body_bytes, api_job **out,
+              api_error *e);
+/* Worker thread: parses a deferred job (req set) in place, or, for
+ * API_TOKENIZE, answers it. Returns 1 when the job now has its answer or its
+ * refusal (status, body), 0 when it is ready for the forward pass. A job with
+ * no req (parsed already) is ready. */
+int api_prepare(const api_ctx *ctx, api_job *job);
 
 /* /v1/models body. */
 char *api_models(const api_ctx *ctx, size_t *len);

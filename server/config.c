@@ -1,6 +1,8 @@
 /* config: defaults, YAML file, environment, flags. See config.h. */
 #include "config.h"
 
+#include "file_io.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
@@ -45,6 +47,9 @@ static const key_def KEYS[] = {
     {"limits", "default_top_k", K_INT, F(default_top_k), 1, 1 << 20},
     {"limits", "max_top_k", K_INT, F(max_top_k), 1, 1 << 20},
     {"limits", "max_masks_per_input", K_INT, F(max_masks_per_input), 1, 1 << 20},
+    {"limits", "max_predictions_per_request", K_INT, F(max_predictions_per_request), 1, 1 << 24},
+    {"limits", "max_answer_bytes", K_LONG, F(max_answer_bytes), 4096, 1L << 32},
+    {"limits", "max_tokenize_tokens", K_INT, F(max_tokenize_tokens), 1, 1 << 24},
     {"shutdown", "grace_period_s", K_INT, F(grace_period_s), 0, 86400},
     {"logging", "level", K_LEVEL, F(log_level), 0, 0},
 };
@@ -76,6 +81,9 @@ void cfg_defaults(cfg *c) {
     c->default_top_k = 5;
     c->max_top_k = 100;
     c->max_masks_per_input = 32;
+    c->max_predictions_per_request = 4096;
+    c->max_answer_bytes = 16L << 20;
+    c->max_tokenize_tokens = 16384;
     c->grace_period_s = 20;
     c->log_level = LOG_INFO;
 }
@@ -313,47 +321,14 @@ cleanup:
 }
 
 int cfg_load_file(cfg *c, const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
+    /* The model's files' reader: a regular file only (a FIFO would block
+     * start-up), at most 16 MiB. */
     char *buf = NULL;
-    int rc = CFG_OK;
-    if (!f) {
-        errf(err, errlen, "%s: cannot open config file: %s", path, strerror(errno));
-        return CFG_ERR_IO;
-    }
-    size_t cap = 4096, len = 0;
-    buf = malloc(cap);
-    if (!buf) {
-        rc = CFG_ERR_IO;
-        errf(err, errlen, "%s: out of memory", path);
-        goto cleanup;
-    }
-    for (;;) {
-        size_t n = fread(buf + len, 1, cap - len, f);
-        len += n;
-        if (len < cap) break;
-        if (cap >= (1u << 24)) {
-            errf(err, errlen, "%s: config file larger than 16 MiB", path);
-            rc = CFG_ERR_VALUE;
-            goto cleanup;
-        }
-        char *nb = realloc(buf, cap * 2);
-        if (!nb) {
-            errf(err, errlen, "%s: out of memory", path);
-            rc = CFG_ERR_IO;
-            goto cleanup;
-        }
-        buf = nb;
-        cap *= 2;
-    }
-    if (ferror(f)) {
-        errf(err, errlen, "%s: read error: %s", path, strerror(errno));
-        rc = CFG_ERR_IO;
-        goto cleanup;
-    }
-    rc = cfg_load_buffer(c, buf, len, path, err, errlen);
-cleanup:
+    size_t len = 0;
+    int frc = fio_read_all(path, (size_t)1 << 24, &buf, &len, err, errlen);
+    if (frc != FIO_OK) return frc == FIO_ERR_TOO_BIG ? CFG_ERR_VALUE : CFG_ERR_IO;
+    int rc = cfg_load_buffer(c, buf, len, path, err, errlen);
     free(buf);
-    fclose(f);
     return rc;
 }
 

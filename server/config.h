@@ -44,6 +44,9 @@ typedef struct cfg {
     int default_top_k;
     int max_top_k;
     int max_masks_per_input;
+    int max_predictions_per_request; /* fill-mask: inputs x masks x top_k */
+    long max_answer_bytes;           /* any /v1 answer body */
+    int max_tokenize_tokens;         /* /v1/tokenize: tokens over all inputs */
     /* shutdown */
     int grace_period_s;
     /* logging */

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -107,6 +108,7 @@ typedef struct req_ctx {
     long tokens;
     api_job *job;
     int job_done, suspended; /* guarded by srv->resume_mu */
+    int fd;                  /* the connection's socket, for job_client_gone */
     int drain_after_body;    /* answer 503 draining once the body is read */
 } req_ctx;
 
@@ -437,8 +439,25 @@ static void job_complete(api_job *job) {
     pthread_mutex_unlock(&s->resume_mu);
 }
 
+/* Worker thread, job not yet completed (so r and its socket are alive: the
+ * connection is suspended, and MHD neither polls nor closes it). A
+ * disconnect shows only here: EOF or an error on the socket. The bytes of a
+ * pipelined next request are not one; a client that half-closes after its
+ * request counts as gone. */
+static int job_client_gone(api_job *job) {
+    req_ctx *r = job->owner;
+    if (r->fd < 0) return 0;
+    struct pollfd p = {.fd = r->fd, .events = POLLIN | POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0) return 0;
+    if (p.revents & (POLLHUP | POLLERR | POLLNVAL)) return 1;
+    char c;
+    ssize_t n = recv(r->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 static enum MHD_Result send_job_result(req_ctx *r) {
     api_job *job = r->job;
+    r->tokens = job->tokens; /* counted by the worker, which tokenizes */
     static const char *const retry[] = {"Retry-After", "1", NULL};
     char *body = job->body;
     size_t len = job->body_len;
@@ -453,6 +472,10 @@ static enum MHD_Result submit_job(http_server *s, req_ctx *r, api_job *job) {
     r->tokens = job->tokens;
     job->owner = r;
     job->complete = job_complete;
+    job->gone = job_client_gone;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    r->fd = ci ? ci->connect_fd : -1;
     job->deadline_ns = infer_now_ns() + (int64_t)s->cfg->request_timeout_ms * 1000000LL;
     int rc = pool_submit(s->pool, &job->item);
     if (rc == POOL_FULL) return send_overloaded(r);
@@ -470,12 +493,15 @@ static enum MHD_Result submit_job(http_server *s, req_ctx *r, api_job *job) {
 static enum MHD_Result handle_body(http_server *s, req_ctx *r) {
     json_error_t je;
     /* \u0000 is valid JSON; the tokenizer drops NUL as clean_text does, and
-     * every string is read with its length. Integers too large for 64 bits
-     * are valid JSON as well: read as doubles (json_as_int takes integral
-     * ones), so only the field that holds one can refuse it. */
+     * every string is read with its length. */
     json_t *req =
-        json_loadb(r->body ? r->body : "", r->len,
-                   JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
+        json_loadb(r->body ? r->body : "", r->len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    if (!req && json_error_code(&je) == json_error_numeric_overflow)
+        /* An integer beyond 64 bits is valid JSON (the ignored "options" may hold
+         * any): read integers as reals then; the fields the API reads check
+         * their own range (json_as_int). */
+        req = json_loadb(r->body ? r->body : "", r->len,
+                         JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
     drop_body(s, r); /* req holds its own copies; the budget is free for others */
     if (!req) {
         char msg[300];
@@ -488,18 +514,14 @@ static enum MHD_Result handle_body(http_server *s, req_ctx *r) {
         return send_error(r, 400, "invalid_json", msg, NULL);
     }
     api_error e = {0};
-    enum MHD_Result ret;
-    if (r->route->kind == R_POST_TOKENIZE) {
-        size_t len = 0;
-        char *body = api_tokenize(s->api, req, &len, &r->tokens, &e);
-        ret = body ? send_json(r, 200, body, len, NULL)
-                   : send_error(r, e.status, e.code, e.message, NULL);
-        json_decref(req);
-        return ret;
-    }
     api_job *job = NULL;
-    int rc = r->route->metric == ROUTE_FILL_MASK ? api_parse_fill_mask(s->api, req, &job, &e)
-                                                 : api_parse_next_sentence(s->api, req, &job, &e);
+    /* Parsed (tokenized) on a worker: on this polling thread a 1 MB body held
+     * up the /healthz probes it also answers. */
+    int rc = api_defer(s->api,
+                       r->route->kind == R_POST_TOKENIZE     ? API_TOKENIZE
+                       : r->route->metric == ROUTE_FILL_MASK ? API_FILL_MASK
+                                                             : API_NEXT_SENTENCE,
+                       req, r->len, &job, &e);
     json_decref(req);
     if (rc) return send_error(r, e.status, e.code, e.message, NULL);
     return submit_job(s, r, job);
@@ -667,6 +689,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     req_ctx *r = *con_cls;
     if (!r) return;
     *con_cls = NULL;
+    if (!r->status && r->job && r->job_done && r->job->status == 499) {
+        /* Work dropped because the client had gone (infer.c): MHD saw the
+         * closed socket on resume and queued no answer; log it as what it was. */
+        r->status = 499;
+        r->err_code = r->job->err_code;
+    }
     double secs = (double)(infer_now_ns() - r->t0) / 1e9;
     /* Only an answer sent in full counts under its status; one whose client
      * left (or was cut at shutdown) counts as undelivered. */

@@ -90,10 +90,20 @@ static json_t *json_real_or_null(double v) {
     return isfinite(v) ? json_real(v) : json_null();
 }
 
-/* One [MASK]'s candidates as the pipeline lists them. */
+/* Why building an answer stopped. */
+typedef enum { FMT_OK = 0, FMT_NOMEM = 1, FMT_TOO_LARGE = 2, FMT_GONE = 3 } fmt_status;
+
+/* Answer bytes a prediction adds besides its two strings: the keys, the score
+ * and the token id of {"score":..,"token":..,"token_str":"","sequence":""}. */
+#define INFER_PRED_OVERHEAD 80
+
+/* One [MASK]'s candidates as the pipeline lists them. *budget is what the
+ * answer may still grow by (an estimate, before JSON escaping; finish() checks
+ * the real size): building stops with FMT_TOO_LARGE once it is spent, so a
+ * request never holds much more than limits.max_answer_bytes. */
 static json_t *mask_predictions(infer_worker *w, const api_ctx *api, const api_job *job,
-                                const api_input *in, const float *logits, int pos,
-                                int single_mask) {
+                                const api_input *in, const float *logits, int pos, int single_mask,
+                                long *budget, fmt_status *st) {
     int V = api->vocab_size;
     memcpy(w->probs, logits, (size_t)V * sizeof(float));
     obj_softmax_row(w->probs, V);
@@ -101,10 +111,17 @@ static json_t *mask_predictions(infer_worker *w, const api_ctx *api, const api_j
                   w->top_val);
     int32_t pad = tok_specials(api->tok)->pad;
     json_t *list = json_array();
+    if (!list) {
+        *st = FMT_NOMEM;
+        return NULL;
+    }
     for (int c = 0; c < n; c++) {
         int32_t id = job->targets ? job->targets[w->top_idx[c]] : w->top_idx[c];
         /* The pipeline decodes the input with this candidate in place and any
-         * [PAD] dropped; the other masks stay visible when there are several. */
+         * [PAD] dropped; the other masks stay visible when there are several.
+         * transformers repeats that sequence for every candidate, single mask
+         * or not, so the answer does too: limits.max_predictions_per_request
+         * and the answer budget bound the repetition. */
         int m = 0;
         for (int p = 0; p < in->seq.len; p++) {
             int32_t t = p == pos ? id : in->seq.ids[p];
@@ -112,14 +129,22 @@ static json_t *mask_predictions(infer_worker *w, const api_ctx *api, const api_j
         }
         char *sequence = tok_decode(api->tok, w->ids, m, single_mask, api->cleanup_spaces);
         char *token_str = tok_decode(api->tok, &id, 1, 0, api->cleanup_spaces);
+        *budget -= (long)(INFER_PRED_OVERHEAD + (sequence ? strlen(sequence) : 0) +
+                          (token_str ? strlen(token_str) : 0));
         json_t *o = json_object();
-        json_object_set_new(o, "score", json_real((double)w->top_val[c]));
-        json_object_set_new(o, "token", json_integer(id));
-        json_object_set_new(o, "token_str", json_string(token_str ? token_str : ""));
-        json_object_set_new(o, "sequence", json_string(sequence ? sequence : ""));
+        if (o) {
+            json_object_set_new(o, "score", json_real((double)w->top_val[c]));
+            json_object_set_new(o, "token", json_integer(id));
+            json_object_set_new(o, "token_str", json_string(token_str ? token_str : ""));
+            json_object_set_new(o, "sequence", json_string(sequence ? sequence : ""));
+        }
         free(sequence);
         free(token_str);
-        json_array_append_new(list, o);
+        if (!o || json_array_append_new(list, o) != 0 || *budget < 0) {
+            *st = !o ? FMT_NOMEM : *budget < 0 ? FMT_TOO_LARGE : FMT_NOMEM;
+            json_decref(list);
+            return NULL;
+        }
     }
     return list;
 }
@@ -128,7 +153,8 @@ static json_t *mask_predictions(infer_worker *w, const api_ctx *api, const api_j
  * mlm_pos order. Logits are computed INFER_MLM_BLOCK rows at a time, so a
  * worker never holds more than that many vocabulary-sized rows. */
 static json_t *fill_mask_answer(infer_worker *w, const api_ctx *api, const api_job *job,
-                                const api_input *in, int first_row, double *loss, int *n_labelled) {
+                                const api_input *in, int first_row, double *loss, int *n_labelled,
+                                long *budget, fmt_status *st) {
     int V = api->vocab_size;
     int32_t mask = tok_specials(api->tok)->mask;
     int single = in->n_masks == 1;
@@ -141,13 +167,18 @@ static json_t *fill_mask_answer(infer_worker *w, const api_ctx *api, const api_j
         const float *rows = bert_mlm_logits(api->model, w->ws, first_row + r0, n);
         if (!rows) {
             json_decref(per_mask);
+            *st = FMT_NOMEM;
             return NULL;
         }
         for (int r = r0; r < r0 + n; r++) {
             int pos = in->mlm_pos[r];
             if (in->seq.ids[pos] != mask) continue;
-            json_t *preds =
-                mask_predictions(w, api, job, in, rows + (size_t)(r - r0) * V, pos, single);
+            json_t *preds = mask_predictions(w, api, job, in, rows + (size_t)(r - r0) * V, pos,
+                                             single, budget, st);
+            if (!preds) {
+                json_decref(per_mask);
+                return NULL;
+            }
             if (single) {
                 json_decref(per_mask);
                 per_mask = preds;
@@ -187,10 +218,32 @@ static json_t *nsp_answer(const api_input *in, const float *logits) {
     return o;
 }
 
-static void finish(api_job *job, json_t *answer) {
+static void fail_too_large(const api_ctx *api, api_job *job) {
+    char msg[300];
+    snprintf(msg, sizeof(msg),
+             "the answer would be larger than %ld bytes (limits.max_answer_bytes); ask for fewer "
+             "predictions per request (fewer inputs or [MASK] tokens, a smaller "
+             "parameters.top_k) or shorter inputs",
+             api->cfg->max_answer_bytes);
+    api_job_fail(job, 413, "answer_too_large", msg);
+}
+
+static void fail_gone(api_job *job) {
+    /* Nobody reads this: it is for the access log and the metrics. */
+    api_job_fail(job, 499, "client_closed",
+                 "the client closed the connection before the answer was ready");
+}
+
+static int job_gone(api_job *job) {
+    return job->gone && job->gone(job);
+}
+
+static void finish(const api_ctx *api, api_job *job, json_t *answer) {
     job->body = api_dump(answer, &job->body_len);
     json_decref(answer);
-    if (job->body) {
+    if (job->body && job->body_len > (size_t)api->cfg->max_answer_bytes) {
+        fail_too_large(api, job);
+    } else if (job->body) {
         job->status = 200;
         job->err_code = NULL;
     } else {
@@ -210,9 +263,10 @@ static void format_job(infer_worker *w, const api_ctx *api, api_job *job, int *m
             else
                 answer = o;
         }
-        finish(job, answer);
+        finish(api, job, answer);
         return;
     }
+    long budget = api->cfg->max_answer_bytes;
     double loss_sum = 0;
     int labelled = 0;
     json_t *losses = json_array();
@@ -220,12 +274,24 @@ static void format_job(infer_worker *w, const api_ctx *api, api_job *job, int *m
         const api_input *in = &job->inputs[i];
         double loss;
         int n_lab;
-        json_t *o = fill_mask_answer(w, api, job, in, *mlm_row, &loss, &n_lab);
+        fmt_status st = FMT_OK;
+        /* An input's predictions are the expensive part of a large answer:
+         * stop between inputs when nobody waits for it any more. */
+        json_t *o = NULL;
+        if (job_gone(job))
+            st = FMT_GONE;
+        else
+            o = fill_mask_answer(w, api, job, in, *mlm_row, &loss, &n_lab, &budget, &st);
         *mlm_row += in->n_mlm;
         if (!o) {
             json_decref(losses);
             json_decref(answer);
-            api_job_fail(job, 500, "internal", "out of memory computing the MLM logits");
+            if (st == FMT_TOO_LARGE)
+                fail_too_large(api, job);
+            else if (st == FMT_GONE)
+                fail_gone(job);
+            else
+                api_job_fail(job, 500, "internal", "out of memory computing the MLM logits");
             return;
         }
         if (n_lab > 0) {
@@ -247,7 +313,23 @@ static void format_job(infer_worker *w, const api_ctx *api, api_job *job, int *m
     } else {
         json_decref(losses);
     }
-    finish(job, answer);
+    finish(api, job, answer);
+}
+
+typedef struct batch_watch {
+    infer_ctx *ctx;
+    api_job **jobs;
+    int n;
+} batch_watch;
+
+/* bert_forward's cancel check: stop when the grace period is over or when
+ * every client of the batch has gone (one that still waits keeps it going). */
+static int batch_abandoned(void *arg) {
+    batch_watch *b = arg;
+    if (atomic_load(&b->ctx->aborting)) return 1;
+    for (int j = 0; j < b->n; j++)
+        if (!job_gone(b->jobs[j])) return 0;
+    return 1;
 }
 
 static void worker_run(void *state, pool_item **items, int n, void *user) {
@@ -265,10 +347,14 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
         if (aborting) {
             api_job_fail(job, 503, "shutting_down",
                          "the server is shutting down; retry on another instance");
+        } else if (job_gone(job)) {
+            fail_gone(job); /* queued work of a client that has gone: not done */
         } else if (now > job->deadline_ns) {
             api_job_fail(job, 504, "timeout",
                          "the request waited longer than the server's request timeout before a "
                          "worker was free; retry later or send smaller batches");
+        } else if (api_prepare(api, job)) {
+            /* answered (/v1/tokenize) or refused by the parse */
         } else {
             jobs[live++] = job;
             continue;
@@ -307,7 +393,26 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
 
     bert_forward_out out = {0};
     char err[512] = "";
+    batch_watch watch = {ctx, jobs, live};
+    bert_workspace_set_cancel(w->ws, batch_abandoned, &watch);
     int rc = bert_forward(api->model, w->ws, w->seqs, B, want_nsp, &out, err, sizeof(err));
+    bert_workspace_set_cancel(w->ws, NULL, NULL);
+    if (rc == BERT_ERR_CANCELLED) {
+        int aborting_now = atomic_load(&ctx->aborting);
+        log_json(LOG_INFO, "batch cancelled",
+                 json_pack("{s:s,s:i,s:i,s:i}", "reason",
+                           aborting_now ? "shutting down" : "every client has gone", "worker",
+                           w->idx, "requests", live, "sequences", B));
+        for (int j = 0; j < live; j++) {
+            if (aborting_now)
+                api_job_fail(jobs[j], 503, "shutting_down",
+                             "the server is shutting down; retry on another instance");
+            else
+                fail_gone(jobs[j]);
+            jobs[j]->complete(jobs[j]);
+        }
+        return;
+    }
     if (rc != BERT_OK) {
         log_json(LOG_ERROR, "forward pass failed",
                  json_pack("{s:s,s:i,s:i}", "error", err, "worker", w->idx, "sequences", B));

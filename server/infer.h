@@ -4,8 +4,12 @@
  * thread, created on that thread), and the conversion of logits into answers
  * shaped like transformers' fill-mask pipeline / BertForPreTraining outputs.
  * Every job handed to infer_run is completed exactly once (job->complete),
- * with an answer, 504 when its deadline passed before work began, 503 when the
- * server is aborting, or 500 when the forward pass fails. */
+ * with an answer, its parse's refusal (api_prepare), 504 when its deadline
+ * passed before work began, 503 when the server is aborting, 413 when the
+ * answer would pass limits.max_answer_bytes, 499 client_closed when
+ * job->gone() says its client has gone (checked when a worker takes it,
+ * between encoder layers, where the whole batch is abandoned, and between
+ * inputs while the answer is built), or 500 when the forward pass fails. */
 #ifndef BERT_SERVER_INFER_H
 #define BERT_SERVER_INFER_H
 

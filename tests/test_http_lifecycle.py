@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 import requests
@@ -342,23 +343,29 @@ def test_grace_period_expiry_exits_at_once(tmp_path, slow_model_dir):
 
 
 def test_readyz_503_while_loading(tmp_path, model_dir):
-    """The server listens before the model loads. config.json is made a FIFO so that loading
-    blocks, deterministically, until the test opens it."""
+    """The server listens before the model loads. strace holds the loader's open of
+    config.json (a FIFO, which did this before, is now refused at once: core/file_io.c),
+    so loading waits, deterministically, until the test ends strace; the kernel then
+    detaches the server, which finishes loading."""
     import os
+    import shutil
+    import signal
 
-    stalled = tmp_path / "stalled_model"
-    stalled.mkdir()
-    for f in model_dir.iterdir():
-        if f.name != "config.json":
-            os.symlink(f, stalled / f.name)
-    os.mkfifo(stalled / "config.json")
-    srv = Server(tmp_path, stalled, default_config(stalled))
+    strace = shutil.which("strace")
+    assert strace, "strace is in the Makefile's TEST_PACKAGES"
+    srv = Server(tmp_path, model_dir, default_config(model_dir))
+    srv.args = [strace, "-f", "-qq", "-o", "/dev/null", "-e", "trace=openat",
+                "-P", f"{model_dir}/config.json", "-e", "inject=openat:delay_enter=600s",
+                *srv.args]
     srv.start(wait=False)
+    server_pid = None
     try:
         def loading_line():
             return [r for r in srv.log_records() if r.get("msg") == "loading model"]
 
         wait_until(loading_line, timeout=30)
+        children = Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children").read_text()
+        server_pid = int(children.split()[0])
         srv.url = f"http://127.0.0.1:{loading_line()[0]['port']}"
         r = srv.get("/readyz")
         assert r.status_code == 503 and r.json() == {"status": "loading"}
@@ -369,11 +376,22 @@ def test_readyz_503_while_loading(tmp_path, model_dir):
         assert srv.get("/v1/models").status_code == 503
         assert "\nbert_ready 0\n" in srv.get("/metrics").text
     finally:
-        # unblock the loader: a FIFO cannot be read as a file, so loading then fails
-        fd = os.open(stalled / "config.json", os.O_WRONLY)
-        os.close(fd)
-    assert srv.proc.wait(30) == 1
-    assert "config.json" in srv.stderr()
+        srv.proc.kill()  # strace: the held open of config.json goes ahead
+        srv.proc.wait(30)
+    try:
+        wait_until(lambda: srv.get("/readyz").status_code == 200, timeout=60)
+        assert srv.post("/v1/fill-mask", {"inputs": "a [MASK]"}).status_code == 200
+    finally:
+        os.kill(server_pid, signal.SIGTERM)
+        wait_until(lambda: _gone_or_zombie(server_pid), timeout=60)
+
+
+def _gone_or_zombie(pid):
+    """Once strace is gone the server is no child of ours: it may stay a zombie here."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def test_clients_vanishing_mid_request(tmp_path, slow_model_dir):

@@ -23,11 +23,10 @@ def test_spec_covers_every_route_and_error(spec):
     assert set(spec["paths"]) == set(ROUTES)
     for path, method in ROUTES.items():
         assert set(spec["paths"][path]) == {method}, path
-    for path in ("/v1/fill-mask", "/v1/next-sentence"):
+    # /v1/tokenize is queued for the workers too, so it can time out (504)
+    for path in ("/v1/fill-mask", "/v1/next-sentence", "/v1/tokenize"):
         statuses = set(spec["paths"][path]["post"]["responses"])
         assert statuses == {"200", "400", "401", "413", "415", "422", "503", "504"}, path
-    assert set(spec["paths"]["/v1/tokenize"]["post"]["responses"]) == {
-        "200", "400", "401", "413", "415", "422", "503"}
     for name in ("NotFound", "MethodNotAllowed"):
         assert name in spec["components"]["responses"]
     # every documented case's status has a home in the spec
