@@ -8,6 +8,17 @@ void obj_softmax_row(float *row, int C) {
     ops_softmax(row, C);
 }
 
+// row (C) -> row[idx] - logsumexp(row), accumulated in double
+double obj_log_softmax_at(const float *row, int C, int idx) {
+    float max = row[0];
+    for (int i = 1; i < C; i++)
+        max = row[i] > max ? row[i] : max;
+    double sum = 0.0;
+    for (int i = 0; i < C; i++)
+        sum += exp((double)row[i] - max);
+    return (double)row[idx] - max - log(sum);
+}
+
 // logits (n,C), labels (n) -> mean over used rows of logsumexp(row) - row[label]
 double obj_cross_entropy_mean(const float *logits, const int32_t *labels, int n, int C,
                               int *n_used) {
@@ -15,14 +26,7 @@ double obj_cross_entropy_mean(const float *logits, const int32_t *labels, int n,
     int used = 0;
     for (int r = 0; r < n; r++) {
         if (labels[r] == OBJ_IGNORE_INDEX || labels[r] < 0 || labels[r] >= C) continue;
-        const float *row = logits + (size_t)r * C;
-        float max = row[0];
-        for (int i = 1; i < C; i++)
-            max = row[i] > max ? row[i] : max;
-        double sum = 0.0;
-        for (int i = 0; i < C; i++)
-            sum += exp((double)row[i] - max);
-        total += log(sum) + max - row[labels[r]];
+        total -= obj_log_softmax_at(logits + (size_t)r * C, C, labels[r]);
         used++;
     }
     if (n_used) *n_used = used;

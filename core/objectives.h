@@ -16,6 +16,9 @@
 double obj_cross_entropy_mean(const float *logits, const int32_t *labels, int n, int C,
                               int *n_used);
 
+/* log_softmax(row)[idx] of one row (C), accumulated in double. */
+double obj_log_softmax_at(const float *row, int C, int idx);
+
 /* Numerically stable softmax of one row in place. */
 void obj_softmax_row(float *row, int C);
 
