@@ -246,14 +246,15 @@ cleanup:
     return rc;
 }
 
-int st_open(const char *path, st_file **out, char *err, size_t errlen) {
+int st_map_file(const char *path, size_t min_len, st_parse_fn parse, st_file **out, char *err,
+                size_t errlen) {
     *out = NULL;
     int fd = -1;
     size_t len = 0;
     /* Never blocks on a FIFO; refuses devices and directories by name. */
     if (fio_open_regular(path, &fd, &len, err, errlen) != FIO_OK) return ST_ERR_IO;
-    if (len < 8) {
-        snprintf(err, errlen, "%s: %zu bytes is too short for a safetensors file", path, len);
+    if (len < min_len || len == 0) {
+        snprintf(err, errlen, "%s: %zu bytes is too short for a weights file", path, len);
         close(fd);
         return ST_ERR_FORMAT;
     }
@@ -266,7 +267,7 @@ int st_open(const char *path, st_file **out, char *err, size_t errlen) {
     /* Start reading the weights in now, in the background: otherwise the first
      * request after /readyz pays for faulting in the whole file. */
     (void)madvise(map, len, MADV_WILLNEED);
-    int rc = st_parse(map, len, path, out, err, errlen);
+    int rc = parse(map, len, path, out, err, errlen);
     if (rc != ST_OK) {
         munmap(map, len);
         return rc;
@@ -274,6 +275,10 @@ int st_open(const char *path, st_file **out, char *err, size_t errlen) {
     (*out)->map = map;
     (*out)->map_len = len;
     return ST_OK;
+}
+
+int st_open(const char *path, st_file **out, char *err, size_t errlen) {
+    return st_map_file(path, 8, st_parse, out, err, errlen);
 }
 
 float st_f16_to_f32(uint16_t h) {

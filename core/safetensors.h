@@ -65,6 +65,15 @@ typedef struct st_file {
 
 /* Maps path read-only and validates it. */
 int st_open(const char *path, st_file **out, char *err, size_t errlen);
+
+/* A parser of a whole weights file in memory (st_parse, tz_parse). */
+typedef int (*st_parse_fn)(const void *data, size_t len, const char *name, st_file **out, char *err,
+                           size_t errlen);
+/* Opens path (a regular file of at least min_len bytes), maps it read-only
+ * and parses it with parse; on success the st_file owns the mapping. The one
+ * way st_open and tz_open open their files. */
+int st_map_file(const char *path, size_t min_len, st_parse_fn parse, st_file **out, char *err,
+                size_t errlen);
 /* Validates an in-memory image (not copied: data must outlive the result).
  * name is used in messages. */
 int st_parse(const void *data, size_t len, const char *name, st_file **out, char *err,

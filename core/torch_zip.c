@@ -846,29 +846,5 @@ cleanup:
 }
 
 int tz_open(const char *path, st_file **out, char *err, size_t errlen) {
-    *out = NULL;
-    int fd = -1;
-    size_t len = 0;
-    /* Never blocks on a FIFO; refuses devices and directories by name. */
-    if (fio_open_regular(path, &fd, &len, err, errlen) != FIO_OK) return ST_ERR_IO;
-    if (len == 0) {
-        snprintf(err, errlen, "%s: empty file", path);
-        close(fd);
-        return ST_ERR_FORMAT;
-    }
-    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED) {
-        snprintf(err, errlen, "%s: mmap failed: %s", path, strerror(errno));
-        return ST_ERR_IO;
-    }
-    (void)madvise(map, len, MADV_WILLNEED);
-    int rc = tz_parse(map, len, path, out, err, errlen);
-    if (rc != ST_OK) {
-        munmap(map, len);
-        return rc;
-    }
-    (*out)->map = map;
-    (*out)->map_len = len;
-    return ST_OK;
+    return st_map_file(path, 1, tz_parse, out, err, errlen);
 }
