@@ -106,7 +106,9 @@ def test_gemm_table_and_plot(run):
     for r in gemm[2:]:
         for c in r[3:]:  # "best (median)" GFLOP/s
             m = re.fullmatch(r"(\d+) \((\d+)\)", c)
-            assert m and int(m.group(1)) >= int(m.group(2)) > 0, r
+            # best >= median; a median rounds to 0 GFLOP/s on a busy machine, and timings
+            # are not asserted here, only that a rate was measured
+            assert m and int(m.group(1)) >= int(m.group(2)) >= 0 and int(m.group(1)) > 0, r
     assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
