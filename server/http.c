@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "assets.h"
+#include "auth.h"
 #include "gate.h"
 #include "infer.h"
 #include "log.h"
@@ -125,6 +126,9 @@ static enum MHD_Result send_buf(req_ctx *r, int status, char *buf, size_t len,
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    if (r->srv->cfg->cors_allow_origin[0]) /* opt-in CORS (server.cors_allow_origin) */
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin",
+                                r->srv->cfg->cors_allow_origin);
     for (const char *const *h = headers; h && h[0]; h += 2)
         MHD_add_response_header(resp, h[0], h[1]);
     r->status = status;
@@ -224,22 +228,9 @@ static const route *find_route(const char *url) {
     return NULL;
 }
 
-/* Constant-time in the token's content: the loop always covers the longer
- * of the two and folds the length difference into the result. */
-static int token_matches(const char *given, size_t glen, const char *want) {
-    size_t wlen = strlen(want);
-    size_t n = glen > wlen ? glen : wlen;
-    volatile unsigned char diff = (unsigned char)(glen != wlen);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char a = i < glen ? (unsigned char)given[i] : 0;
-        unsigned char b = i < wlen ? (unsigned char)want[i] : 0;
-        diff |= a ^ b;
-    }
-    return diff == 0;
-}
-
 static int authorized(http_server *s, req_ctx *r) {
-    if (!s->cfg->auth_token[0]) return 1;
+    (void)s;
+    if (!auth_enabled()) return 1; /* auth.h: the token set, reloaded on SIGHUP */
     const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
     if (!h || strncasecmp(h, "Bearer ", 7) != 0) return 0;
     h += 7;
@@ -248,7 +239,7 @@ static int authorized(http_server *s, req_ctx *r) {
     size_t n = strlen(h);
     while (n && h[n - 1] == ' ')
         n--;
-    return token_matches(h, n, s->cfg->auth_token);
+    return auth_check(h, n);
 }
 
 static int content_type_is_json(struct MHD_Connection *conn) {
@@ -536,6 +527,18 @@ static enum MHD_Result first_call(http_server *s, req_ctx *r, const char *method
                           "/v1/tokenize and GET /v1/models, /healthz, /readyz, /metrics, "
                           "/openapi.json, /docs, /",
                           NULL);
+    if (strcmp(method, "OPTIONS") == 0 && s->cfg->cors_allow_origin[0] &&
+        strncmp(r->route->path, "/v1/", 4) == 0) {
+        /* A CORS preflight: browsers send it without credentials. */
+        static const char *const h[] = {"Access-Control-Allow-Methods",
+                                        "GET, POST, OPTIONS",
+                                        "Access-Control-Allow-Headers",
+                                        "Authorization, Content-Type, X-Request-Id",
+                                        "Access-Control-Max-Age",
+                                        "86400",
+                                        NULL};
+        return send_buf(r, 204, NULL, 0, "text/plain", h);
+    }
     int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     int is_post = strcmp(method, "POST") == 0;
     if (r->route->kind == R_GET && !is_get) {
