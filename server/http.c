@@ -703,6 +703,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
      * left (or was cut at shutdown) counts as undelivered. */
     metrics_observe_request(r->route ? r->route->metric : ROUTE_OTHER, r->status, secs,
                             toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+    if (r->route && r->status == 200 && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        metrics_observe_request_tokens(r->route->metric, r->tokens);
     json_t *f = json_pack("{s:s,s:s,s:s,s:i,s:f,s:I}", "request_id", r->request_id, "method",
                           r->method, "path", r->path, "status", r->status, "latency_ms", secs * 1e3,
                           "tokens", (json_int_t)r->tokens);
