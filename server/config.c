@@ -3,6 +3,7 @@
 
 #include "auth.h"
 #include "file_io.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -50,6 +51,8 @@ static const key_def KEYS[] = {
     {"server", "auth_token", K_STR, F(auth_token), 0, 0, "BERT_AUTH_TOKEN", NULL},
     {"server", "auth_token_file", K_FILE, F(auth_token_file), 0, 0, NULL, "auth-token-file"},
     {"server", "cors_allow_origin", K_STR, F(cors_allow_origin), 0, 0, NULL, NULL},
+    {"server", "tls_cert_file", K_FILE, F(tls_cert_file), 0, 0, NULL, NULL},
+    {"server", "tls_key_file", K_FILE, F(tls_key_file), 0, 0, NULL, NULL},
     {"workers", "count", K_INT, F(workers), 1, 256, "BERT_WORKERS", "workers"},
     {"workers", "threads", K_AUTO, F(threads), 1, 1024, "BERT_THREADS", "threads"},
     {"workers", "queue_depth", K_INT, F(queue_depth), 1, 1000000, "BERT_QUEUE_DEPTH", NULL},
@@ -671,6 +674,7 @@ int cfg_validate(const cfg *c, char *err, size_t errlen) {
             return CFG_ERR_VALUE;
         }
     }
+    if (tls_check_config(c, err, errlen)) return CFG_ERR_VALUE;
     if (c->auth_token_file[0]) {
         const key_def *k = find_key("server", "auth_token_file");
         const char *o = c->origin[key_index(k)];

@@ -40,6 +40,8 @@ typedef struct cfg {
      * re-read on SIGHUP (auth.h). */
     char auth_token_file[CFG_PATH_MAX];
     char cors_allow_origin[CFG_STR_MAX]; /* empty: no CORS headers */
+    char tls_cert_file[CFG_PATH_MAX];    /* both set: HTTPS (tls.h) */
+    char tls_key_file[CFG_PATH_MAX];
     /* workers */
     int workers; /* inference loops, each with its own threads */
     int threads; /* compute threads per worker; 0: auto (CPU budget / workers) */

@@ -23,6 +23,7 @@
 #include "gate.h"
 #include "infer.h"
 #include "log.h"
+#include "tls.h"
 
 /* A streaming body past max_body_bytes is read and dropped (so the client
  * can receive its 413) up to this much, then the connection is cut. */
@@ -62,6 +63,7 @@ struct http_server {
     pthread_mutex_t resume_mu;
     uint64_t id_seed;
     atomic_uint_fast64_t id_counter;
+    tls_material tls; /* server.tls_*: no gate then (tls.h) */
 };
 
 typedef enum { R_POST_JOB, R_POST_TOKENIZE, R_GET } route_kind;
@@ -865,6 +867,9 @@ int http_start(const cfg *c, http_server **out, char *err, size_t errlen) {
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
                          MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
     if (ipv6) flags |= MHD_USE_IPv6;
+    if (tls_load(c, &s->tls, err, errlen)) goto error;
+    int tls = tls_enabled(&s->tls);
+    if (tls) flags = (flags & ~(unsigned int)MHD_USE_NO_LISTEN_SOCKET) | MHD_USE_TLS;
     s->conn_cap = connection_cap(c);
     s->body_budget = c->max_inflight_body_bytes ? c->max_inflight_body_bytes
                                                 : HTTP_BODY_BUDGET_FACTOR * c->max_body_bytes;
@@ -872,16 +877,27 @@ int http_start(const cfg *c, http_server **out, char *err, size_t errlen) {
      * and, once reached, would refuse connections the gate has admitted; it
      * is set where no thread reaches it, and the gate enforces conn_cap. */
     unsigned int mhd_limit = (unsigned int)s->conn_cap * (unsigned int)c->http_threads;
-    s->daemon =
-        MHD_start_daemon(flags, 0, on_accept, s, on_request, s, MHD_OPTION_THREAD_POOL_SIZE,
-                         (unsigned int)c->http_threads, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)c->connection_timeout_s,
-                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
-                         on_connection, s, MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, s,
-                         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_END);
+    if (tls) mhd_limit = (unsigned int)s->conn_cap; /* no gate: libmicrohttpd's limit is the cap */
+    s->daemon = MHD_start_daemon(
+        flags, 0, on_accept, s, on_request, s, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned int)c->http_threads, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)c->connection_timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        s, MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+        s, MHD_OPTION_ARRAY, tls_mhd_options(&s->tls, s->listen_fd), MHD_OPTION_END);
     if (!s->daemon) {
-        snprintf(err, errlen, "cannot start the HTTP server on %s port %d", c->listen, s->port);
+        snprintf(err, errlen,
+                 tls ? "cannot start the HTTPS server on %s port %d: libmicrohttpd refused "
+                       "server.tls_cert_file / server.tls_key_file (a PEM certificate and its "
+                       "private key, unencrypted?)"
+                     : "cannot start the HTTP server on %s port %d",
+                 c->listen, s->port);
         goto error;
+    }
+    if (tls) { /* libmicrohttpd listens and handshakes itself (tls.h) */
+        s->listen_fd = -1;
+        *out = s;
+        return 0;
     }
     gate_opts go = {
         .listen_fd = s->listen_fd,
@@ -902,6 +918,7 @@ int http_start(const cfg *c, http_server **out, char *err, size_t errlen) {
     return 0;
 error:
     if (s->listen_fd >= 0) close(s->listen_fd);
+    tls_free(&s->tls);
     pthread_mutex_destroy(&s->resume_mu);
     free(s);
     return -1;
@@ -928,6 +945,12 @@ int http_accepted(http_server *s) {
 
 void http_quiesce(http_server *s) {
     if (s) gate_quiesce(s->gate);
+    if (s && !s->gate && s->daemon && s->listen_fd == -1) {
+        /* TLS: libmicrohttpd's own listening socket (tls.h) */
+        MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+        if (fd != MHD_INVALID_SOCKET) close(fd);
+        s->listen_fd = -2; /* quiesced */
+    }
 }
 
 int http_open_connections(http_server *s) {
@@ -940,6 +963,7 @@ void http_stop(http_server *s) {
     if (!s) return;
     gate_stop(s->gate); /* closes the listening socket */
     if (s->daemon) MHD_stop_daemon(s->daemon);
+    tls_free(&s->tls);
     pthread_mutex_destroy(&s->resume_mu);
     free(s);
 }

@@ -348,8 +348,8 @@ int main(int argc, char **argv) {
     }
     http_set_ready(srv, &api, workers, &mi);
     char url[128];
-    snprintf(url, sizeof(url), strchr(c.listen, ':') ? "http://[%s]:%d" : "http://%s:%d", c.listen,
-             http_port(srv));
+    snprintf(url, sizeof(url), strchr(c.listen, ':') ? "%s://[%s]:%d" : "%s://%s:%d",
+             c.tls_cert_file[0] ? "https" : "http", c.listen, http_port(srv));
     log_json_always(LOG_INFO, "ready",
                     json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:I,s:f}", "url", url, "auth",
                               auth_enabled() ? "bearer token" : "off", "model", mi.name, "dtype",

@@ -53,6 +53,8 @@ NON_DEFAULT = {
     "server.auth_token": "<redacted>",
     "server.auth_token_file": None,  # needs a real file: set per test
     "server.cors_allow_origin": "https://app.example.com",
+    "server.tls_cert_file": None,  # real files: set per test
+    "server.tls_key_file": None,
     "workers.count": 2,
     "workers.threads": 3,
     "workers.queue_depth": 9,
@@ -78,6 +80,10 @@ def values_for(tmp_path):
     token_file.write_text("# rotated 2026-12\nabc\n")
     vals = dict(NON_DEFAULT)
     vals["server.auth_token_file"] = str(token_file)
+    # the settings check reads both files and wants PEM; the handshake is test_tls.py's
+    for key, name in (("server.tls_cert_file", "c.crt"), ("server.tls_key_file", "c.key")):
+        (tmp_path / name).write_text("-----BEGIN X-----\n-----END X-----\n")
+        vals[key] = str(tmp_path / name)
     return vals
 
 
