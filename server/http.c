@@ -128,9 +128,12 @@ static enum MHD_Result send_buf(req_ctx *r, int status, char *buf, size_t len,
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
-    if (r->srv->cfg->cors_allow_origin[0]) /* opt-in CORS (server.cors_allow_origin) */
+    if (r->srv->cfg->cors_allow_origin[0]) { /* opt-in CORS (server.cors_allow_origin) */
         MHD_add_response_header(resp, "Access-Control-Allow-Origin",
                                 r->srv->cfg->cors_allow_origin);
+        /* so a page can quote the id in a bug report, and back off as told */
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
+    }
     for (const char *const *h = headers; h && h[0]; h += 2)
         MHD_add_response_header(resp, h[0], h[1]);
     r->status = status;

@@ -108,6 +108,7 @@ def test_cors_off_by_default(tmp_path, model_dir):
     with Server(tmp_path, model_dir) as srv:
         r = srv.post("/v1/tokenize", BODY, headers={"Origin": "https://app.example.com"})
         assert r.status_code == 200 and "Access-Control-Allow-Origin" not in r.headers
+        assert "Access-Control-Expose-Headers" not in r.headers
         r = requests.options(srv.url + "/v1/tokenize", timeout=10)
         assert r.status_code == 405 and error_of(r) == "method_not_allowed"
         assert srv.stop() == 0
@@ -132,6 +133,7 @@ def test_cors_opt_in(tmp_path, model_dir):
         ok = srv.post("/v1/tokenize", BODY, headers={"Origin": origin,
                                                       "Authorization": "Bearer t0k"})
         assert ok.status_code == 200 and ok.headers["Access-Control-Allow-Origin"] == origin
+        assert "X-Request-Id" in ok.headers["Access-Control-Expose-Headers"]
         denied = srv.post("/v1/tokenize", BODY, headers={"Origin": origin})
         assert denied.status_code == 401
         assert denied.headers["Access-Control-Allow-Origin"] == origin
