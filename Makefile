@@ -83,7 +83,7 @@ BUILD_PACKAGES := build-essential pkg-config libmicrohttpd-dev libjansson-dev li
                   libutf8proc-dev libopenblas-dev
 # ... and what the tests, sanitizer builds, fuzzing and benchmarks add.
 TEST_PACKAGES  := clang clang-format libclang-rt-14-dev curl jq wrk valgrind shellcheck strace \
-                  python3 python3-venv python3-pip chromium chromium-driver
+                  python3 python3-venv python3-pip chromium chromium-driver openssl
 
 define apt_install_missing
 	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

@@ -1,59 +1,92 @@
 /* config: defaults, YAML file, environment, flags. See config.h. */
 #include "config.h"
 
+#include "auth.h"
 #include "file_io.h"
+#include "tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <getopt.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <jansson.h>
 #include <yaml.h>
 
-/* K_AUTO: an integer, or the word auto (stored as 0) for "let the server choose". */
-typedef enum { K_INT, K_LONG, K_AUTO, K_STR, K_ADDR, K_PATH, K_LEVEL } key_kind;
+/* K_AUTO: an integer, or the word auto (stored as 0) for "let the server choose".
+ * K_FILE: a path that may be empty (off); K_PATH: a path that may not. */
+typedef enum { K_INT, K_LONG, K_AUTO, K_STR, K_ADDR, K_PATH, K_FILE, K_LEVEL } key_kind;
 
+/* One setting. env_alias / flag_alias: the older short names, kept because
+ * deployments and scripts use them; the full names are BERT_SECTION_KEY and
+ * --section.key, derived from section and name. */
 typedef struct key_def {
     const char *section;
     const char *name;
     key_kind kind;
     size_t off;
     long min, max;
+    const char *env_alias;
+    const char *flag_alias; /* without the leading "--" */
 } key_def;
 
 #define F(field) offsetof(cfg, field)
 
 static const key_def KEYS[] = {
-    {"server", "listen", K_ADDR, F(listen), 0, 0},
-    {"server", "port", K_INT, F(port), 0, 65535},
-    {"server", "max_body_bytes", K_LONG, F(max_body_bytes), 64, 1L << 30},
-    {"server", "max_inflight_body_bytes", K_LONG, F(max_inflight_body_bytes), 0, 1L << 40},
-    {"server", "max_connections", K_INT, F(max_connections), 1, 65536},
-    {"server", "connection_timeout_s", K_INT, F(connection_timeout_s), 1, 86400},
-    {"server", "http_threads", K_INT, F(http_threads), 1, 64},
-    {"server", "auth_token", K_STR, F(auth_token), 0, 0},
-    {"workers", "count", K_INT, F(workers), 1, 256},
-    {"workers", "threads", K_AUTO, F(threads), 1, 1024},
-    {"workers", "queue_depth", K_INT, F(queue_depth), 1, 1000000},
-    {"workers", "request_timeout_ms", K_INT, F(request_timeout_ms), 1, 86400000},
-    {"workers", "batch_max_tokens", K_INT, F(batch_max_tokens), 1, 1 << 24},
-    {"workers", "batch_wait_us", K_INT, F(batch_wait_us), 0, 10000000},
-    {"model", "dir", K_PATH, F(model_dir), 0, 0},
-    {"model", "max_sequence_length", K_INT, F(max_sequence_length), 2, 1 << 20},
-    {"limits", "max_inputs_per_request", K_INT, F(max_inputs_per_request), 1, 65536},
-    {"limits", "default_top_k", K_INT, F(default_top_k), 1, 1 << 20},
-    {"limits", "max_top_k", K_INT, F(max_top_k), 1, 1 << 20},
-    {"limits", "max_masks_per_input", K_INT, F(max_masks_per_input), 1, 1 << 20},
-    {"limits", "max_predictions_per_request", K_INT, F(max_predictions_per_request), 1, 1 << 24},
-    {"limits", "max_answer_bytes", K_LONG, F(max_answer_bytes), 4096, 1L << 32},
-    {"limits", "max_tokenize_tokens", K_INT, F(max_tokenize_tokens), 1, 1 << 24},
-    {"shutdown", "grace_period_s", K_INT, F(grace_period_s), 0, 86400},
-    {"logging", "level", K_LEVEL, F(log_level), 0, 0},
+    {"server", "listen", K_ADDR, F(listen), 0, 0, "BERT_LISTEN", "listen"},
+    {"server", "port", K_INT, F(port), 0, 65535, "BERT_PORT", "port"},
+    {"server", "max_body_bytes", K_LONG, F(max_body_bytes), 64, 1L << 30, "BERT_MAX_BODY_BYTES",
+     NULL},
+    {"server", "max_inflight_body_bytes", K_LONG, F(max_inflight_body_bytes), 0, 1L << 40, NULL,
+     NULL},
+    {"server", "max_connections", K_INT, F(max_connections), 1, 65536, NULL, NULL},
+    {"server", "connection_timeout_s", K_INT, F(connection_timeout_s), 1, 86400, NULL, NULL},
+    {"server", "http_threads", K_INT, F(http_threads), 1, 64, NULL, NULL},
+    {"server", "auth_token", K_STR, F(auth_token), 0, 0, "BERT_AUTH_TOKEN", NULL},
+    {"server", "auth_token_file", K_FILE, F(auth_token_file), 0, 0, NULL, "auth-token-file"},
+    {"server", "cors_allow_origin", K_STR, F(cors_allow_origin), 0, 0, NULL, NULL},
+    {"server", "tls_cert_file", K_FILE, F(tls_cert_file), 0, 0, NULL, NULL},
+    {"server", "tls_key_file", K_FILE, F(tls_key_file), 0, 0, NULL, NULL},
+    {"workers", "count", K_INT, F(workers), 1, 256, "BERT_WORKERS", "workers"},
+    {"workers", "threads", K_AUTO, F(threads), 1, 1024, "BERT_THREADS", "threads"},
+    {"workers", "queue_depth", K_INT, F(queue_depth), 1, 1000000, "BERT_QUEUE_DEPTH", NULL},
+    {"workers", "request_timeout_ms", K_INT, F(request_timeout_ms), 1, 86400000, NULL, NULL},
+    {"workers", "batch_max_tokens", K_INT, F(batch_max_tokens), 1, 1 << 24, NULL, NULL},
+    {"workers", "batch_wait_us", K_INT, F(batch_wait_us), 0, 10000000, NULL, NULL},
+    {"model", "dir", K_PATH, F(model_dir), 0, 0, NULL, "model"},
+    {"model", "max_sequence_length", K_INT, F(max_sequence_length), 2, 1 << 20, NULL, NULL},
+    {"limits", "max_inputs_per_request", K_INT, F(max_inputs_per_request), 1, 65536, NULL, NULL},
+    {"limits", "default_top_k", K_INT, F(default_top_k), 1, 1 << 20, NULL, NULL},
+    {"limits", "max_top_k", K_INT, F(max_top_k), 1, 1 << 20, NULL, NULL},
+    {"limits", "max_masks_per_input", K_INT, F(max_masks_per_input), 1, 1 << 20, NULL, NULL},
+    {"limits", "max_predictions_per_request", K_INT, F(max_predictions_per_request), 1, 1 << 24,
+     NULL, NULL},
+    {"limits", "max_answer_bytes", K_LONG, F(max_answer_bytes), 4096, 1L << 32, NULL, NULL},
+    {"limits", "max_tokenize_tokens", K_INT, F(max_tokenize_tokens), 1, 1 << 24, NULL, NULL},
+    {"shutdown", "grace_period_s", K_INT, F(grace_period_s), 0, 86400, NULL, NULL},
+    {"logging", "level", K_LEVEL, F(log_level), 0, 0, "BERT_LOG_LEVEL", "log-level"},
 };
 #define N_KEYS (sizeof(KEYS) / sizeof(KEYS[0]))
+_Static_assert(N_KEYS <= CFG_MAX_KEYS, "raise CFG_MAX_KEYS");
+
+static size_t key_index(const key_def *k) {
+    return (size_t)(k - KEYS);
+}
+
+/* Records where k's value came from (see cfg.origin). */
+__attribute__((format(printf, 3, 4))) static void set_origin(cfg *c, const key_def *k,
+                                                             const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->origin[key_index(k)], CFG_ORIGIN_MAX, fmt, ap);
+    va_end(ap);
+}
 
 static const char *LEVEL_NAMES[] = {"debug", "info", "warn", "error"};
 
@@ -172,6 +205,15 @@ static int set_value(cfg *c, const key_def *k, const char *text, int plain_scala
         }
         snprintf(base + k->off, CFG_PATH_MAX, "%s", text);
         return 0;
+    case K_FILE: {
+        const char *v = is_null ? "" : text;
+        if (strlen(v) >= CFG_PATH_MAX) {
+            errf(why, whylen, "must be at most %d bytes", CFG_PATH_MAX - 1);
+            return -1;
+        }
+        snprintf(base + k->off, CFG_PATH_MAX, "%s", v);
+        return 0;
+    }
     case K_LEVEL:
         for (int i = 0; i < 4; i++) {
             if (!is_null && strcasecmp(text, LEVEL_NAMES[i]) == 0) {
@@ -247,6 +289,7 @@ static int load_section(cfg *c, yaml_document_t *doc, const char *name, const ch
             errf(err, errlen, "%s:%lu: key '%s.%s': %s", name, vline, section, key, why);
             return CFG_ERR_VALUE;
         }
+        set_origin(c, k, "file %s:%lu", name, vline);
     }
     return CFG_OK;
 }
@@ -332,166 +375,281 @@ int cfg_load_file(cfg *c, const char *path, char *err, size_t errlen) {
     return rc;
 }
 
-static const struct {
-    const char *env;
-    const char *section, *name;
-} ENV_KEYS[] = {
-    {"BERT_LISTEN", "server", "listen"},
-    {"BERT_PORT", "server", "port"},
-    {"BERT_MODEL_DIR", "model", "dir"},
-    {"BERT_WORKERS", "workers", "count"},
-    {"BERT_THREADS", "workers", "threads"},
-    {"BERT_QUEUE_DEPTH", "workers", "queue_depth"},
-    {"BERT_AUTH_TOKEN", "server", "auth_token"},
-    {"BERT_LOG_LEVEL", "logging", "level"},
-    {"BERT_MAX_BODY_BYTES", "server", "max_body_bytes"},
-};
+/* BERT_SECTION_KEY for k into buf. */
+static void env_name(const key_def *k, char *buf, size_t cap) {
+    size_t n = (size_t)snprintf(buf, cap, "BERT_%s_%s", k->section, k->name);
+    for (size_t i = 0; i < n && i < cap; i++)
+        if (buf[i] >= 'a' && buf[i] <= 'z') buf[i] = (char)(buf[i] - 'a' + 'A');
+}
 
-int cfg_apply_env(cfg *c, char *err, size_t errlen) {
-    for (size_t i = 0; i < sizeof(ENV_KEYS) / sizeof(ENV_KEYS[0]); i++) {
-        const char *v = getenv(ENV_KEYS[i].env);
-        if (!v) continue;
-        /* The Deployment fills BERT_AUTH_TOKEN from an optional Secret: a
-         * missing Secret gives an empty value, which must not switch off the
-         * token the config file sets. Empty means unset here; auth is turned
-         * off only by the file (server.auth_token: ""). main logs it. */
-        if (!*v && strcmp(ENV_KEYS[i].env, "BERT_AUTH_TOKEN") == 0) continue;
-        const key_def *k = find_key(ENV_KEYS[i].section, ENV_KEYS[i].name);
-        char why[512];
-        if (set_value(c, k, v, 1, 0, why, sizeof(why))) {
-            errf(err, errlen, "%s: key '%s.%s': %s", ENV_KEYS[i].env, k->section, k->name, why);
-            return CFG_ERR_VALUE;
-        }
+static int apply_env_var(cfg *c, const key_def *k, const char *env, char *err, size_t errlen) {
+    const char *v = getenv(env);
+    if (!v) return CFG_OK;
+    /* The Deployment fills BERT_AUTH_TOKEN from an optional Secret: a
+     * missing Secret gives an empty value, which must not switch off the
+     * token the config file sets. Empty means unset here; auth is turned
+     * off only by the file (server.auth_token: ""). main logs it. */
+    if (!*v && k->off == F(auth_token)) return CFG_OK;
+    char why[512];
+    if (set_value(c, k, v, 1, 0, why, sizeof(why))) {
+        errf(err, errlen, "%s: key '%s.%s': %s", env, k->section, k->name, why);
+        return CFG_ERR_VALUE;
     }
+    set_origin(c, k, "env %s", env);
     return CFG_OK;
 }
 
-static int read_token_file(cfg *c, const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        errf(err, errlen, "--auth-token-file: cannot open %s: %s", path, strerror(errno));
-        return CFG_ERR_IO;
+int cfg_apply_env(cfg *c, char *err, size_t errlen) {
+    for (size_t i = 0; i < N_KEYS; i++) {
+        char full[96];
+        env_name(&KEYS[i], full, sizeof(full));
+        int rc;
+        if (KEYS[i].env_alias && (rc = apply_env_var(c, &KEYS[i], KEYS[i].env_alias, err, errlen)))
+            return rc;
+        if ((rc = apply_env_var(c, &KEYS[i], full, err, errlen))) return rc;
     }
-    char buf[CFG_STR_MAX + 2];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    while (n &&
-           (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
-        buf[--n] = 0;
-    if (n == 0 || n >= CFG_STR_MAX || strlen(buf) != n) {
-        errf(err, errlen,
-             "--auth-token-file: %s must hold one token of 1 to %d bytes on a single line", path,
-             CFG_STR_MAX - 1);
-        return CFG_ERR_VALUE;
-    }
-    memcpy(c->auth_token, buf, n + 1);
     return CFG_OK;
 }
 
 static void print_help(const char *argv0) {
-    printf("usage: %s [--config FILE] [--listen ADDR] [--port N] [--model DIR] [--workers N]\n"
-           "          [--threads N|auto] [--log-level debug|info|warn|error]\n"
-           "          [--auth-token-file FILE]\n"
-           "          [--help] [--version]\n"
+    printf("usage: %s [--config FILE] [--SECTION.KEY VALUE ...] [--print-config]\n"
+           "          [--check-config] [--help] [--version]\n"
+           "       short forms: --listen ADDR --port N --model DIR --workers N\n"
+           "          --threads N|auto --log-level debug|info|warn|error --auth-token-file FILE\n"
            "\n"
            "Serves a BERT checkpoint's masked-LM and next-sentence heads over HTTP.\n"
            "Settings come from built-in defaults, then --config FILE (YAML), then the\n"
-           "environment (BERT_LISTEN, BERT_PORT, BERT_MODEL_DIR, BERT_WORKERS, BERT_THREADS,\n"
-           "BERT_QUEUE_DEPTH, BERT_AUTH_TOKEN, BERT_LOG_LEVEL, BERT_MAX_BODY_BYTES),\n"
-           "then these flags. A relative model directory is resolved against the current\n"
-           "working directory. An empty BERT_AUTH_TOKEN counts as unset.\n"
+           "environment, then flags. Every YAML key SECTION.KEY (config/default.yaml)\n"
+           "is also the variable BERT_SECTION_KEY and the flag --SECTION.KEY, e.g.\n"
+           "BERT_WORKERS_COUNT=2 or --workers.count=2. Older short variables stay:\n"
+           "BERT_LISTEN, BERT_PORT, BERT_MODEL_DIR, BERT_WORKERS, BERT_THREADS,\n"
+           "BERT_QUEUE_DEPTH, BERT_AUTH_TOKEN, BERT_LOG_LEVEL, BERT_MAX_BODY_BYTES (the\n"
+           "full name wins when both are set). A relative model directory is resolved\n"
+           "against the current working directory. An empty BERT_AUTH_TOKEN counts as unset.\n"
+           "\n"
+           "--print-config  print every setting's effective value and where it came from\n"
+           "                (default, file, env, flag) as YAML, then exit 0 (2: bad setting)\n"
+           "--check-config  validate the settings, the token file and the model directory,\n"
+           "                then exit 0 (all well) or 2 (the first problem on stderr)\n"
            "\n"
            "SIGTERM/SIGINT: drain, exit within shutdown.grace_period_s (during loading: at\n"
-           "once). SIGHUP, SIGUSR1, SIGUSR2, SIGALRM: logged and ignored.\n"
+           "once). SIGHUP: re-read server.auth_token_file (a bad file keeps the old tokens).\n"
+           "SIGUSR1, SIGUSR2, SIGALRM: logged and ignored.\n"
            "Exit status: 0 after a clean shutdown, 1 when the model cannot be loaded or the\n"
            "port cannot be bound, 2 for a bad setting, 3 when the grace period ended with\n"
            "accepted requests unanswered.\n",
            argv0);
 }
 
-/* --name VALUE or --name=VALUE. */
-static int flag_value(int argc, char **argv, int *i, const char *name, const char **val) {
-    size_t n = strlen(name);
-    const char *a = argv[*i];
-    if (strncmp(a, name, n) != 0) return 0;
-    if (a[n] == '=') {
-        *val = a + n + 1;
-        return 1;
+/* getopt_long's table: every key as "section.key" and its alias, plus the
+ * actions. val: OPT_KEY_BASE + 2 * key index (+1 for the alias). */
+enum {
+    OPT_HELP = 'h',
+    OPT_CONFIG = 1000,
+    OPT_VERSION,
+    OPT_PRINT,
+    OPT_CHECK,
+    OPT_KEY_BASE = 1100,
+};
+
+typedef struct opt_table {
+    struct option opts[2 * CFG_MAX_KEYS + 8];
+    char names[CFG_MAX_KEYS][64];
+} opt_table;
+
+static void build_opts(opt_table *t) {
+    size_t n = 0;
+    struct option fixed[] = {
+        {"help", no_argument, NULL, OPT_HELP},
+        {"config", required_argument, NULL, OPT_CONFIG},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"print-config", no_argument, NULL, OPT_PRINT},
+        {"check-config", no_argument, NULL, OPT_CHECK},
+    };
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        t->opts[n++] = fixed[i];
+    for (size_t i = 0; i < N_KEYS; i++) {
+        snprintf(t->names[i], sizeof(t->names[i]), "%s.%s", KEYS[i].section, KEYS[i].name);
+        t->opts[n++] =
+            (struct option){t->names[i], required_argument, NULL, OPT_KEY_BASE + 2 * (int)i};
+        if (KEYS[i].flag_alias)
+            t->opts[n++] = (struct option){KEYS[i].flag_alias, required_argument, NULL,
+                                           OPT_KEY_BASE + 2 * (int)i + 1};
     }
-    if (a[n] != 0) return 0;
-    if (*i + 1 >= argc) {
-        *val = NULL;
-        return 1;
+    t->opts[n] = (struct option){NULL, 0, NULL, 0};
+}
+
+/* "--name" as the user typed it (argv[at], up to any '='), into buf. */
+static const char *typed_flag(char **argv, int at, char *buf, size_t cap) {
+    const char *a = argv[at];
+    size_t n = strcspn(a, "=");
+    snprintf(buf, cap, "%.*s", (int)(n < cap ? n : cap - 1), a);
+    return buf;
+}
+
+/* getopt_long also takes unambiguous abbreviations (--work for --workers);
+ * settings are spelled out in scripts and manifests, so only the whole name
+ * counts: a typo must not set a neighbouring key. */
+static int spelled_out(const char *typed, const char *name) {
+    return strncmp(typed, "--", 2) == 0 && strcmp(typed + 2, name) == 0;
+}
+
+/* One pass over argv. apply 0: only --help/--version/--config/actions are
+ * taken (and every flag checked for shape); apply 1: key flags are set. */
+static int scan_args(cfg *c, int argc, char **argv, int apply, const char **config_path,
+                     int *action, char *err, size_t errlen) {
+    opt_table t;
+    build_opts(&t);
+    optind = 0; /* glibc: a full re-initialisation, for the second pass */
+    opterr = 0;
+    for (;;) {
+        int at = optind ? optind : 1;
+        int li = -1;
+        int o = getopt_long(argc, argv, "+:h", t.opts, &li);
+        if (o == -1) break;
+        char typed[80];
+        typed_flag(argv, at, typed, sizeof(typed));
+        if (o == '?') {
+            errf(err, errlen, "%s: unknown argument (see --help)", typed);
+            return CFG_ERR_VALUE;
+        }
+        if (o == ':') {
+            errf(err, errlen, "%s: needs a value", typed);
+            return CFG_ERR_VALUE;
+        }
+        if (li >= 0 && !spelled_out(typed, t.opts[li].name)) {
+            errf(err, errlen, "%s: unknown argument (did you mean --%s?)", typed, t.opts[li].name);
+            return CFG_ERR_VALUE;
+        }
+        switch (o) {
+        case OPT_HELP:
+            if (!apply) {
+                print_help(argv[0]);
+                return CFG_HELP;
+            }
+            continue;
+        case OPT_VERSION:
+            if (!apply) {
+                printf("bert-server %s\n", BERT_SERVE_VERSION);
+                return CFG_HELP;
+            }
+            continue;
+        case OPT_CONFIG:
+            *config_path = optarg;
+            continue;
+        case OPT_PRINT:
+        case OPT_CHECK:
+            *action = o;
+            continue;
+        default:
+            break;
+        }
+        if (!apply) continue;
+        const key_def *k = &KEYS[(o - OPT_KEY_BASE) / 2];
+        char why[512];
+        if (set_value(c, k, optarg, 1, 0, why, sizeof(why))) {
+            errf(err, errlen, "%s: key '%s.%s': %s", typed, k->section, k->name, why);
+            return CFG_ERR_VALUE;
+        }
+        set_origin(c, k, "flag %s", typed);
     }
-    *val = argv[++*i];
-    return 1;
+    if (optind < argc) {
+        errf(err, errlen, "%s: unknown argument (see --help)", argv[optind]);
+        return CFG_ERR_VALUE;
+    }
+    return CFG_OK;
+}
+
+/* --check-config: what start-up would find wrong before loading weights. */
+static int check_model_dir(const cfg *c, char *err, size_t errlen) {
+    struct stat st;
+    if (stat(c->model_dir, &st) != 0) {
+        errf(err, errlen, "key 'model.dir': %s: %s", c->model_dir, strerror(errno));
+        return CFG_ERR_VALUE;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        errf(err, errlen, "key 'model.dir': %s is not a directory", c->model_dir);
+        return CFG_ERR_VALUE;
+    }
+    char path[CFG_PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/config.json", c->model_dir);
+    if (access(path, R_OK) != 0) {
+        errf(err, errlen, "key 'model.dir': %s has no readable config.json: %s", c->model_dir,
+             strerror(errno));
+        return CFG_ERR_VALUE;
+    }
+    return CFG_OK;
 }
 
 int cfg_from_args(cfg *c, int argc, char **argv, char *err, size_t errlen) {
-    static const struct {
-        const char *flag, *section, *name;
-    } FLAG_KEYS[] = {
-        {"--listen", "server", "listen"},    {"--port", "server", "port"},
-        {"--model", "model", "dir"},         {"--workers", "workers", "count"},
-        {"--threads", "workers", "threads"}, {"--log-level", "logging", "level"},
-    };
     const char *config_path = NULL;
+    int action = 0;
     cfg_defaults(c);
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            print_help(argv[0]);
-            return CFG_HELP;
-        }
-        if (strcmp(argv[i], "--version") == 0) {
-            printf("bert-server %s\n", BERT_SERVE_VERSION);
-            return CFG_HELP;
-        }
-        const char *v;
-        if (flag_value(argc, argv, &i, "--config", &v)) {
-            if (!v) {
-                errf(err, errlen, "--config: needs a file name");
-                return CFG_ERR_VALUE;
-            }
-            config_path = v;
-        }
-    }
-    int rc;
+    int rc = scan_args(c, argc, argv, 0, &config_path, &action, err, errlen);
+    if (rc) return rc;
     if (config_path && (rc = cfg_load_file(c, config_path, err, errlen))) return rc;
     if ((rc = cfg_apply_env(c, err, errlen))) return rc;
-    for (int i = 1; i < argc; i++) {
-        const char *v = NULL;
-        if (flag_value(argc, argv, &i, "--config", &v)) continue;
-        if (flag_value(argc, argv, &i, "--auth-token-file", &v)) {
-            if (!v) {
-                errf(err, errlen, "--auth-token-file: needs a file name");
-                return CFG_ERR_VALUE;
-            }
-            if ((rc = read_token_file(c, v, err, errlen))) return CFG_ERR_VALUE;
-            continue;
+    if ((rc = scan_args(c, argc, argv, 1, &config_path, &action, err, errlen))) return rc;
+    if ((rc = cfg_validate(c, err, errlen))) return rc;
+    if (action == OPT_PRINT) {
+        cfg_print(c, stdout);
+        return CFG_HELP;
+    }
+    if (action == OPT_CHECK) {
+        if ((rc = check_model_dir(c, err, errlen))) return rc;
+        printf("configuration OK (%zu settings; model directory %s)\n", N_KEYS, c->model_dir);
+        return CFG_HELP;
+    }
+    return CFG_OK;
+}
+
+static void print_string(FILE *f, const char *s) {
+    /* A JSON string is a YAML double-quoted scalar. */
+    json_t *j = json_string(s);
+    char *q = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+    fputs(q ? q : "\"\"", f);
+    free(q);
+    json_decref(j);
+}
+
+void cfg_print(const cfg *c, FILE *f) {
+    const char *base = (const char *)c;
+    const char *section = "";
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const key_def *k = &KEYS[i];
+        if (strcmp(section, k->section) != 0) {
+            fprintf(f, "%s:\n", k->section);
+            section = k->section;
         }
-        size_t j, nflags = sizeof(FLAG_KEYS) / sizeof(FLAG_KEYS[0]);
-        for (j = 0; j < nflags; j++) {
-            if (!flag_value(argc, argv, &i, FLAG_KEYS[j].flag, &v)) continue;
-            if (!v) {
-                errf(err, errlen, "%s: needs a value", FLAG_KEYS[j].flag);
-                return CFG_ERR_VALUE;
-            }
-            const key_def *k = find_key(FLAG_KEYS[j].section, FLAG_KEYS[j].name);
-            char why[512];
-            if (set_value(c, k, v, 1, 0, why, sizeof(why))) {
-                errf(err, errlen, "%s: key '%s.%s': %s", FLAG_KEYS[j].flag, k->section, k->name,
-                     why);
-                return CFG_ERR_VALUE;
-            }
+        fprintf(f, "  %s: ", k->name);
+        const char *p = base + k->off;
+        switch (k->kind) {
+        case K_INT:
+            fprintf(f, "%d", *(const int *)p);
+            break;
+        case K_LONG:
+            fprintf(f, "%ld", *(const long *)p);
+            break;
+        case K_AUTO:
+            if (*(const int *)p == 0)
+                fputs("auto", f);
+            else
+                fprintf(f, "%d", *(const int *)p);
+            break;
+        case K_LEVEL:
+            fputs(cfg_log_level_name(*(const cfg_log_level *)p), f);
+            break;
+        case K_STR:
+            print_string(f, k->off == F(auth_token) && *p ? "<redacted>" : p);
+            break;
+        case K_ADDR:
+        case K_PATH:
+        case K_FILE:
+            print_string(f, p);
             break;
         }
-        if (j == nflags) {
-            errf(err, errlen, "%s: unknown argument (see --help)", argv[i]);
-            return CFG_ERR_VALUE;
-        }
+        fprintf(f, "  # %s\n", c->origin[i][0] ? c->origin[i] : "default");
     }
-    return cfg_validate(c, err, errlen);
 }
 
 int cfg_validate(const cfg *c, char *err, size_t errlen) {
@@ -506,6 +664,26 @@ int cfg_validate(const cfg *c, char *err, size_t errlen) {
         errf(err, errlen, "key 'limits.default_top_k': %d exceeds limits.max_top_k (%d)",
              c->default_top_k, c->max_top_k);
         return CFG_ERR_VALUE;
+    }
+    /* The value goes into a response header as it is. */
+    for (const char *p = c->cors_allow_origin; *p; p++) {
+        if (*p < 0x21 || *p > 0x7e) {
+            errf(err, errlen,
+                 "key 'server.cors_allow_origin': must be an origin such as "
+                 "https://app.example.com or *, without spaces or control characters");
+            return CFG_ERR_VALUE;
+        }
+    }
+    if (tls_check_config(c, err, errlen)) return CFG_ERR_VALUE;
+    if (c->auth_token_file[0]) {
+        const key_def *k = find_key("server", "auth_token_file");
+        const char *o = c->origin[key_index(k)];
+        char why[1024];
+        if (auth_check_file(c->auth_token_file, why, sizeof(why))) {
+            errf(err, errlen, "%s: key 'server.auth_token_file': %s",
+                 strncmp(o, "flag ", 5) == 0 ? o + 5 : o, why);
+            return CFG_ERR_VALUE;
+        }
     }
     return CFG_OK;
 }

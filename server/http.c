@@ -19,9 +19,11 @@
 #include <unistd.h>
 
 #include "assets.h"
+#include "auth.h"
 #include "gate.h"
 #include "infer.h"
 #include "log.h"
+#include "tls.h"
 
 /* A streaming body past max_body_bytes is read and dropped (so the client
  * can receive its 413) up to this much, then the connection is cut. */
@@ -61,6 +63,7 @@ struct http_server {
     pthread_mutex_t resume_mu;
     uint64_t id_seed;
     atomic_uint_fast64_t id_counter;
+    tls_material tls; /* server.tls_*: no gate then (tls.h) */
 };
 
 typedef enum { R_POST_JOB, R_POST_TOKENIZE, R_GET } route_kind;
@@ -125,6 +128,12 @@ static enum MHD_Result send_buf(req_ctx *r, int status, char *buf, size_t len,
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    if (r->srv->cfg->cors_allow_origin[0]) { /* opt-in CORS (server.cors_allow_origin) */
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin",
+                                r->srv->cfg->cors_allow_origin);
+        /* so a page can quote the id in a bug report, and back off as told */
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
+    }
     for (const char *const *h = headers; h && h[0]; h += 2)
         MHD_add_response_header(resp, h[0], h[1]);
     r->status = status;
@@ -224,22 +233,9 @@ static const route *find_route(const char *url) {
     return NULL;
 }
 
-/* Constant-time in the token's content: the loop always covers the longer
- * of the two and folds the length difference into the result. */
-static int token_matches(const char *given, size_t glen, const char *want) {
-    size_t wlen = strlen(want);
-    size_t n = glen > wlen ? glen : wlen;
-    volatile unsigned char diff = (unsigned char)(glen != wlen);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char a = i < glen ? (unsigned char)given[i] : 0;
-        unsigned char b = i < wlen ? (unsigned char)want[i] : 0;
-        diff |= a ^ b;
-    }
-    return diff == 0;
-}
-
 static int authorized(http_server *s, req_ctx *r) {
-    if (!s->cfg->auth_token[0]) return 1;
+    (void)s;
+    if (!auth_enabled()) return 1; /* auth.h: the token set, reloaded on SIGHUP */
     const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
     if (!h || strncasecmp(h, "Bearer ", 7) != 0) return 0;
     h += 7;
@@ -248,7 +244,7 @@ static int authorized(http_server *s, req_ctx *r) {
     size_t n = strlen(h);
     while (n && h[n - 1] == ' ')
         n--;
-    return token_matches(h, n, s->cfg->auth_token);
+    return auth_check(h, n);
 }
 
 static int content_type_is_json(struct MHD_Connection *conn) {
@@ -536,6 +532,18 @@ static enum MHD_Result first_call(http_server *s, req_ctx *r, const char *method
                           "/v1/tokenize and GET /v1/models, /healthz, /readyz, /metrics, "
                           "/openapi.json, /docs, /",
                           NULL);
+    if (strcmp(method, "OPTIONS") == 0 && s->cfg->cors_allow_origin[0] &&
+        strncmp(r->route->path, "/v1/", 4) == 0) {
+        /* A CORS preflight: browsers send it without credentials. */
+        static const char *const h[] = {"Access-Control-Allow-Methods",
+                                        "GET, POST, OPTIONS",
+                                        "Access-Control-Allow-Headers",
+                                        "Authorization, Content-Type, X-Request-Id",
+                                        "Access-Control-Max-Age",
+                                        "86400",
+                                        NULL};
+        return send_buf(r, 204, NULL, 0, "text/plain", h);
+    }
     int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     int is_post = strcmp(method, "POST") == 0;
     if (r->route->kind == R_GET && !is_get) {
@@ -700,6 +708,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
      * left (or was cut at shutdown) counts as undelivered. */
     metrics_observe_request(r->route ? r->route->metric : ROUTE_OTHER, r->status, secs,
                             toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+    if (r->route && r->status == 200 && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        metrics_observe_request_tokens(r->route->metric, r->tokens);
     json_t *f = json_pack("{s:s,s:s,s:s,s:i,s:f,s:I}", "request_id", r->request_id, "method",
                           r->method, "path", r->path, "status", r->status, "latency_ms", secs * 1e3,
                           "tokens", (json_int_t)r->tokens);
@@ -860,6 +870,9 @@ int http_start(const cfg *c, http_server **out, char *err, size_t errlen) {
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
                          MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
     if (ipv6) flags |= MHD_USE_IPv6;
+    if (tls_load(c, &s->tls, err, errlen)) goto error;
+    int tls = tls_enabled(&s->tls);
+    if (tls) flags = (flags & ~(unsigned int)MHD_USE_NO_LISTEN_SOCKET) | MHD_USE_TLS;
     s->conn_cap = connection_cap(c);
     s->body_budget = c->max_inflight_body_bytes ? c->max_inflight_body_bytes
                                                 : HTTP_BODY_BUDGET_FACTOR * c->max_body_bytes;
@@ -867,16 +880,27 @@ int http_start(const cfg *c, http_server **out, char *err, size_t errlen) {
      * and, once reached, would refuse connections the gate has admitted; it
      * is set where no thread reaches it, and the gate enforces conn_cap. */
     unsigned int mhd_limit = (unsigned int)s->conn_cap * (unsigned int)c->http_threads;
-    s->daemon =
-        MHD_start_daemon(flags, 0, on_accept, s, on_request, s, MHD_OPTION_THREAD_POOL_SIZE,
-                         (unsigned int)c->http_threads, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)c->connection_timeout_s,
-                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION,
-                         on_connection, s, MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, s,
-                         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_END);
+    if (tls) mhd_limit = (unsigned int)s->conn_cap; /* no gate: libmicrohttpd's limit is the cap */
+    s->daemon = MHD_start_daemon(
+        flags, 0, on_accept, s, on_request, s, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned int)c->http_threads, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)c->connection_timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        s, MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+        s, MHD_OPTION_ARRAY, tls_mhd_options(&s->tls, s->listen_fd), MHD_OPTION_END);
     if (!s->daemon) {
-        snprintf(err, errlen, "cannot start the HTTP server on %s port %d", c->listen, s->port);
+        snprintf(err, errlen,
+                 tls ? "cannot start the HTTPS server on %s port %d: libmicrohttpd refused "
+                       "server.tls_cert_file / server.tls_key_file (a PEM certificate and its "
+                       "private key, unencrypted?)"
+                     : "cannot start the HTTP server on %s port %d",
+                 c->listen, s->port);
         goto error;
+    }
+    if (tls) { /* libmicrohttpd listens and handshakes itself (tls.h) */
+        s->listen_fd = -1;
+        *out = s;
+        return 0;
     }
     gate_opts go = {
         .listen_fd = s->listen_fd,
@@ -897,6 +921,7 @@ int http_start(const cfg *c, http_server **out, char *err, size_t errlen) {
     return 0;
 error:
     if (s->listen_fd >= 0) close(s->listen_fd);
+    tls_free(&s->tls);
     pthread_mutex_destroy(&s->resume_mu);
     free(s);
     return -1;
@@ -923,6 +948,12 @@ int http_accepted(http_server *s) {
 
 void http_quiesce(http_server *s) {
     if (s) gate_quiesce(s->gate);
+    if (s && !s->gate && s->daemon && s->listen_fd == -1) {
+        /* TLS: libmicrohttpd's own listening socket (tls.h) */
+        MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+        if (fd != MHD_INVALID_SOCKET) close(fd);
+        s->listen_fd = -2; /* quiesced */
+    }
 }
 
 int http_open_connections(http_server *s) {
@@ -935,6 +966,7 @@ void http_stop(http_server *s) {
     if (!s) return;
     gate_stop(s->gate); /* closes the listening socket */
     if (s->daemon) MHD_stop_daemon(s->daemon);
+    tls_free(&s->tls);
     pthread_mutex_destroy(&s->resume_mu);
     free(s);
 }

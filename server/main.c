@@ -10,8 +10,10 @@
  * the signal whatever is still running: 0 when every accepted request was
  * answered, 3 when the deadline passed with work unfinished (those
  * connections are closed unanswered). A second signal cuts the grace period
- * to about a second. SIGHUP, SIGUSR1, SIGUSR2 and SIGALRM are logged and
- * otherwise ignored (the log is stderr: there is nothing to reopen). */
+ * to about a second. SIGHUP re-reads server.auth_token_file (auth.h; a file
+ * that fails to parse keeps the tokens in use, and the log says why).
+ * SIGUSR1, SIGUSR2 and SIGALRM are logged and otherwise ignored (the log is
+ * stderr: there is nothing to reopen). */
 #include <cblas.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +30,7 @@
 
 #include "api.h"
 #include "assets.h"
+#include "auth.h"
 #include "bert.h"
 #include "config.h"
 #include "http.h"
@@ -141,9 +144,29 @@ static const char *signal_name(int sig) {
     }
 }
 
+/* SIGHUP: the token file is re-read here, on whichever thread waits for
+ * signals; requests keep being checked against the old set until the new
+ * one is complete. */
+static void reload_tokens(void) {
+    char err[1024] = "";
+    int before = auth_count(), now = 0;
+    int rc = auth_reload(&now, err, sizeof(err));
+    if (rc == AUTH_OK)
+        log_json_always(
+            LOG_INFO, "auth tokens reloaded",
+            json_pack("{s:s,s:i,s:i}", "signal", "SIGHUP", "tokens", now, "tokens_before", before));
+    else
+        log_json_always(
+            LOG_WARN,
+            rc == AUTH_ERR_NO_FILE ? "SIGHUP: nothing to reload"
+                                   : "auth tokens not reloaded: keeping the old ones",
+            json_pack("{s:s,s:s,s:i}", "signal", "SIGHUP", "reason", err, "tokens", now));
+}
+
 /* Waits until deadline_ns (-1: forever) for SIGTERM/SIGINT or, when
  * want_loaded, the loader's EVENT_LOADED; returns it, or -1 at the deadline.
- * The other handled signals are logged and waited through. */
+ * SIGHUP reloads the tokens; the other handled signals are logged and
+ * waited through. */
 static int next_event(int64_t deadline_ns, int want_loaded) {
     struct pollfd p = {.fd = sig_pipe[0], .events = POLLIN};
     for (;;) {
@@ -159,7 +182,9 @@ static int next_event(int64_t deadline_ns, int want_loaded) {
         unsigned char b;
         if (read(sig_pipe[0], &b, 1) != 1) continue;
         if (b == SIGTERM || b == SIGINT || (b == EVENT_LOADED && want_loaded)) return b;
-        if (b != EVENT_LOADED)
+        if (b == SIGHUP)
+            reload_tokens();
+        else if (b != EVENT_LOADED)
             log_json_always(LOG_WARN, "signal ignored",
                             json_pack("{s:s}", "signal", signal_name(b)));
     }
@@ -223,10 +248,23 @@ int main(int argc, char **argv) {
         return 2;
     }
     log_set_level(c.log_level);
-    const char *env_token = getenv("BERT_AUTH_TOKEN");
-    if (env_token && !*env_token)
-        log_json_always(LOG_WARN, "BERT_AUTH_TOKEN is set but empty: ignored",
-                        json_pack("{s:s}", "auth", c.auth_token[0] ? "bearer token" : "off"));
+    if (auth_init(&c, err, sizeof(err))) {
+        fprintf(stderr, "bert-server: key 'server.auth_token_file': %s\n", err);
+        return 2;
+    }
+    static const char *const TOKEN_ENV[] = {"BERT_AUTH_TOKEN", "BERT_SERVER_AUTH_TOKEN"};
+    for (size_t i = 0; i < 2; i++) {
+        const char *env_token = getenv(TOKEN_ENV[i]);
+        if (env_token && !*env_token) {
+            char msg[64];
+            snprintf(msg, sizeof(msg), "%s is set but empty: ignored", TOKEN_ENV[i]);
+            log_json_always(LOG_WARN, msg,
+                            json_pack("{s:s}", "auth", auth_enabled() ? "bearer token" : "off"));
+        }
+    }
+    if (c.auth_token_file[0] && c.auth_token[0])
+        log_json_always(LOG_WARN, "server.auth_token is ignored: server.auth_token_file is set",
+                        json_pack("{s:s}", "auth_token_file", c.auth_token_file));
 
     if (signals_install(err, sizeof(err)) != 0) {
         fprintf(stderr, "bert-server: %s\n", err);
@@ -310,11 +348,11 @@ int main(int argc, char **argv) {
     }
     http_set_ready(srv, &api, workers, &mi);
     char url[128];
-    snprintf(url, sizeof(url), strchr(c.listen, ':') ? "http://[%s]:%d" : "http://%s:%d", c.listen,
-             http_port(srv));
+    snprintf(url, sizeof(url), strchr(c.listen, ':') ? "%s://[%s]:%d" : "%s://%s:%d",
+             c.tls_cert_file[0] ? "https" : "http", c.listen, http_port(srv));
     log_json_always(LOG_INFO, "ready",
                     json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:I,s:f}", "url", url, "auth",
-                              c.auth_token[0] ? "bearer token" : "off", "model", mi.name, "dtype",
+                              auth_enabled() ? "bearer token" : "off", "model", mi.name, "dtype",
                               mi.dtype, "workers", c.workers, "threads", ictx.threads, "cpus", cpus,
                               "blas_threads", blas_threads, "max_sequence_length", api.max_len,
                               "weight_bytes", (json_int_t)mi.weight_bytes, "load_ms",
@@ -377,5 +415,6 @@ cleanup:
     pool_free(workers);
     bert_model_free(model);
     assets_free();
+    auth_free();
     return exit_code;
 }

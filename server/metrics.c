@@ -1,12 +1,19 @@
 /* metrics: lock-free counters rendered as Prometheus text. */
 #include "metrics.h"
 
+#include <cblas.h>
+#include <dirent.h>
+#include <microhttpd.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "config.h"
 
 static const char *ROUTE_PATHS[ROUTE_COUNT] = {
     "/v1/fill-mask", "/v1/next-sentence", "/v1/tokenize",  "/v1/models",
@@ -14,7 +21,7 @@ static const char *ROUTE_PATHS[ROUTE_COUNT] = {
     "/docs",         "/openapi.json",     "/openapi.yaml", "other",
 };
 
-static const int STATUSES[] = {200, 400, 401, 404, 405, 413, 415, 422, 500, 501, 503, 504};
+static const int STATUSES[] = {200, 204, 400, 401, 404, 405, 413, 415, 422, 500, 501, 503, 504};
 #define N_STATUS     ((int)(sizeof(STATUSES) / sizeof(STATUSES[0])))
 #define STATUS_OTHER N_STATUS
 
@@ -27,8 +34,15 @@ static const double LAT_BUCKETS[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 static const int BATCH_BUCKETS[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
 #define N_BATCH ((int)(sizeof(BATCH_BUCKETS) / sizeof(BATCH_BUCKETS[0])))
 
+/* Tokens in one inference request (all its inputs): one word up to
+ * max_inputs_per_request inputs of max_sequence_length tokens. */
+static const int TOKEN_BUCKETS[] = {4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384};
+#define N_TOKEN_B ((int)(sizeof(TOKEN_BUCKETS) / sizeof(TOKEN_BUCKETS[0])))
+
 static struct {
     atomic_uint_fast64_t requests[ROUTE_COUNT][N_STATUS + 1];
+    atomic_uint_fast64_t tok_bucket[ROUTE_COUNT][N_TOKEN_B + 1];
+    atomic_uint_fast64_t tok_sum[ROUTE_COUNT];
     atomic_uint_fast64_t undelivered[ROUTE_COUNT];
     atomic_uint_fast64_t lat_bucket[ROUTE_COUNT][N_LAT + 1];
     atomic_uint_fast64_t lat_sum_ns[ROUTE_COUNT];
@@ -71,6 +85,16 @@ void metrics_observe_batch(int sequences, long tokens) {
     atomic_fetch_add(&M.batch_sum, (uint_fast64_t)sequences);
     atomic_fetch_add(&M.batch_count, 1);
     atomic_fetch_add(&M.tokens, (uint_fast64_t)tokens);
+}
+
+void metrics_observe_request_tokens(metrics_route r, long tokens) {
+    if ((r != ROUTE_FILL_MASK && r != ROUTE_NEXT_SENTENCE && r != ROUTE_TOKENIZE) || tokens < 0)
+        return;
+    int b = 0;
+    while (b < N_TOKEN_B && tokens > TOKEN_BUCKETS[b])
+        b++;
+    atomic_fetch_add(&M.tok_bucket[r][b], 1);
+    atomic_fetch_add(&M.tok_sum[r], (uint_fast64_t)tokens);
 }
 
 void metrics_add_inflight(int delta) {
@@ -119,6 +143,155 @@ static void sb_label(sbuf *b, const char *s) {
         else
             sb_printf(b, "%c", *s);
     }
+}
+
+/* Routes whose requests carry tokens (metrics_observe_request_tokens). */
+static int route_has_tokens(int r) {
+    return r == ROUTE_FILL_MASK || r == ROUTE_NEXT_SENTENCE || r == ROUTE_TOKENIZE;
+}
+
+static void render_request_tokens(sbuf *b) {
+    sb_printf(b, "# HELP bert_request_tokens Tokens in one answered inference request, all its "
+                 "inputs together (special tokens included), by route.\n"
+                 "# TYPE bert_request_tokens histogram\n");
+    for (int r = 0; r < ROUTE_COUNT; r++) {
+        if (!route_has_tokens(r)) continue;
+        uint64_t cum = 0;
+        for (int i = 0; i <= N_TOKEN_B; i++) {
+            cum += atomic_load(&M.tok_bucket[r][i]);
+            if (i < N_TOKEN_B)
+                sb_printf(b, "bert_request_tokens_bucket{route=\"%s\",le=\"%d\"} %llu\n",
+                          ROUTE_PATHS[r], TOKEN_BUCKETS[i], (unsigned long long)cum);
+            else
+                sb_printf(b, "bert_request_tokens_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
+                          ROUTE_PATHS[r], (unsigned long long)cum);
+        }
+        sb_printf(b, "bert_request_tokens_sum{route=\"%s\"} %llu\n", ROUTE_PATHS[r],
+                  (unsigned long long)atomic_load(&M.tok_sum[r]));
+        sb_printf(b, "bert_request_tokens_count{route=\"%s\"} %llu\n", ROUTE_PATHS[r],
+                  (unsigned long long)cum);
+    }
+}
+
+#ifndef __VERSION__
+#define __VERSION__ "unknown"
+#endif
+#if defined(__clang__)
+#define METRICS_COMPILER "clang"
+#elif defined(__GNUC__)
+#define METRICS_COMPILER "gcc"
+#else
+#define METRICS_COMPILER "cc"
+#endif
+
+static void render_build_info(sbuf *b) {
+    sb_printf(b, "# HELP bert_build_info The running binary and the libraries it uses; the value "
+                 "is always 1.\n"
+                 "# TYPE bert_build_info gauge\n"
+                 "bert_build_info{version=\"");
+    sb_label(b, BERT_SERVE_VERSION);
+    sb_printf(b, "\",compiler=\"%s ", METRICS_COMPILER);
+    sb_label(b, __VERSION__);
+    sb_printf(b, "\",libmicrohttpd=\"");
+    sb_label(b, MHD_get_version());
+    sb_printf(b, "\",openblas=\"");
+    sb_label(b, openblas_get_config());
+    sb_printf(b, "\"} 1\n");
+}
+
+/* /proc/self/stat fields after the command (which may hold spaces and ')'). */
+typedef struct proc_stat {
+    unsigned long long utime, stime, starttime, vsize;
+    long threads, rss_pages;
+} proc_stat;
+
+static int read_proc_stat(proc_stat *ps) {
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');
+    if (!p) return -1;
+    /* Fields 3.. : state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+     * utime(14) stime(15) cutime cstime priority nice num_threads(20) itrealvalue
+     * starttime(22) vsize(23) rss(24). */
+    int got =
+        sscanf(p + 2,
+               "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %ld "
+               "%*d %llu %llu %ld",
+               &ps->utime, &ps->stime, &ps->threads, &ps->starttime, &ps->vsize, &ps->rss_pages);
+    return got == 6 ? 0 : -1;
+}
+
+static long long boot_time_s(void) {
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return -1;
+    char line[256];
+    long long bt = -1;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "btime %lld", &bt) == 1) break;
+    fclose(f);
+    return bt;
+}
+
+static long open_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    long n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* the directory stream's own */
+}
+
+/* The process collector's names and meanings as Prometheus' client libraries
+ * export them (process_threads is this server's own: those have none). */
+static void render_process(sbuf *b) {
+    proc_stat ps;
+    long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    if (read_proc_stat(&ps) == 0 && tick > 0 && page > 0) {
+        sb_printf(b,
+                  "# HELP process_cpu_seconds_total Total user and system CPU time spent in "
+                  "seconds.\n"
+                  "# TYPE process_cpu_seconds_total counter\n"
+                  "process_cpu_seconds_total %.2f\n"
+                  "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+                  "# TYPE process_resident_memory_bytes gauge\n"
+                  "process_resident_memory_bytes %lld\n"
+                  "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+                  "# TYPE process_virtual_memory_bytes gauge\n"
+                  "process_virtual_memory_bytes %llu\n"
+                  "# HELP process_threads Threads in the process (workers, their compute "
+                  "threads, HTTP polling threads, the gate).\n"
+                  "# TYPE process_threads gauge\n"
+                  "process_threads %ld\n",
+                  (double)(ps.utime + ps.stime) / (double)tick, (long long)ps.rss_pages * page,
+                  ps.vsize, ps.threads);
+        long long bt = boot_time_s();
+        if (bt >= 0)
+            sb_printf(b,
+                      "# HELP process_start_time_seconds Start time of the process since unix "
+                      "epoch in seconds.\n"
+                      "# TYPE process_start_time_seconds gauge\n"
+                      "process_start_time_seconds %.2f\n",
+                      (double)bt + (double)ps.starttime / (double)tick);
+    }
+    long fds = open_fds();
+    struct rlimit rl;
+    if (fds >= 0)
+        sb_printf(b,
+                  "# HELP process_open_fds Number of open file descriptors.\n"
+                  "# TYPE process_open_fds gauge\n"
+                  "process_open_fds %ld\n",
+                  fds);
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        sb_printf(b,
+                  "# HELP process_max_fds Maximum number of open file descriptors.\n"
+                  "# TYPE process_max_fds gauge\n"
+                  "process_max_fds %llu\n",
+                  (unsigned long long)rl.rlim_cur);
 }
 
 char *metrics_render(const metrics_gauges *g, size_t *len) {
@@ -240,6 +413,9 @@ char *metrics_render(const metrics_gauges *g, size_t *len) {
                   "bert_model_weight_bytes %zu\n",
                   m->params, m->weight_bytes);
     }
+    render_request_tokens(&b);
+    render_build_info(&b);
+    render_process(&b);
     if (b.oom) {
         free(b.p);
         return NULL;

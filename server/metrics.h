@@ -4,7 +4,8 @@
  * and status codes are small fixed enumerations so every series exists from
  * start-up. metrics_render returns a malloc'd text exposition (format 0.0.4)
  * the caller frees. Gauges that belong to other modules (queue depth, model
- * info) are passed in at render time. */
+ * info) are passed in at render time; the process_* figures are read from
+ * /proc/self at render time. */
 #ifndef BERT_SERVER_METRICS_H
 #define BERT_SERVER_METRICS_H
 
@@ -34,6 +35,9 @@ void metrics_init(void);
  * under the status in bert_requests_total. */
 void metrics_observe_request(metrics_route r, int status, double seconds, int delivered);
 void metrics_observe_batch(int sequences, long tokens);
+/* An answered inference request (fill-mask, next-sentence, tokenize) and its
+ * tokens over all inputs: bert_request_tokens. Other routes are ignored. */
+void metrics_observe_request_tokens(metrics_route r, long tokens);
 void metrics_add_inflight(int delta);
 
 typedef struct metrics_model_info {

@@ -860,3 +860,22 @@ def test_sigterm_drains_and_exits_zero(stages, tmp_path):
     msgs = [json.loads(ln).get("msg") for ln in lines if ln.startswith("{")]
     assert "draining" in msgs and "stopped" in msgs, msgs
     assert elapsed < grace + 5, elapsed
+
+
+def test_servicemonitor_overlay_scrapes_the_service():
+    """deploy/overlays/servicemonitor: the base plus a Prometheus Operator ServiceMonitor whose
+    selector and port name match the Service, on the /metrics path the server serves without a
+    token. The CRD has no bundled schema; the rest is validated as the base is."""
+    docs = render(DEPLOY / "overlays/servicemonitor")
+    sm = by_kind(docs, "ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    svc = by_kind(docs, "Service")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["spec"]["selector"].items()
+    (ep,) = sm["spec"]["endpoints"]
+    assert ep["port"] in {p["name"] for p in svc["spec"]["ports"]}
+    assert ep["path"] == "/metrics" and ep["scheme"] == "http"
+    rest = [d for d in docs if d["kind"] != "ServiceMonitor"]
+    assert sorted(d["kind"] for d in rest) == sorted(d["kind"] for d in render(DEPLOY / "base"))
+    for version in K8S_VERSIONS:
+        assert _validate(rest, version) == []

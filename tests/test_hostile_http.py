@@ -284,17 +284,22 @@ def test_duplicate_yaml_key_names_both_lines(tmp_path, model_dir):
 
 
 def test_ignored_signals_keep_serving(tmp_path, model_dir):
-    """SIGHUP, SIGUSR1, SIGUSR2 and SIGALRM used to kill the server (default action)."""
+    """SIGHUP, SIGUSR1, SIGUSR2 and SIGALRM used to kill the server (default action). SIGHUP
+    now re-reads server.auth_token_file (tests/test_auth_tokens.py); without one it is logged
+    as having nothing to reload."""
     sigs = [signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM]
     with Server(tmp_path, model_dir, default_config(model_dir)) as s:
         for sig in sigs:
             s.proc.send_signal(sig)
-        wait_until(lambda: s.proc.poll() is not None or
-                   len([r for r in s.log_records() if r.get("msg") == "signal ignored"]) == 4,
-                   timeout=10)
+
+        def handled():
+            return [r for r in s.log_records()
+                    if r.get("msg") in ("signal ignored", "SIGHUP: nothing to reload")]
+        wait_until(lambda: s.proc.poll() is not None or len(handled()) == 4, timeout=10)
         assert s.proc.poll() is None, s.stderr()
         assert {r["signal"] for r in s.log_records() if r.get("msg") == "signal ignored"} == \
-            {"SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM"}
+            {"SIGUSR1", "SIGUSR2", "SIGALRM"}
+        assert [r["signal"] for r in handled() if r["msg"] != "signal ignored"] == ["SIGHUP"]
         r = s.post("/v1/fill-mask", {"inputs": "Paris is the [MASK] of France."})
         assert r.status_code == 200 and len(r.json()) == 5
         assert s.stop() == 0
