@@ -172,6 +172,13 @@ def main():
     if args.seq > seq_cap:
         sys.exit(f"--seq {args.seq} exceeds max_position_embeddings {seq_cap}")
     n_params = sum(p.numel() for p in model.parameters())
+    init_info = None
+    if args.init_from:
+        # which weights the run started from, independent of where pip put them
+        import hashlib
+        with open(os.path.join(args.init_from, "model.safetensors"), "rb") as f:
+            init_info = {"path": args.init_from,
+                         "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
     print(f"params {n_params} train docs {train.n_docs()} heldout docs {held.n_docs()}",
           flush=True)
 
@@ -211,6 +218,8 @@ def main():
              for _ in range(4)]
 
     step, tokens_seen, elapsed_before = 0, 0, 0.0
+    # sequence-length phases of this run ([{seq, first_step}]), kept across --resume
+    phases = [{"seq": args.seq, "first_step": 1}]
     ckpt_path = os.path.join(args.work, "ckpt.pt")
     log_path = os.path.join(args.work, "train_log.csv")
     if args.resume and os.path.exists(ckpt_path):
@@ -220,7 +229,10 @@ def main():
         rng.bit_generator.state = ck["rng"]
         torch.set_rng_state(ck["torch_rng"].cpu())
         step, tokens_seen, elapsed_before = ck["step"], ck["tokens"], ck["elapsed"]
+        phases = ck.get("phases") or [{"seq": ck["args"]["seq"], "first_step": 1}]
         print(f"resumed at step {step}", flush=True)
+        if phases[-1]["seq"] != args.seq:
+            phases.append({"seq": args.seq, "first_step": step + 1})
     elif not args.bench:
         with open(log_path, "w", newline="") as f:
             csv.writer(f).writerow(["step", "elapsed_s", "lr", "tokens", "loss", "mlm_loss",
@@ -246,9 +258,16 @@ def main():
                 "wall_seconds": round(elapsed_before + time.time() - t0, 1),
                 "batch": args.batch, "seq": args.seq, "lr": args.lr, "seed": args.seed,
                 "threads": args.threads, "bf16_autocast": args.bf16, "params": n_params,
-                "init_from": os.path.basename(os.path.normpath(args.init_from)) or None,
+                "init_from": init_info,
                 "head_lr_mult": args.head_lr_mult, "dropout": args.dropout,
-                "warmup": args.warmup, "max_minutes": args.max_minutes}
+                "warmup": args.warmup, "max_minutes": args.max_minutes, "phases": phases}
+
+    def save_ckpt():
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    "step": step, "tokens": tokens_seen,
+                    "elapsed": elapsed_before + time.time() - t0, "args": vars(args),
+                    "phases": phases}, ckpt_path)
 
     model.train()
     t0 = time.time()
@@ -304,11 +323,7 @@ def main():
             print(" ".join(str(x) for x in row), flush=True)
             acc = dict(loss=0.0, mlm=0.0, nsp=0.0, mc=0, mn=0, nc=0, nn=0, k=0)
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                        "step": step, "tokens": tokens_seen,
-                        "elapsed": elapsed_before + time.time() - t0, "args": vars(args)},
-                       ckpt_path)
+            save_ckpt()
             export(model, args.out, args.vocab, dict(meta(), partial=True))
             last_ckpt = time.time()
     if args.bench:
@@ -317,10 +332,7 @@ def main():
               f"({args.batch * args.seq / dt:.0f} tok/s), mlm {acc['mlm'] / acc['k']:.3f}",
               flush=True)
         return
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                "step": step, "tokens": tokens_seen,
-                "elapsed": elapsed_before + time.time() - t0, "args": vars(args)}, ckpt_path)
+    save_ckpt()
     export(model, args.out, args.vocab, dict(meta(), partial=stopped_by == "session limit",
                                              stopped_by=stopped_by))
     print(f"done: {step} steps, {tokens_seen} tokens, "
