@@ -70,6 +70,8 @@ def parse_args():
     ap.add_argument("--head-lr-mult", type=float, default=1.0,
                     help="learning-rate factor for weights --init-from did not provide")
     ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--export-max-pos", type=int, default=0,
+                    help="export only this many position embeddings (0: all)")
     return ap.parse_args()
 
 
@@ -141,10 +143,26 @@ def to_torch(b):
     return {k: torch.from_numpy(v).to(DEVICE) for k, v in b.items()}
 
 
-def export(model, out_dir, vocab_dir, meta):
-    """Save a normal BertForPreTraining checkpoint in float16 plus the tokenizer files."""
+def export(model, out_dir, vocab_dir, meta, max_pos=0):
+    """Save a normal BertForPreTraining checkpoint in float16 plus the tokenizer files.
+    max_pos > 0 keeps only the first max_pos position embeddings (the lengths training
+    used), so the exported model admits inputs as long as it was trained on."""
     os.makedirs(out_dir, exist_ok=True)
-    m = copy.deepcopy(model).to("cpu", torch.float16).eval()
+    if max_pos and max_pos < model.config.max_position_embeddings:
+        from transformers import BertForPreTraining
+        cfg = copy.deepcopy(model.config)
+        cfg.max_position_embeddings = max_pos
+        m = BertForPreTraining(cfg)
+        sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        key = "bert.embeddings.position_embeddings.weight"
+        sd[key] = sd[key][:max_pos]
+        sd = {k: v for k, v in sd.items() if not k.endswith(("position_ids", "token_type_ids"))}
+        missing, unexpected = m.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            sys.exit(f"export: missing {missing}, unexpected {unexpected}")
+        m = m.to(torch.float16).eval()
+    else:
+        m = copy.deepcopy(model).to("cpu", torch.float16).eval()
     m.save_pretrained(out_dir)
     # save_pretrained creates the weights 0600; the server may run as another user
     os.chmod(os.path.join(out_dir, "model.safetensors"), 0o644)
@@ -324,7 +342,8 @@ def main():
             acc = dict(loss=0.0, mlm=0.0, nsp=0.0, mc=0, mn=0, nc=0, nn=0, k=0)
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
             save_ckpt()
-            export(model, args.out, args.vocab, dict(meta(), partial=True))
+            export(model, args.out, args.vocab, dict(meta(), partial=True),
+                   args.export_max_pos)
             last_ckpt = time.time()
     if args.bench:
         dt = (time.time() - tb) / max(1, args.bench - 2)
@@ -334,7 +353,7 @@ def main():
         return
     save_ckpt()
     export(model, args.out, args.vocab, dict(meta(), partial=stopped_by == "session limit",
-                                             stopped_by=stopped_by))
+                                             stopped_by=stopped_by), args.export_max_pos)
     print(f"done: {step} steps, {tokens_seen} tokens, "
           f"{elapsed_before + time.time() - t0:.0f} s", flush=True)
 
