@@ -13,6 +13,12 @@ Reports, over every position selected for MLM (80% [MASK], 10% random,
                           token (top-5: its five most frequent tokens)
 and NSP accuracy against the majority-class baseline (about 50%).
 
+The everyday probe set (train/probes.json: cloze sentences written for this
+project, each with the single words accepted at its [MASK]) gives
+  probe_top1 / probe_top5   share of sentences whose first / any of the first
+                            five predictions is accepted
+  probe_baseline_top1/_top5 the same for the frequent-token answers above
+
   python3 train/evaluate.py            full run (2000 pairs)
   python3 train/evaluate.py --fast     fixed 128-pair subset, for tests
 """
@@ -33,6 +39,37 @@ import pairs  # noqa: E402
 ROOT = os.path.dirname(HERE)
 
 
+def probe_eval(model, tok, path, frequent, show):
+    """Top-1/top-5 hit rates on the everyday cloze probes (see the docstring)."""
+    with open(path) as f:
+        items = json.load(f)["items"]
+    hit1 = hit5 = base1 = base5 = 0
+    with torch.no_grad():
+        for it in items:
+            enc = tok(it["text"], return_tensors="pt")
+            pos = int((enc["input_ids"][0] == tok.mask_token_id).nonzero()[0, 0])
+            out = model.bert(**enc)
+            logits = model.cls.predictions(out[0][0, pos])
+            top5 = logits.topk(5).indices.tolist()
+            ok = set()
+            for a in it["answers"]:
+                ids = tok(a, add_special_tokens=False)["input_ids"]
+                if len(ids) != 1:
+                    sys.exit(f"{path}: answer {a!r} is not one word piece")
+                ok.add(ids[0])
+            hit1 += top5[0] in ok
+            hit5 += any(t in ok for t in top5)
+            base1 += int(frequent[0]) in ok
+            base5 += any(int(t) in ok for t in frequent)
+            if show:
+                mark = "1" if top5[0] in ok else ("5" if any(t in ok for t in top5) else "-")
+                print(f"[{mark}] {it['text']} -> {' '.join(tok.convert_ids_to_tokens(top5))}",
+                      file=sys.stderr)
+    n = len(items)
+    return {"probe_items": n, "probe_top1": hit1 / n, "probe_top5": hit5 / n,
+            "probe_baseline_top1": base1 / n, "probe_baseline_top5": base5 / n}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "default"))
@@ -43,6 +80,9 @@ def main():
     ap.add_argument("--seq", type=int, default=0, help="default: the model's max positions")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--json", default="", help="also write the result here")
+    ap.add_argument("--probes", default=os.path.join(HERE, "probes.json"))
+    ap.add_argument("--show-probes", action="store_true",
+                    help="print each probe sentence with the model's top 5 (stderr)")
     args = ap.parse_args()
     if args.fast:
         args.pairs = 128
@@ -94,6 +134,8 @@ def main():
             n_nsp += bs
             done += bs
 
+    probe = probe_eval(model, tok, args.probes, top5_frequent, args.show_probes)
+
     res = {
         "model": os.path.relpath(os.path.abspath(args.model), ROOT),
         "pairs": n_nsp, "seed": args.seed, "seq": seq,
@@ -104,6 +146,7 @@ def main():
         "baseline_tokens": [int(t) for t in top5_frequent],
         "nsp_accuracy": n_nsp_ok / n_nsp,
         "nsp_baseline": max(n_isnext, n_nsp - n_isnext) / n_nsp,
+        **probe,
         "seconds": round(time.time() - t0, 1),
     }
     text = json.dumps(res, indent=1)

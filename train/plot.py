@@ -55,7 +55,7 @@ def main():
     last = rows[-1]
     fig.suptitle(f"models/default pretraining: {last['step']} steps, "
                  f"{int(last['tokens']) / 1e6:.1f}M tokens, "
-                 f"{float(last['elapsed_s']) / 60:.0f} min on one CPU core")
+                 f"{float(last['elapsed_s']) / 60:.0f} min of shared CPU")
     fig.tight_layout()
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     fig.savefig(args.out, dpi=90)

@@ -16,6 +16,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 FILL = [
+    # the README's example and two everyday sentences (written for this project,
+    # not from the corpus; all three are items of train/probes.json)
+    "The capital of France is [MASK].",
+    "I drink a cup of [MASK] every morning.",
+    "The ship sailed across the [MASK].",
     "In the beginning God created the heaven and the [MASK].",
     "And God said, Let there be [MASK]: and there was light.",
     "The [MASK] command lists the files in a directory.",
@@ -23,6 +28,7 @@ FILL = [
     "A bird in the hand is worth two in the [MASK].",
 ]
 NSP = [
+    ("He went to the store.", "He bought a gallon of milk."),
     ("And God said, Let there be light: and there was light.",
      "And God saw the light, that it was good: and God divided the light from the darkness."),
     ("And God said, Let there be light: and there was light.",

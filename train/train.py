@@ -51,8 +51,12 @@ def parse_args():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for matmuls")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
     ap.add_argument("--max-minutes", type=float, default=70.0,
                     help="hard wall budget: stop and export even if steps remain")
+    ap.add_argument("--session-minutes", type=float, default=0.0,
+                    help="stop this invocation (checkpoint + export) after this long, "
+                         "e.g. to --resume with a longer --seq; 0: no limit")
     ap.add_argument("--time-schedule", action="store_true",
                     help="decay the learning rate over the wall budget when it ends first")
     ap.add_argument("--log-every", type=int, default=20)
@@ -60,19 +64,57 @@ def parse_args():
     ap.add_argument("--ckpt-minutes", type=float, default=10.0)
     ap.add_argument("--bench", type=int, default=0, help="time N steps, print, exit")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init-from", default="",
+                    help="warm start: a BertModel or BertForPreTraining directory; its shape "
+                         "and every weight it has are used, missing heads start fresh")
+    ap.add_argument("--head-lr-mult", type=float, default=1.0,
+                    help="learning-rate factor for weights --init-from did not provide")
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--export-max-pos", type=int, default=0,
+                    help="export only this many position embeddings (0: all)")
     return ap.parse_args()
 
 
 def build_model(args):
+    """-> (model, names of parameters that start fresh)."""
     from transformers import BertConfig, BertForPreTraining
+    if args.init_from:
+        return warm_start(args)
     cfg = BertConfig(vocab_size=30522, hidden_size=args.hidden, num_hidden_layers=args.layers,
                      num_attention_heads=args.heads, intermediate_size=args.intermediate,
                      max_position_embeddings=args.max_pos, type_vocab_size=2,
-                     hidden_act="gelu", hidden_dropout_prob=0.1,
-                     attention_probs_dropout_prob=0.1, layer_norm_eps=1e-12,
+                     hidden_act="gelu", hidden_dropout_prob=args.dropout,
+                     attention_probs_dropout_prob=args.dropout, layer_norm_eps=1e-12,
                      pad_token_id=0, tie_word_embeddings=True)
     cfg.architectures = ["BertForPreTraining"]
-    return BertForPreTraining(cfg)
+    model = BertForPreTraining(cfg)
+    return model, {n for n, _ in model.named_parameters()}
+
+
+def warm_start(args):
+    """BertForPreTraining from a pretrained checkpoint: a sentence encoder
+    (BertModel, no heads) gives the embeddings, encoder and pooler; the MLM
+    transform, the decoder bias and the NSP classifier start fresh, and the
+    decoder stays tied to the word embeddings as in BERT."""
+    from safetensors.torch import load_file
+    from transformers import BertConfig, BertForPreTraining
+    cfg = BertConfig.from_pretrained(args.init_from)
+    cfg.architectures = ["BertForPreTraining"]
+    cfg.tie_word_embeddings = True
+    cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = args.dropout
+    torch.manual_seed(args.seed)
+    model = BertForPreTraining(cfg)
+    src = load_file(os.path.join(args.init_from, "model.safetensors"))
+    # a BertModel checkpoint names its weights without the "bert." prefix
+    if not any(k.startswith("bert.") for k in src):
+        src = {"bert." + k: v for k, v in src.items()}
+    src = {k: v.float() for k, v in src.items() if not k.endswith("position_ids")}
+    missing, unexpected = model.load_state_dict(src, strict=False)
+    if unexpected:
+        sys.exit(f"--init-from: unexpected weights {unexpected}")
+    fresh = {n for n, _ in model.named_parameters() if n in missing}
+    print(f"warm start from {args.init_from}: fresh {sorted(fresh)}", flush=True)
+    return model, fresh
 
 
 def pretrain_loss(model, batch):
@@ -94,14 +136,33 @@ def pretrain_loss(model, batch):
     return mlm + nsp, mlm.item(), nsp.item(), mc, int(y.numel()), nc
 
 
+DEVICE = torch.device("cpu")
+
+
 def to_torch(b):
-    return {k: torch.from_numpy(v) for k, v in b.items()}
+    return {k: torch.from_numpy(v).to(DEVICE) for k, v in b.items()}
 
 
-def export(model, out_dir, vocab_dir, meta):
-    """Save a normal BertForPreTraining checkpoint in float16 plus the tokenizer files."""
+def export(model, out_dir, vocab_dir, meta, max_pos=0):
+    """Save a normal BertForPreTraining checkpoint in float16 plus the tokenizer files.
+    max_pos > 0 keeps only the first max_pos position embeddings (the lengths training
+    used), so the exported model admits inputs as long as it was trained on."""
     os.makedirs(out_dir, exist_ok=True)
-    m = copy.deepcopy(model).to(torch.float16).eval()
+    if max_pos and max_pos < model.config.max_position_embeddings:
+        from transformers import BertForPreTraining
+        cfg = copy.deepcopy(model.config)
+        cfg.max_position_embeddings = max_pos
+        m = BertForPreTraining(cfg)
+        sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        key = "bert.embeddings.position_embeddings.weight"
+        sd[key] = sd[key][:max_pos]
+        sd = {k: v for k, v in sd.items() if not k.endswith(("position_ids", "token_type_ids"))}
+        missing, unexpected = m.load_state_dict(sd, strict=False)
+        if missing or unexpected:
+            sys.exit(f"export: missing {missing}, unexpected {unexpected}")
+        m = m.to(torch.float16).eval()
+    else:
+        m = copy.deepcopy(model).to("cpu", torch.float16).eval()
     m.save_pretrained(out_dir)
     # save_pretrained creates the weights 0600; the server may run as another user
     os.chmod(os.path.join(out_dir, "model.safetensors"), 0o644)
@@ -121,15 +182,33 @@ def main():
     train = pairs.Corpus.from_npz(args.data, heldout=False)
     held = pairs.Corpus.from_npz(args.data, heldout=True)
     V = 30522
-    model = build_model(args)
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    model, fresh = build_model(args)
+    model.to(DEVICE)
+    seq_cap = model.config.max_position_embeddings
+    if args.seq > seq_cap:
+        sys.exit(f"--seq {args.seq} exceeds max_position_embeddings {seq_cap}")
     n_params = sum(p.numel() for p in model.parameters())
+    init_info = None
+    if args.init_from:
+        # which weights the run started from, independent of where pip put them
+        import hashlib
+        with open(os.path.join(args.init_from, "model.safetensors"), "rb") as f:
+            init_info = {"path": args.init_from,
+                         "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
     print(f"params {n_params} train docs {train.n_docs()} heldout docs {held.n_docs()}",
           flush=True)
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                             {"params": no_decay, "weight_decay": 0.0}],
+    # parameter groups: weight decay on matrices only; weights that start fresh
+    # in a warm start may learn faster than the pretrained ones (--head-lr-mult)
+    groups = {}
+    for n, p in model.named_parameters():
+        key = (p.ndim >= 2, n in fresh)
+        groups.setdefault(key, []).append(p)
+    opt = torch.optim.AdamW([{"params": ps, "weight_decay": 0.01 if mat else 0.0,
+                              "lr_mult": args.head_lr_mult if new else 1.0}
+                             for (mat, new), ps in sorted(groups.items())],
                             lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
     warm = max(1, int(args.warmup * args.steps))
     budget_s = args.max_minutes * 60
@@ -151,19 +230,27 @@ def main():
 
     # a fixed held-out probe set, so the curve's held-out points are comparable
     prng = np.random.default_rng(args.seed + 1)
-    probe = [to_torch(pairs.make_batch(held, prng, 64, args.seq, V)) for _ in range(4)]
+    # (at 128 tokens whatever --seq is, so the curve stays comparable across a
+    # --resume with another sequence length)
+    probe = [to_torch(pairs.make_batch(held, prng, 64, min(128, seq_cap), V))
+             for _ in range(4)]
 
     step, tokens_seen, elapsed_before = 0, 0, 0.0
+    # sequence-length phases of this run ([{seq, first_step}]), kept across --resume
+    phases = [{"seq": args.seq, "first_step": 1}]
     ckpt_path = os.path.join(args.work, "ckpt.pt")
     log_path = os.path.join(args.work, "train_log.csv")
     if args.resume and os.path.exists(ckpt_path):
-        ck = torch.load(ckpt_path, weights_only=False)
+        ck = torch.load(ckpt_path, weights_only=False, map_location=DEVICE)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         rng.bit_generator.state = ck["rng"]
-        torch.set_rng_state(ck["torch_rng"])
+        torch.set_rng_state(ck["torch_rng"].cpu())
         step, tokens_seen, elapsed_before = ck["step"], ck["tokens"], ck["elapsed"]
+        phases = ck.get("phases") or [{"seq": ck["args"]["seq"], "first_step": 1}]
         print(f"resumed at step {step}", flush=True)
+        if phases[-1]["seq"] != args.seq:
+            phases.append({"seq": args.seq, "first_step": step + 1})
     elif not args.bench:
         with open(log_path, "w", newline="") as f:
             csv.writer(f).writerow(["step", "elapsed_s", "lr", "tokens", "loss", "mlm_loss",
@@ -173,7 +260,7 @@ def main():
     def probe_eval():
         model.eval()
         ml, mc, mn, nc, nn_ = 0.0, 0, 0, 0, 0
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        with torch.no_grad(), torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=args.bf16):
             for b in probe:
                 _, l, _, c, n, k = pretrain_loss(model, b)
                 ml += l * n
@@ -188,7 +275,17 @@ def main():
         return {"step": step, "steps_planned": args.steps, "tokens_seen": tokens_seen,
                 "wall_seconds": round(elapsed_before + time.time() - t0, 1),
                 "batch": args.batch, "seq": args.seq, "lr": args.lr, "seed": args.seed,
-                "threads": args.threads, "bf16_autocast": args.bf16, "params": n_params}
+                "threads": args.threads, "bf16_autocast": args.bf16, "params": n_params,
+                "init_from": init_info,
+                "head_lr_mult": args.head_lr_mult, "dropout": args.dropout,
+                "warmup": args.warmup, "max_minutes": args.max_minutes, "phases": phases}
+
+    def save_ckpt():
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    "step": step, "tokens": tokens_seen,
+                    "elapsed": elapsed_before + time.time() - t0, "args": vars(args),
+                    "phases": phases}, ckpt_path)
 
     model.train()
     t0 = time.time()
@@ -202,11 +299,15 @@ def main():
             print(f"wall budget reached at step {step}", flush=True)
             stopped_by = "wall budget"
             break
+        if args.session_minutes and time.time() - t0 > args.session_minutes * 60:
+            print(f"session limit reached at step {step}", flush=True)
+            stopped_by = "session limit"
+            break
         b = to_torch(pairs.make_batch(train, rng, args.batch, args.seq, V))
         lr_now = lr_at(step)
         for g in opt.param_groups:
-            g["lr"] = lr_now
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            g["lr"] = lr_now * g["lr_mult"]
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=args.bf16):
             loss, ml, nl, mc, mn, nc = pretrain_loss(model, b)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -240,12 +341,9 @@ def main():
             print(" ".join(str(x) for x in row), flush=True)
             acc = dict(loss=0.0, mlm=0.0, nsp=0.0, mc=0, mn=0, nc=0, nn=0, k=0)
         if time.time() - last_ckpt > args.ckpt_minutes * 60:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                        "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                        "step": step, "tokens": tokens_seen,
-                        "elapsed": elapsed_before + time.time() - t0, "args": vars(args)},
-                       ckpt_path)
-            export(model, args.out, args.vocab, dict(meta(), partial=True))
+            save_ckpt()
+            export(model, args.out, args.vocab, dict(meta(), partial=True),
+                   args.export_max_pos)
             last_ckpt = time.time()
     if args.bench:
         dt = (time.time() - tb) / max(1, args.bench - 2)
@@ -253,11 +351,9 @@ def main():
               f"({args.batch * args.seq / dt:.0f} tok/s), mlm {acc['mlm'] / acc['k']:.3f}",
               flush=True)
         return
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                "step": step, "tokens": tokens_seen,
-                "elapsed": elapsed_before + time.time() - t0, "args": vars(args)}, ckpt_path)
-    export(model, args.out, args.vocab, dict(meta(), partial=False, stopped_by=stopped_by))
+    save_ckpt()
+    export(model, args.out, args.vocab, dict(meta(), partial=stopped_by == "session limit",
+                                             stopped_by=stopped_by), args.export_max_pos)
     print(f"done: {step} steps, {tokens_seen} tokens, "
           f"{elapsed_before + time.time() - t0:.0f} s", flush=True)
 
