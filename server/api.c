@@ -1,6 +1,7 @@
 /* api: request validation and tokenization for the /v1 routes. See api.h. */
 #include "api.h"
 
+#include "answer.h"
 #include "file_io.h"
 #include "objectives.h"
 
@@ -25,21 +26,6 @@ static int fail(api_error *e, int status, const char *code, const char *fmt, ...
     vsnprintf(e->message, sizeof(e->message), fmt, ap);
     va_end(ap);
     return -1;
-}
-
-char *api_dump(json_t *v, size_t *len) {
-    char *s = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
-    if (s && len) *len = strlen(s);
-    return s;
-}
-
-char *api_error_body(const char *code, const char *message, size_t *len) {
-    json_t *root = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
-    if (!root) /* message was not UTF-8: never expected, but stay well-formed */
-        root = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", "request rejected");
-    char *s = api_dump(root, len);
-    json_decref(root);
-    return s;
 }
 
 /* tokenizer_config.json's clean_up_tokenization_spaces decides how decode()
@@ -93,19 +79,15 @@ void api_job_free(api_job *job) {
         tok_sequence_free(&job->inputs[i].seq);
         free(job->inputs[i].labels);
         free(job->inputs[i].mlm_pos);
+        free(job->inputs[i].mask_rows);
+        free(job->inputs[i].top_ids);
+        free(job->inputs[i].top_scores);
     }
     free(job->inputs);
     free(job->targets);
     free(job->body);
     json_decref(job->req);
     free(job);
-}
-
-void api_job_fail(api_job *job, int status, const char *code, const char *message) {
-    free(job->body);
-    job->status = status;
-    job->err_code = code;
-    job->body = api_error_body(code, message, &job->body_len);
 }
 
 /* ---- shared field checks ---- */
@@ -356,16 +338,19 @@ static int parse_labels(const api_ctx *ctx, json_t *v, const char *what, api_inp
     return 0;
 }
 
-/* Rows the worker needs: every [MASK] and every labelled position. */
+/* Rows the worker needs: every [MASK] and every labelled position; which of
+ * them are [MASK]s is recorded here, once, for the worker and the answer. */
 static int plan_mlm_rows(const api_ctx *ctx, api_input *in, api_error *e) {
     int32_t mask = tok_specials(ctx->tok)->mask;
-    in->mlm_pos = malloc((size_t)(in->seq.len ? in->seq.len : 1) * sizeof(int32_t));
-    if (!in->mlm_pos) return fail(e, 500, "internal", "out of memory");
+    size_t cap = (size_t)(in->seq.len ? in->seq.len : 1);
+    in->mlm_pos = malloc(cap * sizeof(int32_t));
+    in->mask_rows = malloc(cap * sizeof(int));
+    if (!in->mlm_pos || !in->mask_rows) return fail(e, 500, "internal", "out of memory");
     in->n_mlm = 0;
     in->n_masks = 0;
     for (int p = 0; p < in->seq.len; p++) {
         int is_mask = in->seq.ids[p] == mask;
-        in->n_masks += is_mask;
+        if (is_mask) in->mask_rows[in->n_masks++] = in->n_mlm;
         if (is_mask || (in->labels && in->labels[p] != OBJ_IGNORE_INDEX))
             in->mlm_pos[in->n_mlm++] = p;
     }
@@ -545,94 +530,62 @@ error:
 
 /* ---- /v1/tokenize ---- */
 
-static json_t *encoding_json(const api_ctx *ctx, const tok_sequence *s) {
-    json_t *tokens = json_array(), *ids = json_array(), *types = json_array(),
-           *offsets = json_array(), *seq_ids = json_array();
-    for (int i = 0; i < s->len; i++) {
-        const char *t = tok_id_to_token(ctx->tok, s->ids[i]);
-        json_array_append_new(tokens, json_string(t ? t : ""));
-        json_array_append_new(ids, json_integer(s->ids[i]));
-        json_array_append_new(types, json_integer(s->type_ids[i]));
-        json_array_append_new(offsets, json_pack("[i,i]", s->start[i], s->end[i]));
-        json_array_append_new(seq_ids, s->source[i] < 0 ? json_null() : json_integer(s->source[i]));
-    }
-    return json_pack("{s:o,s:o,s:o,s:o,s:o}", "tokens", tokens, "ids", ids, "token_type_ids", types,
-                     "offsets", offsets, "sequence_ids", seq_ids);
-}
-
-char *api_tokenize(const api_ctx *ctx, json_t *req, size_t *len, long *tokens, api_error *e) {
+int api_parse_tokenize(const api_ctx *ctx, json_t *req, api_job **out, long *tokens, api_error *e) {
     static const char *const top_keys[] = {"inputs", "parameters", "options", NULL};
     static const char *const param_keys[] = {"truncate", "truncation_direction", NULL};
     static const char *const pair_keys[] = {"text", "text_pair", NULL};
-    json_t *params = NULL, *answer = NULL;
-    tok_sequence seq = {0};
-    char *body = NULL;
-    *tokens = 0;
-    json_t *inputs = NULL;
+    json_t *params = NULL, *inputs = NULL;
+    api_job *job = NULL;
     int n, batched;
     trunc_params tp;
+    *out = NULL;
+    *tokens = 0;
     if (parse_envelope(ctx, req, top_keys, param_keys, SINGLE_ANY, &inputs, &n, &batched, &params,
                        &tp, e))
-        return NULL;
-    answer = batched ? json_array() : NULL;
+        return -1;
+    job = job_new(API_TOKENIZE, n);
+    if (!job) return fail(e, 500, "internal", "out of memory");
+    job->batched = batched;
     for (int i = 0; i < n; i++) {
         json_t *item = batched ? json_array_get(inputs, (size_t)i) : inputs;
         char what[48];
         item_name(what, sizeof(what), "inputs", i, batched);
         json_t *a = item, *b = NULL;
         if (json_is_object(item)) {
-            if (check_keys(item, what, pair_keys, e)) goto cleanup;
+            if (check_keys(item, what, pair_keys, e)) goto error;
             a = json_object_get(item, "text");
             b = json_object_get(item, "text_pair");
             if (b && json_is_null(b)) b = NULL;
             if (!json_is_string(a) || (b && !json_is_string(b))) {
                 fail(e, 400, "invalid_request",
                      "%s needs a string \"text\" and optionally a string \"text_pair\"", what);
-                goto cleanup;
+                goto error;
             }
         } else if (!json_is_string(item)) {
             fail(e, 400, "invalid_request",
                  "%s must be a string or an object {\"text\", \"text_pair\"}", what);
-            goto cleanup;
+            goto error;
         }
-        seq.len = 0;
         /* Without truncation the length is reported, not enforced: callers use
          * this route to find out how long their inputs are. */
-        if (encode_input(ctx, what, a, b, &tp, tp.truncate, &seq, e)) goto cleanup;
-        *tokens += seq.len;
+        tok_sequence *seq = &job->inputs[i].seq;
+        if (encode_input(ctx, what, a, b, &tp, tp.truncate, seq, e)) goto error;
+        *tokens += seq->len;
         if (*tokens > ctx->cfg->max_tokenize_tokens) {
             fail(e, 422, "too_many_tokens",
                  "%s brings the request to %ld tokens; /v1/tokenize returns at most %d per "
                  "request (limits.max_tokenize_tokens): send less text or set "
                  "parameters.truncate to true",
                  what, *tokens, ctx->cfg->max_tokenize_tokens);
-            goto cleanup;
+            goto error;
         }
-        json_t *enc = encoding_json(ctx, &seq);
-        if (!enc) {
-            fail(e, 500, "internal", "out of memory");
-            goto cleanup;
-        }
-        if (batched)
-            json_array_append_new(answer, enc);
-        else
-            answer = enc;
     }
-    body = api_dump(answer, len);
-    if (!body) {
-        fail(e, 500, "internal", "out of memory");
-    } else if (*len > (size_t)ctx->cfg->max_answer_bytes) {
-        fail(e, 413, "answer_too_large",
-             "the answer would be %zu bytes; at most %ld are sent (limits.max_answer_bytes): "
-             "send less text per request",
-             *len, ctx->cfg->max_answer_bytes);
-        free(body);
-        body = NULL;
-    }
-cleanup:
-    json_decref(answer);
-    tok_sequence_free(&seq);
-    return body;
+    job->tokens = *tokens;
+    *out = job;
+    return 0;
+error:
+    api_job_free(job);
+    return -1;
 }
 
 /* ---- deferred parsing ---- */
@@ -698,32 +651,19 @@ int api_prepare(const api_ctx *ctx, api_job *job) {
     api_error e = {0};
     json_t *req = job->req;
     job->req = NULL; /* its strings may be most of the memory this job holds */
-    int done = 1;
-    if (job->kind == API_TOKENIZE) {
-        size_t len = 0;
-        char *body = api_tokenize(ctx, req, &len, &job->tokens, &e);
-        if (body) {
-            free(job->body);
-            job->body = body;
-            job->body_len = len;
-            job->status = 200;
-            job->err_code = NULL;
-        } else {
-            api_job_fail(job, e.status, e.code, e.message);
-        }
+    api_job *parsed = NULL;
+    long tokens = 0;
+    int rc = job->kind == API_FILL_MASK       ? api_parse_fill_mask(ctx, req, &parsed, &e)
+             : job->kind == API_NEXT_SENTENCE ? api_parse_next_sentence(ctx, req, &parsed, &e)
+                                              : api_parse_tokenize(ctx, req, &parsed, &tokens, &e);
+    if (rc) {
+        job->tokens = tokens; /* /v1/tokenize logs what it counted before refusing */
+        answer_fail(job, e.status, e.code, e.message);
     } else {
-        api_job *parsed = NULL;
-        int rc = job->kind == API_FILL_MASK ? api_parse_fill_mask(ctx, req, &parsed, &e)
-                                            : api_parse_next_sentence(ctx, req, &parsed, &e);
-        if (rc) {
-            api_job_fail(job, e.status, e.code, e.message);
-        } else {
-            job_adopt(job, parsed);
-            done = 0;
-        }
+        job_adopt(job, parsed);
     }
     json_decref(req);
-    return done;
+    return rc ? 1 : 0;
 }
 
 /* ---- /v1/models ---- */
@@ -743,7 +683,7 @@ char *api_models(const api_ctx *ctx, size_t *len) {
         "type_vocab_size", c->type_vocab_size, "hidden_act", c->hidden_act_name, "do_lower_case",
         tok_get_options(ctx->tok)->lowercase);
     json_t *root = json_pack("{s:s,s:[o]}", "object", "list", "data", m);
-    char *s = api_dump(root, len);
+    char *s = answer_dump(root, len);
     json_decref(root);
     return s;
 }

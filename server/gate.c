@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api.h"
+#include "answer.h"
 #include "infer.h"
 #include "log.h"
 #include "metrics.h"
@@ -209,7 +209,7 @@ static void release(gate *g, pending *p) {
 static void answer_and_close(gate *g, pending *p, const gate_verdict *v, size_t head_len) {
     int64_t t0 = infer_now_ns();
     size_t blen = 0;
-    char *body = api_error_body(v->code, v->message, &blen);
+    char *body = answer_error_body(v->code, v->message, &blen);
     char head[256];
     int hl = snprintf(head, sizeof(head),
                       "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n"

@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "answer.h"
 #include "assets.h"
 #include "gate.h"
 #include "infer.h"
@@ -141,7 +142,7 @@ static enum MHD_Result send_json(req_ctx *r, int status, char *body, size_t len,
 static enum MHD_Result send_error(req_ctx *r, int status, const char *code, const char *message,
                                   const char *const *headers) {
     size_t len = 0;
-    char *body = api_error_body(code, message, &len);
+    char *body = answer_error_body(code, message, &len);
     r->err_code = code;
     return send_json(r, status, body, len, headers);
 }
@@ -469,7 +470,6 @@ static enum MHD_Result send_job_result(req_ctx *r) {
 
 static enum MHD_Result submit_job(http_server *s, req_ctx *r, api_job *job) {
     r->job = job;
-    r->tokens = job->tokens;
     job->owner = r;
     job->complete = job_complete;
     job->gone = job_client_gone;
