@@ -30,11 +30,11 @@ char *answer_error_body(const char *code, const char *message, size_t *len) {
     return s;
 }
 
-void answer_fail(api_job *job, int status, const char *code, const char *message) {
+void answer_fail(api_job *job, errcode err, const char *message) {
     free(job->body);
-    job->status = status;
-    job->err_code = code;
-    job->body = answer_error_body(code, message, &job->body_len);
+    job->status = errcode_status(err);
+    job->err_code = errcode_name(err);
+    job->body = answer_error_body(job->err_code, message, &job->body_len);
 }
 
 void answer_fail_too_large(const api_ctx *api, api_job *job) {
@@ -44,11 +44,11 @@ void answer_fail_too_large(const api_ctx *api, api_job *job) {
              "predictions per request (fewer inputs or [MASK] tokens, a smaller "
              "parameters.top_k) or shorter inputs",
              api->cfg->max_answer_bytes);
-    answer_fail(job, 413, "answer_too_large", msg);
+    answer_fail(job, ERR_ANSWER_TOO_LARGE, msg);
 }
 
 void answer_fail_gone(api_job *job) {
-    answer_fail(job, 499, "client_closed",
+    answer_fail(job, ERR_CLIENT_CLOSED,
                 "the client closed the connection before the answer was ready");
 }
 
@@ -247,7 +247,7 @@ static void finish(const api_ctx *api, api_job *job, json_t *answer) {
     char *body = answer_dump(answer, &len);
     json_decref(answer);
     if (!body) {
-        answer_fail(job, 500, "internal",
+        answer_fail(job, ERR_INTERNAL,
                     job->kind == API_TOKENIZE ? "out of memory" : "could not encode the answer");
     } else if (len > (size_t)api->cfg->max_answer_bytes) {
         free(body);
@@ -258,7 +258,7 @@ static void finish(const api_ctx *api, api_job *job, json_t *answer) {
                      "the answer would be %zu bytes; at most %ld are sent "
                      "(limits.max_answer_bytes): send less text per request",
                      len, api->cfg->max_answer_bytes);
-            answer_fail(job, 413, "answer_too_large", msg);
+            answer_fail(job, ERR_ANSWER_TOO_LARGE, msg);
         } else {
             answer_fail_too_large(api, job);
         }
@@ -283,7 +283,7 @@ void answer_render(const api_ctx *api, api_job *job) {
     else if (st == ANS_GONE)
         answer_fail_gone(job);
     else
-        answer_fail(job, 500, "internal",
+        answer_fail(job, ERR_INTERNAL,
                     job->kind == API_TOKENIZE ? "out of memory"
                                               : "out of memory computing the MLM logits");
 }

@@ -23,7 +23,7 @@
 void answer_render(const api_ctx *api, api_job *job);
 
 /* Sets status/body to an error answer (frees a previous body). */
-void answer_fail(api_job *job, int status, const char *code, const char *message);
+void answer_fail(api_job *job, errcode err, const char *message);
 /* 413 answer_too_large naming limits.max_answer_bytes. */
 void answer_fail_too_large(const api_ctx *api, api_job *job);
 /* 499 client_closed: nobody reads it; it is for the access log and metrics. */

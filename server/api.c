@@ -15,12 +15,13 @@
  * or a tokenization on the worker parsing the request. */
 #define API_MAX_TARGETS 4096
 
-static int fail(api_error *e, int status, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+static int fail(api_error *e, errcode err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-static int fail(api_error *e, int status, const char *code, const char *fmt, ...) {
-    e->status = status;
-    e->code = code;
+static int fail(api_error *e, errcode err, const char *fmt, ...) {
+    e->err = err;
+    e->status = errcode_status(err);
+    e->code = errcode_name(err);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof(e->message), fmt, ap);
@@ -119,7 +120,7 @@ static int check_keys(json_t *obj, const char *where, const char *const *allowed
                 strncat(list, *a, sizeof(list) - strlen(list) - 1);
                 if (a[1]) strncat(list, ", ", sizeof(list) - strlen(list) - 1);
             }
-            return fail(e, 400, "invalid_request", "%s: unknown field '%.64s' (allowed: %s)", where,
+            return fail(e, ERR_INVALID_REQUEST, "%s: unknown field '%.64s' (allowed: %s)", where,
                         key, list);
         }
     }
@@ -140,7 +141,7 @@ static int parse_trunc(json_t *params, trunc_params *t, api_error *e) {
     json_t *v = json_object_get(params, "truncate");
     if (v && !json_is_null(v)) {
         if (!json_is_boolean(v))
-            return fail(e, 400, "invalid_request", "parameters.truncate must be true or false");
+            return fail(e, ERR_INVALID_REQUEST, "parameters.truncate must be true or false");
         t->truncate = json_is_true(v);
     }
     v = json_object_get(params, "truncation_direction");
@@ -149,7 +150,7 @@ static int parse_trunc(json_t *params, trunc_params *t, api_error *e) {
         if (!s || strlen(s) != json_string_length(v) ||
             (strcmp(s, "right") != 0 && strcmp(s, "left") != 0 && strcmp(s, "Right") != 0 &&
              strcmp(s, "Left") != 0))
-            return fail(e, 400, "invalid_request",
+            return fail(e, ERR_INVALID_REQUEST,
                         "parameters.truncation_direction must be \"right\" or \"left\"");
         t->side = (s[0] == 'l' || s[0] == 'L') ? TOK_SIDE_LEFT : TOK_SIDE_RIGHT;
     }
@@ -160,7 +161,7 @@ static int get_params(json_t *req, const char *const *allowed, json_t **out, api
     json_t *p = json_object_get(req, "parameters");
     *out = NULL;
     if (!p || json_is_null(p)) return 0;
-    if (!json_is_object(p)) return fail(e, 400, "invalid_request", "parameters must be an object");
+    if (!json_is_object(p)) return fail(e, ERR_INVALID_REQUEST, "parameters must be an object");
     if (check_keys(p, "parameters", allowed, e)) return -1;
     *out = p;
     return 0;
@@ -181,16 +182,16 @@ static int encode_input(const api_ctx *ctx, const char *what, json_t *a, json_t 
     }
     int rc =
         tok_encode(ctx->tok, as, alen, bs, blen, max_len, mode, t->side, seq, err, sizeof(err));
-    if (rc == TOK_ERR_UTF8) return fail(e, 400, "invalid_utf8", "%s is not valid UTF-8", what);
+    if (rc == TOK_ERR_UTF8) return fail(e, ERR_INVALID_UTF8, "%s is not valid UTF-8", what);
     if (rc == TOK_ERR_TOO_LONG)
-        return fail(e, 422, "input_too_long",
+        return fail(e, ERR_INPUT_TOO_LONG,
                     "%s cannot be truncated to %d tokens (the pair is too short to hold the "
                     "special tokens)",
                     what, ctx->max_len);
-    if (rc == TOK_ERR_NOMEM) return fail(e, 500, "internal", "out of memory");
-    if (rc != TOK_OK) return fail(e, 422, "invalid_input", "%s cannot be tokenized", what);
+    if (rc == TOK_ERR_NOMEM) return fail(e, ERR_INTERNAL, "out of memory");
+    if (rc != TOK_OK) return fail(e, ERR_INVALID_INPUT, "%s cannot be tokenized", what);
     if (enforce_limit && seq->len > ctx->max_len)
-        return fail(e, 422, "input_too_long",
+        return fail(e, ERR_INPUT_TOO_LONG,
                     "%s has %d tokens including [CLS]/[SEP]; this model accepts at most %d. "
                     "Shorten it or set parameters.truncate to true",
                     what, seq->len, ctx->max_len);
@@ -217,13 +218,13 @@ typedef enum { SINGLE_STRING, SINGLE_OBJECT, SINGLE_ANY } single_shape;
 
 static int inputs_shape(const api_ctx *ctx, json_t *inputs, single_shape single, int *n,
                         int *batched, api_error *e) {
-    if (!inputs) return fail(e, 400, "invalid_request", "missing field 'inputs'");
+    if (!inputs) return fail(e, ERR_INVALID_REQUEST, "missing field 'inputs'");
     if (json_is_array(inputs)) {
         *batched = 1;
         *n = (int)json_array_size(inputs);
-        if (*n == 0) return fail(e, 422, "no_inputs", "inputs is an empty list");
+        if (*n == 0) return fail(e, ERR_NO_INPUTS, "inputs is an empty list");
         if (*n > ctx->cfg->max_inputs_per_request)
-            return fail(e, 422, "too_many_inputs",
+            return fail(e, ERR_TOO_MANY_INPUTS,
                         "inputs has %d items; at most %d are accepted per request", *n,
                         ctx->cfg->max_inputs_per_request);
         return 0;
@@ -231,10 +232,10 @@ static int inputs_shape(const api_ctx *ctx, json_t *inputs, single_shape single,
     *batched = 0;
     *n = 1;
     if (single == SINGLE_OBJECT && !json_is_object(inputs))
-        return fail(e, 400, "invalid_request",
+        return fail(e, ERR_INVALID_REQUEST,
                     "inputs must be an object {\"text\", \"text_pair\"} or a list of such objects");
     if (single == SINGLE_STRING && !json_is_string(inputs))
-        return fail(e, 400, "invalid_request", "inputs must be a string or a list of strings");
+        return fail(e, ERR_INVALID_REQUEST, "inputs must be a string or a list of strings");
     return 0;
 }
 
@@ -244,7 +245,7 @@ static int parse_envelope(const api_ctx *ctx, json_t *req, const char *const *to
                           const char *const *param_keys, single_shape single, json_t **inputs,
                           int *n, int *batched, json_t **params, trunc_params *tp, api_error *e) {
     if (!json_is_object(req))
-        return fail(e, 400, "invalid_request", "the request body must be a JSON object");
+        return fail(e, ERR_INVALID_REQUEST, "the request body must be a JSON object");
     if (check_keys(req, "request", top_keys, e)) return -1;
     *inputs = json_object_get(req, "inputs");
     if (inputs_shape(ctx, *inputs, single, n, batched, e)) return -1;
@@ -265,21 +266,21 @@ static void item_name(char *buf, size_t len, const char *field, int i, int batch
 static int parse_targets(const api_ctx *ctx, json_t *v, api_job *job, api_error *e) {
     size_t n = json_is_array(v) ? json_array_size(v) : 1;
     if (!json_is_array(v) && !json_is_string(v))
-        return fail(e, 400, "invalid_request",
+        return fail(e, ERR_INVALID_REQUEST,
                     "parameters.targets must be a string or a list of strings");
     if (n == 0)
-        return fail(e, 422, "unknown_target", "parameters.targets is empty; give at least one");
+        return fail(e, ERR_UNKNOWN_TARGET, "parameters.targets is empty; give at least one");
     if (n > API_MAX_TARGETS)
-        return fail(e, 422, "too_many_targets", "parameters.targets has %zu items; at most %d", n,
+        return fail(e, ERR_TOO_MANY_TARGETS, "parameters.targets has %zu items; at most %d", n,
                     API_MAX_TARGETS);
     job->targets = malloc(n * sizeof(int32_t));
-    if (!job->targets) return fail(e, 500, "internal", "out of memory");
+    if (!job->targets) return fail(e, ERR_INTERNAL, "out of memory");
     tok_sequence pieces = {0};
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *t = json_is_array(v) ? json_array_get(v, i) : v;
         if (!json_is_string(t)) {
-            rc = fail(e, 400, "invalid_request", "parameters.targets[%zu] must be a string", i);
+            rc = fail(e, ERR_INVALID_REQUEST, "parameters.targets[%zu] must be a string", i);
             goto cleanup;
         }
         const char *s = json_string_value(t);
@@ -292,7 +293,7 @@ static int parse_targets(const api_ctx *ctx, json_t *v, api_job *job, api_error 
             pieces.len = 0;
             if (tok_encode_plain(ctx->tok, s, len, &pieces, err, sizeof(err)) != TOK_OK ||
                 pieces.len == 0) {
-                rc = fail(e, 422, "unknown_target",
+                rc = fail(e, ERR_UNKNOWN_TARGET,
                           "parameters.targets[%zu] (\"%.64s\") yields no token in this "
                           "model's vocabulary",
                           i, s);
@@ -314,22 +315,22 @@ cleanup:
 static int parse_labels(const api_ctx *ctx, json_t *v, const char *what, api_input *in,
                         api_error *e) {
     if (!json_is_array(v))
-        return fail(e, 400, "invalid_request", "%s must be a list of integers", what);
+        return fail(e, ERR_INVALID_REQUEST, "%s must be a list of integers", what);
     size_t n = json_array_size(v);
     if ((long)n != in->seq.len)
-        return fail(e, 422, "invalid_labels",
+        return fail(e, ERR_INVALID_LABELS,
                     "%s has %zu entries but the input has %d tokens including [CLS] and [SEP] "
                     "(see /v1/tokenize); give one label per token, -100 to ignore it",
                     what, n, in->seq.len);
     in->labels = malloc((n ? n : 1) * sizeof(int32_t));
-    if (!in->labels) return fail(e, 500, "internal", "out of memory");
+    if (!in->labels) return fail(e, ERR_INTERNAL, "out of memory");
     for (size_t i = 0; i < n; i++) {
         json_t *x = json_array_get(v, i);
         json_int_t l;
         if (!json_as_int(x, &l))
-            return fail(e, 400, "invalid_request", "%s[%zu] must be an integer", what, i);
+            return fail(e, ERR_INVALID_REQUEST, "%s[%zu] must be an integer", what, i);
         if (l != -100 && (l < 0 || l >= ctx->vocab_size))
-            return fail(e, 422, "invalid_labels",
+            return fail(e, ERR_INVALID_LABELS,
                         "%s[%zu] is %lld; labels must be -100 (ignored) or a token id in "
                         "[0, %d)",
                         what, i, (long long)l, ctx->vocab_size);
@@ -345,7 +346,7 @@ static int plan_mlm_rows(const api_ctx *ctx, api_input *in, api_error *e) {
     size_t cap = (size_t)(in->seq.len ? in->seq.len : 1);
     in->mlm_pos = malloc(cap * sizeof(int32_t));
     in->mask_rows = malloc(cap * sizeof(int));
-    if (!in->mlm_pos || !in->mask_rows) return fail(e, 500, "internal", "out of memory");
+    if (!in->mlm_pos || !in->mask_rows) return fail(e, ERR_INTERNAL, "out of memory");
     in->n_mlm = 0;
     in->n_masks = 0;
     for (int p = 0; p < in->seq.len; p++) {
@@ -370,24 +371,24 @@ int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_erro
                        &params, &tp, e))
         return -1;
     if (!bert_model_has_mlm(ctx->model))
-        return fail(e, 422, "head_unavailable",
+        return fail(e, ERR_HEAD_UNAVAILABLE,
                     "this model has no masked-LM head (cls.predictions); fill-mask is not "
                     "available");
 
     job = job_new(API_FILL_MASK, n);
-    if (!job) return fail(e, 500, "internal", "out of memory");
+    if (!job) return fail(e, ERR_INTERNAL, "out of memory");
     job->batched = batched;
     job->top_k = ctx->cfg->default_top_k;
     json_t *v = params ? json_object_get(params, "top_k") : NULL;
     if (v && !json_is_null(v)) {
         json_int_t k;
         if (!json_as_int(v, &k)) {
-            fail(e, 400, "invalid_request", "parameters.top_k must be an integer");
+            fail(e, ERR_INVALID_REQUEST, "parameters.top_k must be an integer");
             goto error;
         }
         int max_k = ctx->cfg->max_top_k < ctx->vocab_size ? ctx->cfg->max_top_k : ctx->vocab_size;
         if (k < 1 || k > max_k) {
-            fail(e, 422, "invalid_top_k", "parameters.top_k is %lld; it must be in [1, %d]",
+            fail(e, ERR_INVALID_TOP_K, "parameters.top_k is %lld; it must be in [1, %d]",
                  (long long)k, max_k);
             goto error;
         }
@@ -402,14 +403,14 @@ int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_erro
     for (size_t i = 0; labels_shape_ok && labels && batched && i < json_array_size(labels); i++)
         labels_shape_ok = json_is_array(json_array_get(labels, i));
     if (!labels_shape_ok) {
-        fail(e, 400, "invalid_request",
+        fail(e, ERR_INVALID_REQUEST,
              "labels must be a list with one list of integers per item of inputs");
         goto error;
     }
     /* The shape is right (the schema says so much); the count is a rule
      * about this request's inputs, like each list's length. */
     if (labels && batched && (int)json_array_size(labels) != n) {
-        fail(e, 422, "invalid_labels", "labels has %zu lists but inputs has %d items",
+        fail(e, ERR_INVALID_LABELS, "labels has %zu lists but inputs has %d items",
              json_array_size(labels), n);
         goto error;
     }
@@ -421,7 +422,7 @@ int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_erro
         char what[48];
         item_name(what, sizeof(what), "inputs", i, batched);
         if (!json_is_string(text)) {
-            fail(e, 400, "invalid_request", "%s must be a string", what);
+            fail(e, ERR_INVALID_REQUEST, "%s must be a string", what);
             goto error;
         }
         if (encode_input(ctx, what, text, NULL, &tp, 1, &in->seq, e)) goto error;
@@ -433,13 +434,13 @@ int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_erro
         }
         if (plan_mlm_rows(ctx, in, e)) goto error;
         if (in->n_masks == 0) {
-            fail(e, 422, "no_mask",
+            fail(e, ERR_NO_MASK,
                  "%s contains no [MASK] token%s; put [MASK] where a word should be predicted", what,
                  tp.truncate ? " (after truncation)" : "");
             goto error;
         }
         if (in->n_masks > ctx->cfg->max_masks_per_input) {
-            fail(e, 422, "too_many_masks", "%s has %d [MASK] tokens; at most %d are accepted", what,
+            fail(e, ERR_TOO_MANY_MASKS, "%s has %d [MASK] tokens; at most %d are accepted", what,
                  in->n_masks, ctx->cfg->max_masks_per_input);
             goto error;
         }
@@ -454,7 +455,7 @@ int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_erro
         masks += job->inputs[i].n_masks;
     job->predictions = masks * job->top_k;
     if (job->predictions > ctx->cfg->max_predictions_per_request) {
-        fail(e, 422, "too_many_predictions",
+        fail(e, ERR_TOO_MANY_PREDICTIONS,
              "this request asks for %ld predictions (%ld [MASK] tokens over %d input%s x top_k "
              "%d); at most %d per request (limits.max_predictions_per_request): send fewer "
              "inputs or masks, or a smaller parameters.top_k",
@@ -485,11 +486,11 @@ int api_parse_next_sentence(const api_ctx *ctx, json_t *req, api_job **out, api_
                        &params, &tp, e))
         return -1;
     if (!bert_model_has_nsp(ctx->model))
-        return fail(e, 422, "head_unavailable",
+        return fail(e, ERR_HEAD_UNAVAILABLE,
                     "this model has no next-sentence head (cls.seq_relationship); "
                     "next-sentence is not available");
     job = job_new(API_NEXT_SENTENCE, n);
-    if (!job) return fail(e, 500, "internal", "out of memory");
+    if (!job) return fail(e, ERR_INTERNAL, "out of memory");
     job->batched = batched;
     for (int i = 0; i < n; i++) {
         api_input *in = &job->inputs[i];
@@ -497,21 +498,20 @@ int api_parse_next_sentence(const api_ctx *ctx, json_t *req, api_job **out, api_
         char what[48];
         item_name(what, sizeof(what), "inputs", i, batched);
         if (!json_is_object(pair)) {
-            fail(e, 400, "invalid_request", "%s must be an object {\"text\", \"text_pair\"}", what);
+            fail(e, ERR_INVALID_REQUEST, "%s must be an object {\"text\", \"text_pair\"}", what);
             goto error;
         }
         if (check_keys(pair, what, pair_keys, e)) goto error;
         json_t *a = json_object_get(pair, "text"), *b = json_object_get(pair, "text_pair");
         if (!json_is_string(a) || !json_is_string(b)) {
-            fail(e, 400, "invalid_request", "%s needs string fields \"text\" and \"text_pair\"",
-                 what);
+            fail(e, ERR_INVALID_REQUEST, "%s needs string fields \"text\" and \"text_pair\"", what);
             goto error;
         }
         json_t *l = json_object_get(pair, "label");
         if (l && !json_is_null(l)) {
             json_int_t lv;
             if (!json_as_int(l, &lv) || (lv != 0 && lv != 1)) {
-                fail(e, 422, "invalid_labels",
+                fail(e, ERR_INVALID_LABELS,
                      "%s.label must be 0 (text_pair follows text) or 1 (random sentence)", what);
                 goto error;
             }
@@ -544,7 +544,7 @@ int api_parse_tokenize(const api_ctx *ctx, json_t *req, api_job **out, long *tok
                        &tp, e))
         return -1;
     job = job_new(API_TOKENIZE, n);
-    if (!job) return fail(e, 500, "internal", "out of memory");
+    if (!job) return fail(e, ERR_INTERNAL, "out of memory");
     job->batched = batched;
     for (int i = 0; i < n; i++) {
         json_t *item = batched ? json_array_get(inputs, (size_t)i) : inputs;
@@ -557,12 +557,12 @@ int api_parse_tokenize(const api_ctx *ctx, json_t *req, api_job **out, long *tok
             b = json_object_get(item, "text_pair");
             if (b && json_is_null(b)) b = NULL;
             if (!json_is_string(a) || (b && !json_is_string(b))) {
-                fail(e, 400, "invalid_request",
+                fail(e, ERR_INVALID_REQUEST,
                      "%s needs a string \"text\" and optionally a string \"text_pair\"", what);
                 goto error;
             }
         } else if (!json_is_string(item)) {
-            fail(e, 400, "invalid_request",
+            fail(e, ERR_INVALID_REQUEST,
                  "%s must be a string or an object {\"text\", \"text_pair\"}", what);
             goto error;
         }
@@ -572,7 +572,7 @@ int api_parse_tokenize(const api_ctx *ctx, json_t *req, api_job **out, long *tok
         if (encode_input(ctx, what, a, b, &tp, tp.truncate, seq, e)) goto error;
         *tokens += seq->len;
         if (*tokens > ctx->cfg->max_tokenize_tokens) {
-            fail(e, 422, "too_many_tokens",
+            fail(e, ERR_TOO_MANY_TOKENS,
                  "%s brings the request to %ld tokens; /v1/tokenize returns at most %d per "
                  "request (limits.max_tokenize_tokens): send less text or set "
                  "parameters.truncate to true",
@@ -618,7 +618,7 @@ int api_defer(const api_ctx *ctx, api_kind kind, json_t *req, size_t body_bytes,
               api_error *e) {
     api_job *job = calloc(1, sizeof(*job));
     *out = NULL;
-    if (!job) return fail(e, 500, "internal", "out of memory");
+    if (!job) return fail(e, ERR_INTERNAL, "out of memory");
     job->kind = kind;
     job->req = json_incref(req);
     /* /v1/tokenize shares no forward pass: its cost only decides whether it
@@ -658,7 +658,7 @@ int api_prepare(const api_ctx *ctx, api_job *job) {
                                               : api_parse_tokenize(ctx, req, &parsed, &tokens, &e);
     if (rc) {
         job->tokens = tokens; /* /v1/tokenize logs what it counted before refusing */
-        answer_fail(job, e.status, e.code, e.message);
+        answer_fail(job, e.err, e.message);
     } else {
         job_adopt(job, parsed);
     }

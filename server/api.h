@@ -25,6 +25,7 @@
 
 #include "bert.h"
 #include "config.h"
+#include "errcode.h"
 #include "pool.h"
 #include "tokenizer.h"
 
@@ -43,8 +44,9 @@ int api_ctx_init(api_ctx *ctx, const bert_model *model, const char *dir, const c
                  size_t errlen);
 
 typedef struct api_error {
-    int status;       /* HTTP status */
-    const char *code; /* stable machine-readable code */
+    errcode err;
+    int status;       /* errcode_status(err) */
+    const char *code; /* errcode_name(err) */
     char message[512];
 } api_error;
 

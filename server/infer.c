@@ -167,7 +167,7 @@ static void finish_job(infer_worker *w, const api_ctx *api, api_job *job, int *m
             return;
         }
         if (fill_mask_input(w, api, job, in, row)) {
-            answer_fail(job, 500, "internal", "out of memory computing the MLM logits");
+            answer_fail(job, ERR_INTERNAL, "out of memory computing the MLM logits");
             return;
         }
         row += in->n_mlm;
@@ -204,12 +204,12 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
     for (int j = 0; j < n; j++) {
         api_job *job = jobs[j];
         if (aborting) {
-            answer_fail(job, 503, "shutting_down",
+            answer_fail(job, ERR_SHUTTING_DOWN,
                         "the server is shutting down; retry on another instance");
         } else if (job_gone(job)) {
             answer_fail_gone(job); /* queued work of a client that has gone: not done */
         } else if (now > job->deadline_ns) {
-            answer_fail(job, 504, "timeout",
+            answer_fail(job, ERR_TIMEOUT,
                         "the request waited longer than the server's request timeout before a "
                         "worker was free; retry later or send smaller batches");
         } else if (api_prepare(api, job)) {
@@ -241,7 +241,7 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
         bert_seq_input *ns = realloc(w->seqs, (size_t)B * sizeof(*ns));
         if (!ns) {
             for (int j = 0; j < live; j++) {
-                answer_fail(jobs[j], 500, "internal", "out of memory");
+                answer_fail(jobs[j], ERR_INTERNAL, "out of memory");
                 jobs[j]->complete(jobs[j]);
             }
             return;
@@ -275,7 +275,7 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
                            w->idx, "requests", live, "sequences", B));
         for (int j = 0; j < live; j++) {
             if (aborting_now)
-                answer_fail(jobs[j], 503, "shutting_down",
+                answer_fail(jobs[j], ERR_SHUTTING_DOWN,
                             "the server is shutting down; retry on another instance");
             else
                 answer_fail_gone(jobs[j]);
@@ -287,7 +287,7 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
         log_json(LOG_ERROR, "forward pass failed",
                  json_pack("{s:s,s:i,s:i}", "error", err, "worker", w->idx, "sequences", B));
         for (int j = 0; j < live; j++) {
-            answer_fail(jobs[j], 500, "internal", "the model failed on this batch");
+            answer_fail(jobs[j], ERR_INTERNAL, "the model failed on this batch");
             jobs[j]->complete(jobs[j]);
         }
         return;
