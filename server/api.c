@@ -358,12 +358,99 @@ static int plan_mlm_rows(const api_ctx *ctx, api_input *in, api_error *e) {
     return 0;
 }
 
+/* parameters.top_k and parameters.targets into job (top_k defaults to
+ * limits.default_top_k). */
+static int fill_mask_params(const api_ctx *ctx, json_t *params, api_job *job, api_error *e) {
+    job->top_k = ctx->cfg->default_top_k;
+    json_t *v = params ? json_object_get(params, "top_k") : NULL;
+    if (v && !json_is_null(v)) {
+        json_int_t k;
+        if (!json_as_int(v, &k))
+            return fail(e, ERR_INVALID_REQUEST, "parameters.top_k must be an integer");
+        int max_k = ctx->cfg->max_top_k < ctx->vocab_size ? ctx->cfg->max_top_k : ctx->vocab_size;
+        if (k < 1 || k > max_k)
+            return fail(e, ERR_INVALID_TOP_K, "parameters.top_k is %lld; it must be in [1, %d]",
+                        (long long)k, max_k);
+        job->top_k = (int)k;
+    }
+    v = params ? json_object_get(params, "targets") : NULL;
+    if (v && !json_is_null(v) && parse_targets(ctx, v, job, e)) return -1;
+    return 0;
+}
+
+/* The request's "labels": NULL when absent, else one list of integers (one
+ * list per input when batched). Only the shape and count are checked here;
+ * each list is read with its input (parse_labels). */
+static int fill_mask_labels(json_t *req, int n, int batched, json_t **out, api_error *e) {
+    json_t *labels = json_object_get(req, "labels");
+    *out = NULL;
+    if (!labels || json_is_null(labels)) return 0;
+    int shape_ok = !batched || json_is_array(labels);
+    for (size_t i = 0; shape_ok && batched && i < json_array_size(labels); i++)
+        shape_ok = json_is_array(json_array_get(labels, i));
+    if (!shape_ok)
+        return fail(e, ERR_INVALID_REQUEST,
+                    "labels must be a list with one list of integers per item of inputs");
+    /* The shape is right (the schema says so much); the count is a rule
+     * about this request's inputs, like each list's length. */
+    if (batched && (int)json_array_size(labels) != n)
+        return fail(e, ERR_INVALID_LABELS, "labels has %zu lists but inputs has %d items",
+                    json_array_size(labels), n);
+    *out = labels;
+    return 0;
+}
+
+/* Input i: its text tokenized, its labels read, its [MASK]s found and
+ * bounded. */
+static int fill_mask_input(const api_ctx *ctx, json_t *inputs, json_t *labels, int i, int batched,
+                           const trunc_params *tp, api_input *in, api_error *e) {
+    json_t *text = batched ? json_array_get(inputs, (size_t)i) : inputs;
+    char what[48];
+    item_name(what, sizeof(what), "inputs", i, batched);
+    if (!json_is_string(text)) return fail(e, ERR_INVALID_REQUEST, "%s must be a string", what);
+    if (encode_input(ctx, what, text, NULL, tp, 1, &in->seq, e)) return -1;
+    if (labels) {
+        char lwhat[48];
+        item_name(lwhat, sizeof(lwhat), "labels", i, batched);
+        json_t *l = batched ? json_array_get(labels, (size_t)i) : labels;
+        if (parse_labels(ctx, l, lwhat, in, e)) return -1;
+    }
+    if (plan_mlm_rows(ctx, in, e)) return -1;
+    if (in->n_masks == 0)
+        return fail(e, ERR_NO_MASK,
+                    "%s contains no [MASK] token%s; put [MASK] where a word should be predicted",
+                    what, tp->truncate ? " (after truncation)" : "");
+    if (in->n_masks > ctx->cfg->max_masks_per_input)
+        return fail(e, ERR_TOO_MANY_MASKS, "%s has %d [MASK] tokens; at most %d are accepted", what,
+                    in->n_masks, ctx->cfg->max_masks_per_input);
+    return 0;
+}
+
+/* Each prediction costs a softmax row share, a decode of the whole input and
+ * ~100 bytes plus the sequence in the answer: 32 inputs x 32 masks x top_k
+ * 100 was an 80 MB answer and 12-28 s of one worker. */
+static int fill_mask_bound(const api_ctx *ctx, api_job *job, api_error *e) {
+    int n = job->n_inputs;
+    long masks = 0;
+    for (int i = 0; i < n; i++)
+        masks += job->inputs[i].n_masks;
+    job->predictions = masks * job->top_k;
+    if (job->predictions > ctx->cfg->max_predictions_per_request)
+        return fail(e, ERR_TOO_MANY_PREDICTIONS,
+                    "this request asks for %ld predictions (%ld [MASK] tokens over %d input%s x "
+                    "top_k %d); at most %d per request (limits.max_predictions_per_request): send "
+                    "fewer inputs or masks, or a smaller parameters.top_k",
+                    job->predictions, masks, n, n == 1 ? "" : "s", job->top_k,
+                    ctx->cfg->max_predictions_per_request);
+    return 0;
+}
+
 int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_error *e) {
     static const char *const top_keys[] = {"inputs", "parameters", "labels", "options", NULL};
     static const char *const param_keys[] = {"top_k", "targets", "truncate", "truncation_direction",
                                              NULL};
     api_job *job = NULL;
-    json_t *params = NULL, *inputs = NULL;
+    json_t *params = NULL, *inputs = NULL, *labels = NULL;
     int n, batched;
     trunc_params tp;
     *out = NULL;
@@ -374,95 +461,18 @@ int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_erro
         return fail(e, ERR_HEAD_UNAVAILABLE,
                     "this model has no masked-LM head (cls.predictions); fill-mask is not "
                     "available");
-
     job = job_new(API_FILL_MASK, n);
     if (!job) return fail(e, ERR_INTERNAL, "out of memory");
     job->batched = batched;
-    job->top_k = ctx->cfg->default_top_k;
-    json_t *v = params ? json_object_get(params, "top_k") : NULL;
-    if (v && !json_is_null(v)) {
-        json_int_t k;
-        if (!json_as_int(v, &k)) {
-            fail(e, ERR_INVALID_REQUEST, "parameters.top_k must be an integer");
-            goto error;
-        }
-        int max_k = ctx->cfg->max_top_k < ctx->vocab_size ? ctx->cfg->max_top_k : ctx->vocab_size;
-        if (k < 1 || k > max_k) {
-            fail(e, ERR_INVALID_TOP_K, "parameters.top_k is %lld; it must be in [1, %d]",
-                 (long long)k, max_k);
-            goto error;
-        }
-        job->top_k = (int)k;
-    }
-    v = params ? json_object_get(params, "targets") : NULL;
-    if (v && !json_is_null(v) && parse_targets(ctx, v, job, e)) goto error;
-
-    json_t *labels = json_object_get(req, "labels");
-    if (labels && json_is_null(labels)) labels = NULL;
-    int labels_shape_ok = !labels || !batched || json_is_array(labels);
-    for (size_t i = 0; labels_shape_ok && labels && batched && i < json_array_size(labels); i++)
-        labels_shape_ok = json_is_array(json_array_get(labels, i));
-    if (!labels_shape_ok) {
-        fail(e, ERR_INVALID_REQUEST,
-             "labels must be a list with one list of integers per item of inputs");
-        goto error;
-    }
-    /* The shape is right (the schema says so much); the count is a rule
-     * about this request's inputs, like each list's length. */
-    if (labels && batched && (int)json_array_size(labels) != n) {
-        fail(e, ERR_INVALID_LABELS, "labels has %zu lists but inputs has %d items",
-             json_array_size(labels), n);
-        goto error;
-    }
+    if (fill_mask_params(ctx, params, job, e)) goto error;
+    if (fill_mask_labels(req, n, batched, &labels, e)) goto error;
     job->has_labels = labels != NULL;
-
     for (int i = 0; i < n; i++) {
-        api_input *in = &job->inputs[i];
-        json_t *text = batched ? json_array_get(inputs, (size_t)i) : inputs;
-        char what[48];
-        item_name(what, sizeof(what), "inputs", i, batched);
-        if (!json_is_string(text)) {
-            fail(e, ERR_INVALID_REQUEST, "%s must be a string", what);
-            goto error;
-        }
-        if (encode_input(ctx, what, text, NULL, &tp, 1, &in->seq, e)) goto error;
-        if (labels) {
-            char lwhat[48];
-            item_name(lwhat, sizeof(lwhat), "labels", i, batched);
-            json_t *l = batched ? json_array_get(labels, (size_t)i) : labels;
-            if (parse_labels(ctx, l, lwhat, in, e)) goto error;
-        }
-        if (plan_mlm_rows(ctx, in, e)) goto error;
-        if (in->n_masks == 0) {
-            fail(e, ERR_NO_MASK,
-                 "%s contains no [MASK] token%s; put [MASK] where a word should be predicted", what,
-                 tp.truncate ? " (after truncation)" : "");
-            goto error;
-        }
-        if (in->n_masks > ctx->cfg->max_masks_per_input) {
-            fail(e, ERR_TOO_MANY_MASKS, "%s has %d [MASK] tokens; at most %d are accepted", what,
-                 in->n_masks, ctx->cfg->max_masks_per_input);
-            goto error;
-        }
-        job->tokens += in->seq.len;
+        if (fill_mask_input(ctx, inputs, labels, i, batched, &tp, &job->inputs[i], e)) goto error;
+        job->tokens += job->inputs[i].seq.len;
     }
     if (job->targets && job->top_k > job->n_targets) job->top_k = job->n_targets;
-    /* Each prediction costs a softmax row share, a decode of the whole input
-     * and ~100 bytes plus the sequence in the answer: 32 inputs x 32 masks x
-     * top_k 100 was an 80 MB answer and 12-28 s of one worker. */
-    long masks = 0;
-    for (int i = 0; i < n; i++)
-        masks += job->inputs[i].n_masks;
-    job->predictions = masks * job->top_k;
-    if (job->predictions > ctx->cfg->max_predictions_per_request) {
-        fail(e, ERR_TOO_MANY_PREDICTIONS,
-             "this request asks for %ld predictions (%ld [MASK] tokens over %d input%s x top_k "
-             "%d); at most %d per request (limits.max_predictions_per_request): send fewer "
-             "inputs or masks, or a smaller parameters.top_k",
-             job->predictions, masks, n, n == 1 ? "" : "s", job->top_k,
-             ctx->cfg->max_predictions_per_request);
-        goto error;
-    }
+    if (fill_mask_bound(ctx, job, e)) goto error;
     job->item.cost = job->tokens;
     *out = job;
     return 0;
