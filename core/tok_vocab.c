@@ -71,6 +71,7 @@ void tok_options_default(tok_options *opt) {
     opt->strip_accents = -1;
     opt->tokenize_chinese = 1;
     opt->max_input_chars = 100;
+    opt->cleanup_spaces = 0;
 }
 
 static int tok_added_cmp(const void *a, const void *b) {
@@ -632,6 +633,15 @@ int tok_load_dir_capped(const char *dir, int max_tokens, tok_tokenizer **out, ch
             *keys[i].have = r;
         }
         if ((rc = tok_special_names(cfg, cfg_path, &extra, err, errlen)) != TOK_OK) goto cleanup;
+        /* Read here so that the file is read once: the server's decode
+         * follows it (api_ctx_init). */
+        int r = tok_config_flag(cfg, "clean_up_tokenization_spaces", 1, cfg_path,
+                                &opt.cleanup_spaces, err, errlen);
+        if (r < 0) {
+            rc = -r;
+            goto cleanup;
+        }
+        if (opt.cleanup_spaces < 0) opt.cleanup_spaces = 0;
     }
     /* transformers applies special_tokens_map.json over tokenizer_config.json. */
     if ((rc = tok_load_json(stm_path, FIO_MAX_CONFIG_BYTES, &stm, err, errlen)) != TOK_OK)

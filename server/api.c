@@ -2,7 +2,6 @@
 #include "api.h"
 
 #include "answer.h"
-#include "file_io.h"
 #include "objectives.h"
 
 #include <errno.h>
@@ -29,38 +28,6 @@ static int fail(api_error *e, errcode err, const char *fmt, ...) {
     return -1;
 }
 
-/* tokenizer_config.json's clean_up_tokenization_spaces decides how decode()
- * joins punctuation; transformers treats a missing key as false. */
-static int read_cleanup_flag(const char *dir, int *out, char *err, size_t errlen) {
-    char path[CFG_PATH_MAX + 64];
-    snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
-    *out = 0;
-    char *data = NULL;
-    size_t len = 0;
-    /* The loader has read this file already; it is read again here, under the
-     * same rules (regular file, FIO_MAX_CONFIG_BYTES). */
-    int frc = fio_read_all(path, FIO_MAX_CONFIG_BYTES, &data, &len, err, errlen);
-    if (frc == FIO_ERR_MISSING) return 0;
-    if (frc != FIO_OK) return -1;
-    json_error_t je;
-    json_t *root = json_loadb(data, len, JSON_DECODE_INT_AS_REAL, &je); /* model_max_length: 1e30 */
-    free(data);
-    if (!root) {
-        snprintf(err, errlen, "%s:%d: invalid JSON: %s", path, je.line, je.text);
-        return -1;
-    }
-    json_t *v = json_object_get(root, "clean_up_tokenization_spaces");
-    if (v && !json_is_boolean(v) && !json_is_null(v)) {
-        snprintf(err, errlen, "%s: key 'clean_up_tokenization_spaces': must be true or false",
-                 path);
-        json_decref(root);
-        return -1;
-    }
-    *out = json_is_true(v);
-    json_decref(root);
-    return 0;
-}
-
 int api_ctx_init(api_ctx *ctx, const bert_model *model, const char *dir, const cfg *c, char *err,
                  size_t errlen) {
     memset(ctx, 0, sizeof(*ctx));
@@ -71,7 +38,13 @@ int api_ctx_init(api_ctx *ctx, const bert_model *model, const char *dir, const c
     ctx->max_len = c->max_sequence_length;
     if (bc->max_position_embeddings < ctx->max_len) ctx->max_len = bc->max_position_embeddings;
     ctx->vocab_size = bc->vocab_size;
-    return read_cleanup_flag(dir, &ctx->cleanup_spaces, err, errlen);
+    /* tokenizer_config.json's clean_up_tokenization_spaces decides how
+     * decode() joins punctuation; the tokenizer read it with the file. */
+    ctx->cleanup_spaces = tok_get_options(ctx->tok)->cleanup_spaces;
+    (void)dir;
+    (void)err;
+    (void)errlen;
+    return 0;
 }
 
 void api_job_free(api_job *job) {

@@ -38,8 +38,9 @@ typedef struct api_ctx {
     int vocab_size;
 } api_ctx;
 
-/* Reads what the API needs from a loaded model (and its tokenizer_config.json
- * in dir). */
+/* Reads what the API needs from a loaded model (its tokenizer has read
+ * tokenizer_config.json). dir, err and errlen are no longer used (kept for
+ * main.c's call); returns 0. */
 int api_ctx_init(api_ctx *ctx, const bert_model *model, const char *dir, const cfg *c, char *err,
                  size_t errlen);
 
