@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "answer.h"
-#include "infer.h"
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -205,7 +205,7 @@ static void release(gate *g, pending *p) {
  * bytes are read first, and the write side shut before closing, so that the
  * close does not turn into a reset that could destroy the answer. */
 static void answer_and_close(gate *g, pending *p, const gate_verdict *v, size_t head_len) {
-    int64_t t0 = infer_now_ns();
+    int64_t t0 = clock_now_ns();
     size_t blen = 0;
     char *body = answer_error_body(errcode_name(v->err), v->message, &blen);
     char head[256];
@@ -225,7 +225,7 @@ static void answer_and_close(gate *g, pending *p, const gate_verdict *v, size_t 
     free(body);
     shutdown(fd, SHUT_WR);
     close(fd);
-    double secs = (double)(infer_now_ns() - t0) / 1e9;
+    double secs = (double)(clock_now_ns() - t0) / 1e9;
     metrics_observe_request(ROUTE_OTHER, errcode_status(v->err), secs, 1);
     /* the same fields as http.c's request lines; the head was not parsed, so
      * method and path are unknown */
@@ -257,7 +257,7 @@ static void examine(gate *g, pending *p, uint32_t events) {
         }
         if ((size_t)n > p->seen) { /* idle timeout, as libmicrohttpd's */
             p->seen = (size_t)n;
-            p->deadline_ns = infer_now_ns() + (int64_t)g->o.timeout_s * 1000000000LL;
+            p->deadline_ns = clock_now_ns() + (int64_t)g->o.timeout_s * 1000000000LL;
         }
         return;
     }
@@ -283,7 +283,7 @@ static void accept_all(gate *g) {
                 /* out of descriptors: stop polling the listener for a moment
                  * instead of spinning on it */
                 epoll_ctl(g->ep, EPOLL_CTL_DEL, g->o.listen_fd, NULL);
-                g->accept_resume_ns = infer_now_ns() + 100000000LL;
+                g->accept_resume_ns = clock_now_ns() + 100000000LL;
             }
             return;
         }
@@ -302,7 +302,7 @@ static void accept_all(gate *g) {
         p->addr = addr;
         p->addrlen = addrlen;
         p->seen = 0;
-        p->deadline_ns = infer_now_ns() + (int64_t)g->o.timeout_s * 1000000000LL;
+        p->deadline_ns = clock_now_ns() + (int64_t)g->o.timeout_s * 1000000000LL;
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = p};
         if (epoll_ctl(g->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
             close(fd);
@@ -330,7 +330,7 @@ static void *gate_main(void *arg) {
     gate *g = arg;
     struct epoll_event evs[64];
     while (!atomic_load(&g->stop)) {
-        int64_t now = infer_now_ns(), next = -1;
+        int64_t now = clock_now_ns(), next = -1;
         if (g->listening && g->accept_resume_ns && now >= g->accept_resume_ns) {
             struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
             epoll_ctl(g->ep, EPOLL_CTL_ADD, g->o.listen_fd, &ev);

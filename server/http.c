@@ -19,9 +19,9 @@
 #include <unistd.h>
 
 #include "answer.h"
+#include "clock.h"
 #include "assets.h"
 #include "gate.h"
-#include "infer.h"
 #include "log.h"
 
 /* A streaming body past max_body_bytes is read and dropped (so the client
@@ -474,7 +474,7 @@ static enum MHD_Result submit_job(http_server *s, req_ctx *r, api_job *job) {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     r->fd = ci ? ci->connect_fd : -1;
-    job->deadline_ns = infer_now_ns() + (int64_t)s->cfg->request_timeout_ms * 1000000LL;
+    job->deadline_ns = clock_now_ns() + (int64_t)s->cfg->request_timeout_ms * 1000000LL;
     int rc = pool_submit(s->pool, &job->item);
     if (rc == POOL_FULL) return send_overloaded(r);
     if (rc != POOL_OK) return send_draining(r);
@@ -684,7 +684,7 @@ static req_ctx *req_new(http_server *s, struct MHD_Connection *conn, const char 
     if (!r) return NULL;
     r->srv = s;
     r->conn = conn;
-    r->t0 = infer_now_ns();
+    r->t0 = clock_now_ns();
     r->route = find_route(url);
     copy_printable(r->method, sizeof(r->method), method);
     copy_printable(r->path, sizeof(r->path), url);
@@ -754,7 +754,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         r->status = 499;
         r->err_code = r->job->err_code;
     }
-    double secs = (double)(infer_now_ns() - r->t0) / 1e9;
+    double secs = (double)(clock_now_ns() - r->t0) / 1e9;
     /* Only an answer sent in full counts under its status; one whose client
      * left (or was cut at shutdown) counts as undelivered. */
     metrics_observe_request(r->route ? r->route->metric : ROUTE_OTHER, r->status, secs,
@@ -911,7 +911,7 @@ int http_start(const cfg *c, http_server **out, char *err, size_t errlen) {
     s->listen_fd = -1;
     pthread_mutex_init(&s->resume_mu, NULL);
     if (getrandom(&s->id_seed, sizeof(s->id_seed), 0) != sizeof(s->id_seed))
-        s->id_seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)infer_now_ns();
+        s->id_seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)clock_now_ns();
     int ipv6 = 0;
     if (open_listener(c, &s->listen_fd, &s->port, &ipv6, err, errlen)) goto error;
     /* The gate owns the listening socket and hands connections over with

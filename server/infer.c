@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "answer.h"
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 #include "objectives.h"
@@ -27,9 +28,7 @@ typedef struct infer_worker {
 } infer_worker;
 
 int64_t infer_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    return clock_now_ns();
 }
 
 static void worker_fini(void *state, void *user) {
@@ -62,25 +61,6 @@ oom:
     return NULL;
 }
 
-/* k largest of vals[cand[i]] (or vals[i] when cand is NULL), descending; ties
- * keep the lower candidate index first. Writes candidate indices. */
-static int top_k(const float *vals, const int32_t *cand, int n, int k, int *idx, float *val) {
-    int have = 0;
-    for (int i = 0; i < n; i++) {
-        float v = vals[cand ? cand[i] : i];
-        if (have == k && !(v > val[k - 1])) continue;
-        int j = have < k ? have++ : k - 1;
-        while (j > 0 && v > val[j - 1]) {
-            val[j] = val[j - 1];
-            idx[j] = idx[j - 1];
-            j--;
-        }
-        val[j] = v;
-        idx[j] = i;
-    }
-    return have;
-}
-
 /* One [MASK] row's candidates: softmax over the vocabulary, then the top_k of
  * the targets (or of the whole vocabulary) into ids/scores. */
 static void mask_top_k(infer_worker *w, const api_ctx *api, const api_job *job, const float *logits,
@@ -88,8 +68,8 @@ static void mask_top_k(infer_worker *w, const api_ctx *api, const api_job *job, 
     int V = api->vocab_size;
     memcpy(w->probs, logits, (size_t)V * sizeof(float));
     obj_softmax_row(w->probs, V);
-    int n = top_k(w->probs, job->targets, job->targets ? job->n_targets : V, job->top_k, w->top_idx,
-                  scores);
+    int n = obj_top_k(w->probs, job->targets, job->targets ? job->n_targets : V, job->top_k,
+                      w->top_idx, scores);
     /* n == top_k: the parse caps top_k at the vocabulary and at the targets. */
     for (int c = 0; c < n; c++)
         ids[c] = job->targets ? job->targets[w->top_idx[c]] : w->top_idx[c];

@@ -29,7 +29,8 @@ typedef struct infer_ctx {
 /* Callbacks for pool_new with user = ctx. */
 pool_callbacks infer_pool_callbacks(infer_ctx *ctx);
 
-/* Monotonic clock in nanoseconds (the clock of api_job.deadline_ns). */
+/* clock_now_ns (clock.h), the clock of api_job.deadline_ns; kept under this
+ * name for main.c. */
 int64_t infer_now_ns(void);
 
 #endif
