@@ -171,16 +171,21 @@ static int batch_abandoned(void *arg) {
     return 1;
 }
 
-static void worker_run(void *state, pool_item **items, int n, void *user) {
-    infer_worker *w = state;
-    infer_ctx *ctx = user;
+static void fail_all(api_job **jobs, int n, errcode err, const char *message) {
+    for (int j = 0; j < n; j++) {
+        answer_fail(jobs[j], err, message);
+        jobs[j]->complete(jobs[j]);
+    }
+}
+
+/* Completes what needs no forward pass (aborting, client gone, deadline
+ * passed, refused by the parse, /v1/tokenize) and moves the rest to the front
+ * of jobs; returns how many are left. */
+static int take_live(infer_ctx *ctx, api_job **jobs, int n) {
     const api_ctx *api = ctx->api;
     int64_t now = infer_now_ns();
     int aborting = atomic_load(&ctx->aborting);
-    int live = 0, B = 0, want_nsp = 0;
-    long tokens = 0;
-    api_job **jobs = (api_job **)items; /* pool_item is the first member */
-
+    int live = 0;
     for (int j = 0; j < n; j++) {
         api_job *job = jobs[j];
         if (aborting) {
@@ -210,22 +215,18 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
             jobs[fwd++] = jobs[j];
         }
     }
-    live = fwd;
-    for (int j = 0; j < live; j++) {
+    return fwd;
+}
+
+/* The live jobs' inputs as one batch in w->seqs, in job order; returns the
+ * sequence count, or -1 when memory runs out. */
+static int gather_batch(infer_worker *w, api_job **jobs, int live) {
+    int B = 0;
+    for (int j = 0; j < live; j++)
         B += jobs[j]->n_inputs;
-        tokens += jobs[j]->tokens;
-        want_nsp |= jobs[j]->kind == API_NEXT_SENTENCE;
-    }
-    if (live == 0) return;
     if (B > w->seqs_cap) {
         bert_seq_input *ns = realloc(w->seqs, (size_t)B * sizeof(*ns));
-        if (!ns) {
-            for (int j = 0; j < live; j++) {
-                answer_fail(jobs[j], ERR_INTERNAL, "out of memory");
-                jobs[j]->complete(jobs[j]);
-            }
-            return;
-        }
+        if (!ns) return -1;
         w->seqs = ns;
         w->seqs_cap = B;
     }
@@ -240,6 +241,27 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
             s->mlm_positions = jobs[j]->kind == API_FILL_MASK ? in->mlm_pos : NULL;
             s->n_mlm = jobs[j]->kind == API_FILL_MASK ? in->n_mlm : 0;
         }
+    return B;
+}
+
+static void worker_run(void *state, pool_item **items, int n, void *user) {
+    infer_worker *w = state;
+    infer_ctx *ctx = user;
+    const api_ctx *api = ctx->api;
+    api_job **jobs = (api_job **)items; /* pool_item is the first member */
+    int live = take_live(ctx, jobs, n);
+    if (live == 0) return;
+    int want_nsp = 0;
+    long tokens = 0;
+    for (int j = 0; j < live; j++) {
+        tokens += jobs[j]->tokens;
+        want_nsp |= jobs[j]->kind == API_NEXT_SENTENCE;
+    }
+    int B = gather_batch(w, jobs, live);
+    if (B < 0) {
+        fail_all(jobs, live, ERR_INTERNAL, "out of memory");
+        return;
+    }
 
     bert_forward_out out = {0};
     char err[512] = "";
@@ -253,23 +275,20 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
                  json_pack("{s:s,s:i,s:i,s:i}", "reason",
                            aborting_now ? "shutting down" : "every client has gone", "worker",
                            w->idx, "requests", live, "sequences", B));
-        for (int j = 0; j < live; j++) {
-            if (aborting_now)
-                answer_fail(jobs[j], ERR_SHUTTING_DOWN,
-                            "the server is shutting down; retry on another instance");
-            else
+        if (aborting_now)
+            fail_all(jobs, live, ERR_SHUTTING_DOWN,
+                     "the server is shutting down; retry on another instance");
+        else
+            for (int j = 0; j < live; j++) {
                 answer_fail_gone(jobs[j]);
-            jobs[j]->complete(jobs[j]);
-        }
+                jobs[j]->complete(jobs[j]);
+            }
         return;
     }
     if (rc != BERT_OK) {
         log_json(LOG_ERROR, "forward pass failed",
                  json_pack("{s:s,s:i,s:i}", "error", err, "worker", w->idx, "sequences", B));
-        for (int j = 0; j < live; j++) {
-            answer_fail(jobs[j], ERR_INTERNAL, "the model failed on this batch");
-            jobs[j]->complete(jobs[j]);
-        }
+        fail_all(jobs, live, ERR_INTERNAL, "the model failed on this batch");
         return;
     }
     metrics_observe_batch(B, tokens);
