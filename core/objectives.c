@@ -8,6 +8,23 @@ void obj_softmax_row(float *row, int C) {
     ops_softmax(row, C);
 }
 
+int obj_top_k(const float *vals, const int32_t *cand, int n, int k, int *idx, float *val) {
+    int have = 0;
+    for (int i = 0; i < n; i++) {
+        float v = vals[cand ? cand[i] : i];
+        if (have == k && !(v > val[k - 1])) continue;
+        int j = have < k ? have++ : k - 1;
+        while (j > 0 && v > val[j - 1]) {
+            val[j] = val[j - 1];
+            idx[j] = idx[j - 1];
+            j--;
+        }
+        val[j] = v;
+        idx[j] = i;
+    }
+    return have;
+}
+
 // row (C) -> row[idx] - logsumexp(row), accumulated in double
 double obj_log_softmax_at(const float *row, int C, int idx) {
     float max = row[0];

@@ -22,6 +22,12 @@ double obj_log_softmax_at(const float *row, int C, int idx);
 /* Numerically stable softmax of one row in place. */
 void obj_softmax_row(float *row, int C);
 
+/* The k largest of vals[cand[i]] (or of vals[i] when cand is NULL), i in
+ * [0, n), descending; ties keep the lower i first (the fill-mask pipeline's
+ * torch.topk order). Writes the chosen i to idx and their values to val
+ * (k entries each) and returns how many were written: min(k, n). */
+int obj_top_k(const float *vals, const int32_t *cand, int n, int k, int *idx, float *val);
+
 /* xoshiro256** seeded with splitmix64: same seed, same masks on any machine. */
 typedef struct obj_rng {
     uint64_t s[4];

@@ -46,6 +46,10 @@ typedef struct tok_options {
     int strip_accents;    /* -1: follow lowercase (HF's null), 0: no, 1: yes */
     int tokenize_chinese; /* tokenize_chinese_chars */
     int max_input_chars;  /* WordPiece: longer words become [UNK]; HF uses 100 */
+    /* tokenizer_config.json's clean_up_tokenization_spaces (missing or null:
+     * false, as transformers): not used by tok_decode itself, whose caller
+     * passes it as cleanup_spaces. */
+    int cleanup_spaces;
 } tok_options;
 
 void tok_options_default(tok_options *opt); /* bert-base-uncased defaults */

@@ -4,7 +4,8 @@
  * Input layout: byte 0 picks the route ('f' or anything else with low bits
  * 0: /v1/fill-mask, 1: /v1/next-sentence, 2: /v1/tokenize), the rest is the
  * body, parsed as http.c parses it (json_loadb, duplicate keys refused) and
- * handed to api_parse_fill_mask / api_parse_next_sentence / api_tokenize.
+ * handed to api_parse_fill_mask / api_parse_next_sentence / api_parse_tokenize
+ * (whose job answer_render answers).
  * A tiny BertForPreTraining written by transformers (fuzz/Makefile's model
  * rule) supplies the tokenizer and heads; it is loaded once.
  *
@@ -19,6 +20,7 @@
  * it exactly once with a 200 whose body is JSON in which every prediction
  * has a score in [0, 1], a token in the vocabulary and string token_str and
  * sequence (a decode that is not UTF-8 would drop them). */
+#include "answer.h"
 #include "api.h"
 #include "fuzz_common.h"
 #include "infer.h"
@@ -150,7 +152,7 @@ static void check_error(const api_error *e) {
     FUZZ_CHECK(fuzz_terminated(e->message, sizeof(e->message)) && e->message[0] != 0,
                "empty or unterminated message");
     size_t len = 0;
-    char *body = api_error_body(e->code, e->message, &len);
+    char *body = answer_error_body(e->code, e->message, &len);
     FUZZ_CHECK(body != NULL, "api_error_body returned NULL");
     json_error_t je;
     json_t *v = json_loadb(body, len, 0, &je);
@@ -256,11 +258,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (route == 2) {
         size_t len = 0;
         long tokens = -1;
-        char *out = api_tokenize(&g_ctx, req, &len, &tokens, &e);
+        api_job *tj = NULL;
+        char *out = NULL;
+        if (api_parse_tokenize(&g_ctx, req, &tj, &tokens, &e) == 0) {
+            answer_render(&g_ctx, tj);
+            if (tj->status == 200) {
+                out = tj->body;
+                len = tj->body_len;
+                tj->body = NULL;
+            } else {
+                e.status = tj->status;
+                e.code = tj->err_code;
+                json_t *eb = json_loads(tj->body, 0, NULL);
+                snprintf(
+                    e.message, sizeof(e.message), "%s",
+                    json_string_value(json_object_get(json_object_get(eb, "error"), "message")));
+                json_decref(eb);
+            }
+            api_job_free(tj);
+        }
         if (g_verbose) fprintf(stderr, "tokenize: %s\n", out ? "ok" : e.code);
         if (!out) {
             check_error(&e);
-            char *eb = api_error_body(e.code, e.message, &len);
+            char *eb = answer_error_body(e.code, e.message, &len);
             check_deferred(API_TOKENIZE, req, e.status, eb, len);
             free(eb);
         } else {
@@ -284,7 +304,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             FUZZ_CHECK(job == NULL, "refused request returned a job");
             check_error(&e);
             size_t len = 0;
-            char *eb = api_error_body(e.code, e.message, &len);
+            char *eb = answer_error_body(e.code, e.message, &len);
             check_deferred(kind, req, e.status, eb, len);
             free(eb);
         } else {

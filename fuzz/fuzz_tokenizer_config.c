@@ -1,13 +1,13 @@
 /* fuzz_tokenizer_config: the checkpoint's tokenizer settings files,
- * tokenizer_config.json and tokenizer.json, as tok_load_dir and api_ctx_init
- * read them.
+ * tokenizer_config.json and tokenizer.json, as tok_load_dir reads them.
  *
  * Input layout: byte 0 picks which files exist (bit 0: tokenizer_config.json,
  * bit 1: tokenizer.json), byte 1 where the rest is split between them (as a
  * fraction), the rest their contents. A fixed small vocab.txt sits next to
- * them. Both readers run on the same directory: tok_load_dir (normalizer
- * options, falling back to tokenizer.json's BertNormalizer) and api_ctx_init
- * (clean_up_tokenization_spaces), the latter with a tiny model loaded once.
+ * them. tok_load_dir reads the directory (normalizer options, falling back to
+ * tokenizer.json's BertNormalizer, and clean_up_tokenization_spaces, read
+ * there once for the server); api_ctx_init then runs with a tiny model loaded
+ * once.
  *
  * Oracles: refusals carry a message naming the file; accepted options are in
  * their documented ranges and the tokenizer encodes a fixed text. */
@@ -97,6 +97,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                    o->strip_accents);
         FUZZ_CHECK(o->tokenize_chinese == 0 || o->tokenize_chinese == 1, "tokenize_chinese %d",
                    o->tokenize_chinese);
+        FUZZ_CHECK(o->cleanup_spaces == 0 || o->cleanup_spaces == 1, "cleanup_spaces %d",
+                   o->cleanup_spaces);
         /* tokenizer.json's added tokens may number on past vocab.txt's 12. */
         const int n = tok_vocab_size(tok);
         FUZZ_CHECK(n >= 12, "vocab size %d", n);

@@ -1,7 +1,7 @@
 /* api: request validation and tokenization for the /v1 routes. See api.h. */
 #include "api.h"
 
-#include "file_io.h"
+#include "answer.h"
 #include "objectives.h"
 
 #include <errno.h>
@@ -14,64 +14,18 @@
  * or a tokenization on the worker parsing the request. */
 #define API_MAX_TARGETS 4096
 
-static int fail(api_error *e, int status, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+static int fail(api_error *e, errcode err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-static int fail(api_error *e, int status, const char *code, const char *fmt, ...) {
-    e->status = status;
-    e->code = code;
+static int fail(api_error *e, errcode err, const char *fmt, ...) {
+    e->err = err;
+    e->status = errcode_status(err);
+    e->code = errcode_name(err);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof(e->message), fmt, ap);
     va_end(ap);
     return -1;
-}
-
-char *api_dump(json_t *v, size_t *len) {
-    char *s = json_dumps(v, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
-    if (s && len) *len = strlen(s);
-    return s;
-}
-
-char *api_error_body(const char *code, const char *message, size_t *len) {
-    json_t *root = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
-    if (!root) /* message was not UTF-8: never expected, but stay well-formed */
-        root = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", "request rejected");
-    char *s = api_dump(root, len);
-    json_decref(root);
-    return s;
-}
-
-/* tokenizer_config.json's clean_up_tokenization_spaces decides how decode()
- * joins punctuation; transformers treats a missing key as false. */
-static int read_cleanup_flag(const char *dir, int *out, char *err, size_t errlen) {
-    char path[CFG_PATH_MAX + 64];
-    snprintf(path, sizeof(path), "%s/tokenizer_config.json", dir);
-    *out = 0;
-    char *data = NULL;
-    size_t len = 0;
-    /* The loader has read this file already; it is read again here, under the
-     * same rules (regular file, FIO_MAX_CONFIG_BYTES). */
-    int frc = fio_read_all(path, FIO_MAX_CONFIG_BYTES, &data, &len, err, errlen);
-    if (frc == FIO_ERR_MISSING) return 0;
-    if (frc != FIO_OK) return -1;
-    json_error_t je;
-    json_t *root = json_loadb(data, len, JSON_DECODE_INT_AS_REAL, &je); /* model_max_length: 1e30 */
-    free(data);
-    if (!root) {
-        snprintf(err, errlen, "%s:%d: invalid JSON: %s", path, je.line, je.text);
-        return -1;
-    }
-    json_t *v = json_object_get(root, "clean_up_tokenization_spaces");
-    if (v && !json_is_boolean(v) && !json_is_null(v)) {
-        snprintf(err, errlen, "%s: key 'clean_up_tokenization_spaces': must be true or false",
-                 path);
-        json_decref(root);
-        return -1;
-    }
-    *out = json_is_true(v);
-    json_decref(root);
-    return 0;
 }
 
 int api_ctx_init(api_ctx *ctx, const bert_model *model, const char *dir, const cfg *c, char *err,
@@ -84,7 +38,13 @@ int api_ctx_init(api_ctx *ctx, const bert_model *model, const char *dir, const c
     ctx->max_len = c->max_sequence_length;
     if (bc->max_position_embeddings < ctx->max_len) ctx->max_len = bc->max_position_embeddings;
     ctx->vocab_size = bc->vocab_size;
-    return read_cleanup_flag(dir, &ctx->cleanup_spaces, err, errlen);
+    /* tokenizer_config.json's clean_up_tokenization_spaces decides how
+     * decode() joins punctuation; the tokenizer read it with the file. */
+    ctx->cleanup_spaces = tok_get_options(ctx->tok)->cleanup_spaces;
+    (void)dir;
+    (void)err;
+    (void)errlen;
+    return 0;
 }
 
 void api_job_free(api_job *job) {
@@ -93,19 +53,15 @@ void api_job_free(api_job *job) {
         tok_sequence_free(&job->inputs[i].seq);
         free(job->inputs[i].labels);
         free(job->inputs[i].mlm_pos);
+        free(job->inputs[i].mask_rows);
+        free(job->inputs[i].top_ids);
+        free(job->inputs[i].top_scores);
     }
     free(job->inputs);
     free(job->targets);
     free(job->body);
     json_decref(job->req);
     free(job);
-}
-
-void api_job_fail(api_job *job, int status, const char *code, const char *message) {
-    free(job->body);
-    job->status = status;
-    job->err_code = code;
-    job->body = api_error_body(code, message, &job->body_len);
 }
 
 /* ---- shared field checks ---- */
@@ -137,7 +93,7 @@ static int check_keys(json_t *obj, const char *where, const char *const *allowed
                 strncat(list, *a, sizeof(list) - strlen(list) - 1);
                 if (a[1]) strncat(list, ", ", sizeof(list) - strlen(list) - 1);
             }
-            return fail(e, 400, "invalid_request", "%s: unknown field '%.64s' (allowed: %s)", where,
+            return fail(e, ERR_INVALID_REQUEST, "%s: unknown field '%.64s' (allowed: %s)", where,
                         key, list);
         }
     }
@@ -158,7 +114,7 @@ static int parse_trunc(json_t *params, trunc_params *t, api_error *e) {
     json_t *v = json_object_get(params, "truncate");
     if (v && !json_is_null(v)) {
         if (!json_is_boolean(v))
-            return fail(e, 400, "invalid_request", "parameters.truncate must be true or false");
+            return fail(e, ERR_INVALID_REQUEST, "parameters.truncate must be true or false");
         t->truncate = json_is_true(v);
     }
     v = json_object_get(params, "truncation_direction");
@@ -167,7 +123,7 @@ static int parse_trunc(json_t *params, trunc_params *t, api_error *e) {
         if (!s || strlen(s) != json_string_length(v) ||
             (strcmp(s, "right") != 0 && strcmp(s, "left") != 0 && strcmp(s, "Right") != 0 &&
              strcmp(s, "Left") != 0))
-            return fail(e, 400, "invalid_request",
+            return fail(e, ERR_INVALID_REQUEST,
                         "parameters.truncation_direction must be \"right\" or \"left\"");
         t->side = (s[0] == 'l' || s[0] == 'L') ? TOK_SIDE_LEFT : TOK_SIDE_RIGHT;
     }
@@ -178,7 +134,7 @@ static int get_params(json_t *req, const char *const *allowed, json_t **out, api
     json_t *p = json_object_get(req, "parameters");
     *out = NULL;
     if (!p || json_is_null(p)) return 0;
-    if (!json_is_object(p)) return fail(e, 400, "invalid_request", "parameters must be an object");
+    if (!json_is_object(p)) return fail(e, ERR_INVALID_REQUEST, "parameters must be an object");
     if (check_keys(p, "parameters", allowed, e)) return -1;
     *out = p;
     return 0;
@@ -199,16 +155,16 @@ static int encode_input(const api_ctx *ctx, const char *what, json_t *a, json_t 
     }
     int rc =
         tok_encode(ctx->tok, as, alen, bs, blen, max_len, mode, t->side, seq, err, sizeof(err));
-    if (rc == TOK_ERR_UTF8) return fail(e, 400, "invalid_utf8", "%s is not valid UTF-8", what);
+    if (rc == TOK_ERR_UTF8) return fail(e, ERR_INVALID_UTF8, "%s is not valid UTF-8", what);
     if (rc == TOK_ERR_TOO_LONG)
-        return fail(e, 422, "input_too_long",
+        return fail(e, ERR_INPUT_TOO_LONG,
                     "%s cannot be truncated to %d tokens (the pair is too short to hold the "
                     "special tokens)",
                     what, ctx->max_len);
-    if (rc == TOK_ERR_NOMEM) return fail(e, 500, "internal", "out of memory");
-    if (rc != TOK_OK) return fail(e, 422, "invalid_input", "%s cannot be tokenized", what);
+    if (rc == TOK_ERR_NOMEM) return fail(e, ERR_INTERNAL, "out of memory");
+    if (rc != TOK_OK) return fail(e, ERR_INVALID_INPUT, "%s cannot be tokenized", what);
     if (enforce_limit && seq->len > ctx->max_len)
-        return fail(e, 422, "input_too_long",
+        return fail(e, ERR_INPUT_TOO_LONG,
                     "%s has %d tokens including [CLS]/[SEP]; this model accepts at most %d. "
                     "Shorten it or set parameters.truncate to true",
                     what, seq->len, ctx->max_len);
@@ -235,13 +191,13 @@ typedef enum { SINGLE_STRING, SINGLE_OBJECT, SINGLE_ANY } single_shape;
 
 static int inputs_shape(const api_ctx *ctx, json_t *inputs, single_shape single, int *n,
                         int *batched, api_error *e) {
-    if (!inputs) return fail(e, 400, "invalid_request", "missing field 'inputs'");
+    if (!inputs) return fail(e, ERR_INVALID_REQUEST, "missing field 'inputs'");
     if (json_is_array(inputs)) {
         *batched = 1;
         *n = (int)json_array_size(inputs);
-        if (*n == 0) return fail(e, 422, "no_inputs", "inputs is an empty list");
+        if (*n == 0) return fail(e, ERR_NO_INPUTS, "inputs is an empty list");
         if (*n > ctx->cfg->max_inputs_per_request)
-            return fail(e, 422, "too_many_inputs",
+            return fail(e, ERR_TOO_MANY_INPUTS,
                         "inputs has %d items; at most %d are accepted per request", *n,
                         ctx->cfg->max_inputs_per_request);
         return 0;
@@ -249,10 +205,10 @@ static int inputs_shape(const api_ctx *ctx, json_t *inputs, single_shape single,
     *batched = 0;
     *n = 1;
     if (single == SINGLE_OBJECT && !json_is_object(inputs))
-        return fail(e, 400, "invalid_request",
+        return fail(e, ERR_INVALID_REQUEST,
                     "inputs must be an object {\"text\", \"text_pair\"} or a list of such objects");
     if (single == SINGLE_STRING && !json_is_string(inputs))
-        return fail(e, 400, "invalid_request", "inputs must be a string or a list of strings");
+        return fail(e, ERR_INVALID_REQUEST, "inputs must be a string or a list of strings");
     return 0;
 }
 
@@ -262,7 +218,7 @@ static int parse_envelope(const api_ctx *ctx, json_t *req, const char *const *to
                           const char *const *param_keys, single_shape single, json_t **inputs,
                           int *n, int *batched, json_t **params, trunc_params *tp, api_error *e) {
     if (!json_is_object(req))
-        return fail(e, 400, "invalid_request", "the request body must be a JSON object");
+        return fail(e, ERR_INVALID_REQUEST, "the request body must be a JSON object");
     if (check_keys(req, "request", top_keys, e)) return -1;
     *inputs = json_object_get(req, "inputs");
     if (inputs_shape(ctx, *inputs, single, n, batched, e)) return -1;
@@ -283,21 +239,21 @@ static void item_name(char *buf, size_t len, const char *field, int i, int batch
 static int parse_targets(const api_ctx *ctx, json_t *v, api_job *job, api_error *e) {
     size_t n = json_is_array(v) ? json_array_size(v) : 1;
     if (!json_is_array(v) && !json_is_string(v))
-        return fail(e, 400, "invalid_request",
+        return fail(e, ERR_INVALID_REQUEST,
                     "parameters.targets must be a string or a list of strings");
     if (n == 0)
-        return fail(e, 422, "unknown_target", "parameters.targets is empty; give at least one");
+        return fail(e, ERR_UNKNOWN_TARGET, "parameters.targets is empty; give at least one");
     if (n > API_MAX_TARGETS)
-        return fail(e, 422, "too_many_targets", "parameters.targets has %zu items; at most %d", n,
+        return fail(e, ERR_TOO_MANY_TARGETS, "parameters.targets has %zu items; at most %d", n,
                     API_MAX_TARGETS);
     job->targets = malloc(n * sizeof(int32_t));
-    if (!job->targets) return fail(e, 500, "internal", "out of memory");
+    if (!job->targets) return fail(e, ERR_INTERNAL, "out of memory");
     tok_sequence pieces = {0};
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *t = json_is_array(v) ? json_array_get(v, i) : v;
         if (!json_is_string(t)) {
-            rc = fail(e, 400, "invalid_request", "parameters.targets[%zu] must be a string", i);
+            rc = fail(e, ERR_INVALID_REQUEST, "parameters.targets[%zu] must be a string", i);
             goto cleanup;
         }
         const char *s = json_string_value(t);
@@ -310,7 +266,7 @@ static int parse_targets(const api_ctx *ctx, json_t *v, api_job *job, api_error 
             pieces.len = 0;
             if (tok_encode_plain(ctx->tok, s, len, &pieces, err, sizeof(err)) != TOK_OK ||
                 pieces.len == 0) {
-                rc = fail(e, 422, "unknown_target",
+                rc = fail(e, ERR_UNKNOWN_TARGET,
                           "parameters.targets[%zu] (\"%.64s\") yields no token in this "
                           "model's vocabulary",
                           i, s);
@@ -332,22 +288,22 @@ cleanup:
 static int parse_labels(const api_ctx *ctx, json_t *v, const char *what, api_input *in,
                         api_error *e) {
     if (!json_is_array(v))
-        return fail(e, 400, "invalid_request", "%s must be a list of integers", what);
+        return fail(e, ERR_INVALID_REQUEST, "%s must be a list of integers", what);
     size_t n = json_array_size(v);
     if ((long)n != in->seq.len)
-        return fail(e, 422, "invalid_labels",
+        return fail(e, ERR_INVALID_LABELS,
                     "%s has %zu entries but the input has %d tokens including [CLS] and [SEP] "
                     "(see /v1/tokenize); give one label per token, -100 to ignore it",
                     what, n, in->seq.len);
     in->labels = malloc((n ? n : 1) * sizeof(int32_t));
-    if (!in->labels) return fail(e, 500, "internal", "out of memory");
+    if (!in->labels) return fail(e, ERR_INTERNAL, "out of memory");
     for (size_t i = 0; i < n; i++) {
         json_t *x = json_array_get(v, i);
         json_int_t l;
         if (!json_as_int(x, &l))
-            return fail(e, 400, "invalid_request", "%s[%zu] must be an integer", what, i);
+            return fail(e, ERR_INVALID_REQUEST, "%s[%zu] must be an integer", what, i);
         if (l != -100 && (l < 0 || l >= ctx->vocab_size))
-            return fail(e, 422, "invalid_labels",
+            return fail(e, ERR_INVALID_LABELS,
                         "%s[%zu] is %lld; labels must be -100 (ignored) or a token id in "
                         "[0, %d)",
                         what, i, (long long)l, ctx->vocab_size);
@@ -356,19 +312,109 @@ static int parse_labels(const api_ctx *ctx, json_t *v, const char *what, api_inp
     return 0;
 }
 
-/* Rows the worker needs: every [MASK] and every labelled position. */
+/* Rows the worker needs: every [MASK] and every labelled position; which of
+ * them are [MASK]s is recorded here, once, for the worker and the answer. */
 static int plan_mlm_rows(const api_ctx *ctx, api_input *in, api_error *e) {
     int32_t mask = tok_specials(ctx->tok)->mask;
-    in->mlm_pos = malloc((size_t)(in->seq.len ? in->seq.len : 1) * sizeof(int32_t));
-    if (!in->mlm_pos) return fail(e, 500, "internal", "out of memory");
+    size_t cap = (size_t)(in->seq.len ? in->seq.len : 1);
+    in->mlm_pos = malloc(cap * sizeof(int32_t));
+    in->mask_rows = malloc(cap * sizeof(int));
+    if (!in->mlm_pos || !in->mask_rows) return fail(e, ERR_INTERNAL, "out of memory");
     in->n_mlm = 0;
     in->n_masks = 0;
     for (int p = 0; p < in->seq.len; p++) {
         int is_mask = in->seq.ids[p] == mask;
-        in->n_masks += is_mask;
+        if (is_mask) in->mask_rows[in->n_masks++] = in->n_mlm;
         if (is_mask || (in->labels && in->labels[p] != OBJ_IGNORE_INDEX))
             in->mlm_pos[in->n_mlm++] = p;
     }
+    return 0;
+}
+
+/* parameters.top_k and parameters.targets into job (top_k defaults to
+ * limits.default_top_k). */
+static int fill_mask_params(const api_ctx *ctx, json_t *params, api_job *job, api_error *e) {
+    job->top_k = ctx->cfg->default_top_k;
+    json_t *v = params ? json_object_get(params, "top_k") : NULL;
+    if (v && !json_is_null(v)) {
+        json_int_t k;
+        if (!json_as_int(v, &k))
+            return fail(e, ERR_INVALID_REQUEST, "parameters.top_k must be an integer");
+        int max_k = ctx->cfg->max_top_k < ctx->vocab_size ? ctx->cfg->max_top_k : ctx->vocab_size;
+        if (k < 1 || k > max_k)
+            return fail(e, ERR_INVALID_TOP_K, "parameters.top_k is %lld; it must be in [1, %d]",
+                        (long long)k, max_k);
+        job->top_k = (int)k;
+    }
+    v = params ? json_object_get(params, "targets") : NULL;
+    if (v && !json_is_null(v) && parse_targets(ctx, v, job, e)) return -1;
+    return 0;
+}
+
+/* The request's "labels": NULL when absent, else one list of integers (one
+ * list per input when batched). Only the shape and count are checked here;
+ * each list is read with its input (parse_labels). */
+static int fill_mask_labels(json_t *req, int n, int batched, json_t **out, api_error *e) {
+    json_t *labels = json_object_get(req, "labels");
+    *out = NULL;
+    if (!labels || json_is_null(labels)) return 0;
+    int shape_ok = !batched || json_is_array(labels);
+    for (size_t i = 0; shape_ok && batched && i < json_array_size(labels); i++)
+        shape_ok = json_is_array(json_array_get(labels, i));
+    if (!shape_ok)
+        return fail(e, ERR_INVALID_REQUEST,
+                    "labels must be a list with one list of integers per item of inputs");
+    /* The shape is right (the schema says so much); the count is a rule
+     * about this request's inputs, like each list's length. */
+    if (batched && (int)json_array_size(labels) != n)
+        return fail(e, ERR_INVALID_LABELS, "labels has %zu lists but inputs has %d items",
+                    json_array_size(labels), n);
+    *out = labels;
+    return 0;
+}
+
+/* Input i: its text tokenized, its labels read, its [MASK]s found and
+ * bounded. */
+static int fill_mask_input(const api_ctx *ctx, json_t *inputs, json_t *labels, int i, int batched,
+                           const trunc_params *tp, api_input *in, api_error *e) {
+    json_t *text = batched ? json_array_get(inputs, (size_t)i) : inputs;
+    char what[48];
+    item_name(what, sizeof(what), "inputs", i, batched);
+    if (!json_is_string(text)) return fail(e, ERR_INVALID_REQUEST, "%s must be a string", what);
+    if (encode_input(ctx, what, text, NULL, tp, 1, &in->seq, e)) return -1;
+    if (labels) {
+        char lwhat[48];
+        item_name(lwhat, sizeof(lwhat), "labels", i, batched);
+        json_t *l = batched ? json_array_get(labels, (size_t)i) : labels;
+        if (parse_labels(ctx, l, lwhat, in, e)) return -1;
+    }
+    if (plan_mlm_rows(ctx, in, e)) return -1;
+    if (in->n_masks == 0)
+        return fail(e, ERR_NO_MASK,
+                    "%s contains no [MASK] token%s; put [MASK] where a word should be predicted",
+                    what, tp->truncate ? " (after truncation)" : "");
+    if (in->n_masks > ctx->cfg->max_masks_per_input)
+        return fail(e, ERR_TOO_MANY_MASKS, "%s has %d [MASK] tokens; at most %d are accepted", what,
+                    in->n_masks, ctx->cfg->max_masks_per_input);
+    return 0;
+}
+
+/* Each prediction costs a softmax row share, a decode of the whole input and
+ * ~100 bytes plus the sequence in the answer: 32 inputs x 32 masks x top_k
+ * 100 was an 80 MB answer and 12-28 s of one worker. */
+static int fill_mask_bound(const api_ctx *ctx, api_job *job, api_error *e) {
+    int n = job->n_inputs;
+    long masks = 0;
+    for (int i = 0; i < n; i++)
+        masks += job->inputs[i].n_masks;
+    job->predictions = masks * job->top_k;
+    if (job->predictions > ctx->cfg->max_predictions_per_request)
+        return fail(e, ERR_TOO_MANY_PREDICTIONS,
+                    "this request asks for %ld predictions (%ld [MASK] tokens over %d input%s x "
+                    "top_k %d); at most %d per request (limits.max_predictions_per_request): send "
+                    "fewer inputs or masks, or a smaller parameters.top_k",
+                    job->predictions, masks, n, n == 1 ? "" : "s", job->top_k,
+                    ctx->cfg->max_predictions_per_request);
     return 0;
 }
 
@@ -377,7 +423,7 @@ int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_erro
     static const char *const param_keys[] = {"top_k", "targets", "truncate", "truncation_direction",
                                              NULL};
     api_job *job = NULL;
-    json_t *params = NULL, *inputs = NULL;
+    json_t *params = NULL, *inputs = NULL, *labels = NULL;
     int n, batched;
     trunc_params tp;
     *out = NULL;
@@ -385,98 +431,21 @@ int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_erro
                        &params, &tp, e))
         return -1;
     if (!bert_model_has_mlm(ctx->model))
-        return fail(e, 422, "head_unavailable",
+        return fail(e, ERR_HEAD_UNAVAILABLE,
                     "this model has no masked-LM head (cls.predictions); fill-mask is not "
                     "available");
-
     job = job_new(API_FILL_MASK, n);
-    if (!job) return fail(e, 500, "internal", "out of memory");
+    if (!job) return fail(e, ERR_INTERNAL, "out of memory");
     job->batched = batched;
-    job->top_k = ctx->cfg->default_top_k;
-    json_t *v = params ? json_object_get(params, "top_k") : NULL;
-    if (v && !json_is_null(v)) {
-        json_int_t k;
-        if (!json_as_int(v, &k)) {
-            fail(e, 400, "invalid_request", "parameters.top_k must be an integer");
-            goto error;
-        }
-        int max_k = ctx->cfg->max_top_k < ctx->vocab_size ? ctx->cfg->max_top_k : ctx->vocab_size;
-        if (k < 1 || k > max_k) {
-            fail(e, 422, "invalid_top_k", "parameters.top_k is %lld; it must be in [1, %d]",
-                 (long long)k, max_k);
-            goto error;
-        }
-        job->top_k = (int)k;
-    }
-    v = params ? json_object_get(params, "targets") : NULL;
-    if (v && !json_is_null(v) && parse_targets(ctx, v, job, e)) goto error;
-
-    json_t *labels = json_object_get(req, "labels");
-    if (labels && json_is_null(labels)) labels = NULL;
-    int labels_shape_ok = !labels || !batched || json_is_array(labels);
-    for (size_t i = 0; labels_shape_ok && labels && batched && i < json_array_size(labels); i++)
-        labels_shape_ok = json_is_array(json_array_get(labels, i));
-    if (!labels_shape_ok) {
-        fail(e, 400, "invalid_request",
-             "labels must be a list with one list of integers per item of inputs");
-        goto error;
-    }
-    /* The shape is right (the schema says so much); the count is a rule
-     * about this request's inputs, like each list's length. */
-    if (labels && batched && (int)json_array_size(labels) != n) {
-        fail(e, 422, "invalid_labels", "labels has %zu lists but inputs has %d items",
-             json_array_size(labels), n);
-        goto error;
-    }
+    if (fill_mask_params(ctx, params, job, e)) goto error;
+    if (fill_mask_labels(req, n, batched, &labels, e)) goto error;
     job->has_labels = labels != NULL;
-
     for (int i = 0; i < n; i++) {
-        api_input *in = &job->inputs[i];
-        json_t *text = batched ? json_array_get(inputs, (size_t)i) : inputs;
-        char what[48];
-        item_name(what, sizeof(what), "inputs", i, batched);
-        if (!json_is_string(text)) {
-            fail(e, 400, "invalid_request", "%s must be a string", what);
-            goto error;
-        }
-        if (encode_input(ctx, what, text, NULL, &tp, 1, &in->seq, e)) goto error;
-        if (labels) {
-            char lwhat[48];
-            item_name(lwhat, sizeof(lwhat), "labels", i, batched);
-            json_t *l = batched ? json_array_get(labels, (size_t)i) : labels;
-            if (parse_labels(ctx, l, lwhat, in, e)) goto error;
-        }
-        if (plan_mlm_rows(ctx, in, e)) goto error;
-        if (in->n_masks == 0) {
-            fail(e, 422, "no_mask",
-                 "%s contains no [MASK] token%s; put [MASK] where a word should be predicted", what,
-                 tp.truncate ? " (after truncation)" : "");
-            goto error;
-        }
-        if (in->n_masks > ctx->cfg->max_masks_per_input) {
-            fail(e, 422, "too_many_masks", "%s has %d [MASK] tokens; at most %d are accepted", what,
-                 in->n_masks, ctx->cfg->max_masks_per_input);
-            goto error;
-        }
-        job->tokens += in->seq.len;
+        if (fill_mask_input(ctx, inputs, labels, i, batched, &tp, &job->inputs[i], e)) goto error;
+        job->tokens += job->inputs[i].seq.len;
     }
     if (job->targets && job->top_k > job->n_targets) job->top_k = job->n_targets;
-    /* Each prediction costs a softmax row share, a decode of the whole input
-     * and ~100 bytes plus the sequence in the answer: 32 inputs x 32 masks x
-     * top_k 100 was an 80 MB answer and 12-28 s of one worker. */
-    long masks = 0;
-    for (int i = 0; i < n; i++)
-        masks += job->inputs[i].n_masks;
-    job->predictions = masks * job->top_k;
-    if (job->predictions > ctx->cfg->max_predictions_per_request) {
-        fail(e, 422, "too_many_predictions",
-             "this request asks for %ld predictions (%ld [MASK] tokens over %d input%s x top_k "
-             "%d); at most %d per request (limits.max_predictions_per_request): send fewer "
-             "inputs or masks, or a smaller parameters.top_k",
-             job->predictions, masks, n, n == 1 ? "" : "s", job->top_k,
-             ctx->cfg->max_predictions_per_request);
-        goto error;
-    }
+    if (fill_mask_bound(ctx, job, e)) goto error;
     job->item.cost = job->tokens;
     *out = job;
     return 0;
@@ -500,11 +469,11 @@ int api_parse_next_sentence(const api_ctx *ctx, json_t *req, api_job **out, api_
                        &params, &tp, e))
         return -1;
     if (!bert_model_has_nsp(ctx->model))
-        return fail(e, 422, "head_unavailable",
+        return fail(e, ERR_HEAD_UNAVAILABLE,
                     "this model has no next-sentence head (cls.seq_relationship); "
                     "next-sentence is not available");
     job = job_new(API_NEXT_SENTENCE, n);
-    if (!job) return fail(e, 500, "internal", "out of memory");
+    if (!job) return fail(e, ERR_INTERNAL, "out of memory");
     job->batched = batched;
     for (int i = 0; i < n; i++) {
         api_input *in = &job->inputs[i];
@@ -512,21 +481,20 @@ int api_parse_next_sentence(const api_ctx *ctx, json_t *req, api_job **out, api_
         char what[48];
         item_name(what, sizeof(what), "inputs", i, batched);
         if (!json_is_object(pair)) {
-            fail(e, 400, "invalid_request", "%s must be an object {\"text\", \"text_pair\"}", what);
+            fail(e, ERR_INVALID_REQUEST, "%s must be an object {\"text\", \"text_pair\"}", what);
             goto error;
         }
         if (check_keys(pair, what, pair_keys, e)) goto error;
         json_t *a = json_object_get(pair, "text"), *b = json_object_get(pair, "text_pair");
         if (!json_is_string(a) || !json_is_string(b)) {
-            fail(e, 400, "invalid_request", "%s needs string fields \"text\" and \"text_pair\"",
-                 what);
+            fail(e, ERR_INVALID_REQUEST, "%s needs string fields \"text\" and \"text_pair\"", what);
             goto error;
         }
         json_t *l = json_object_get(pair, "label");
         if (l && !json_is_null(l)) {
             json_int_t lv;
             if (!json_as_int(l, &lv) || (lv != 0 && lv != 1)) {
-                fail(e, 422, "invalid_labels",
+                fail(e, ERR_INVALID_LABELS,
                      "%s.label must be 0 (text_pair follows text) or 1 (random sentence)", what);
                 goto error;
             }
@@ -545,94 +513,62 @@ error:
 
 /* ---- /v1/tokenize ---- */
 
-static json_t *encoding_json(const api_ctx *ctx, const tok_sequence *s) {
-    json_t *tokens = json_array(), *ids = json_array(), *types = json_array(),
-           *offsets = json_array(), *seq_ids = json_array();
-    for (int i = 0; i < s->len; i++) {
-        const char *t = tok_id_to_token(ctx->tok, s->ids[i]);
-        json_array_append_new(tokens, json_string(t ? t : ""));
-        json_array_append_new(ids, json_integer(s->ids[i]));
-        json_array_append_new(types, json_integer(s->type_ids[i]));
-        json_array_append_new(offsets, json_pack("[i,i]", s->start[i], s->end[i]));
-        json_array_append_new(seq_ids, s->source[i] < 0 ? json_null() : json_integer(s->source[i]));
-    }
-    return json_pack("{s:o,s:o,s:o,s:o,s:o}", "tokens", tokens, "ids", ids, "token_type_ids", types,
-                     "offsets", offsets, "sequence_ids", seq_ids);
-}
-
-char *api_tokenize(const api_ctx *ctx, json_t *req, size_t *len, long *tokens, api_error *e) {
+int api_parse_tokenize(const api_ctx *ctx, json_t *req, api_job **out, long *tokens, api_error *e) {
     static const char *const top_keys[] = {"inputs", "parameters", "options", NULL};
     static const char *const param_keys[] = {"truncate", "truncation_direction", NULL};
     static const char *const pair_keys[] = {"text", "text_pair", NULL};
-    json_t *params = NULL, *answer = NULL;
-    tok_sequence seq = {0};
-    char *body = NULL;
-    *tokens = 0;
-    json_t *inputs = NULL;
+    json_t *params = NULL, *inputs = NULL;
+    api_job *job = NULL;
     int n, batched;
     trunc_params tp;
+    *out = NULL;
+    *tokens = 0;
     if (parse_envelope(ctx, req, top_keys, param_keys, SINGLE_ANY, &inputs, &n, &batched, &params,
                        &tp, e))
-        return NULL;
-    answer = batched ? json_array() : NULL;
+        return -1;
+    job = job_new(API_TOKENIZE, n);
+    if (!job) return fail(e, ERR_INTERNAL, "out of memory");
+    job->batched = batched;
     for (int i = 0; i < n; i++) {
         json_t *item = batched ? json_array_get(inputs, (size_t)i) : inputs;
         char what[48];
         item_name(what, sizeof(what), "inputs", i, batched);
         json_t *a = item, *b = NULL;
         if (json_is_object(item)) {
-            if (check_keys(item, what, pair_keys, e)) goto cleanup;
+            if (check_keys(item, what, pair_keys, e)) goto error;
             a = json_object_get(item, "text");
             b = json_object_get(item, "text_pair");
             if (b && json_is_null(b)) b = NULL;
             if (!json_is_string(a) || (b && !json_is_string(b))) {
-                fail(e, 400, "invalid_request",
+                fail(e, ERR_INVALID_REQUEST,
                      "%s needs a string \"text\" and optionally a string \"text_pair\"", what);
-                goto cleanup;
+                goto error;
             }
         } else if (!json_is_string(item)) {
-            fail(e, 400, "invalid_request",
+            fail(e, ERR_INVALID_REQUEST,
                  "%s must be a string or an object {\"text\", \"text_pair\"}", what);
-            goto cleanup;
+            goto error;
         }
-        seq.len = 0;
         /* Without truncation the length is reported, not enforced: callers use
          * this route to find out how long their inputs are. */
-        if (encode_input(ctx, what, a, b, &tp, tp.truncate, &seq, e)) goto cleanup;
-        *tokens += seq.len;
+        tok_sequence *seq = &job->inputs[i].seq;
+        if (encode_input(ctx, what, a, b, &tp, tp.truncate, seq, e)) goto error;
+        *tokens += seq->len;
         if (*tokens > ctx->cfg->max_tokenize_tokens) {
-            fail(e, 422, "too_many_tokens",
+            fail(e, ERR_TOO_MANY_TOKENS,
                  "%s brings the request to %ld tokens; /v1/tokenize returns at most %d per "
                  "request (limits.max_tokenize_tokens): send less text or set "
                  "parameters.truncate to true",
                  what, *tokens, ctx->cfg->max_tokenize_tokens);
-            goto cleanup;
+            goto error;
         }
-        json_t *enc = encoding_json(ctx, &seq);
-        if (!enc) {
-            fail(e, 500, "internal", "out of memory");
-            goto cleanup;
-        }
-        if (batched)
-            json_array_append_new(answer, enc);
-        else
-            answer = enc;
     }
-    body = api_dump(answer, len);
-    if (!body) {
-        fail(e, 500, "internal", "out of memory");
-    } else if (*len > (size_t)ctx->cfg->max_answer_bytes) {
-        fail(e, 413, "answer_too_large",
-             "the answer would be %zu bytes; at most %ld are sent (limits.max_answer_bytes): "
-             "send less text per request",
-             *len, ctx->cfg->max_answer_bytes);
-        free(body);
-        body = NULL;
-    }
-cleanup:
-    json_decref(answer);
-    tok_sequence_free(&seq);
-    return body;
+    job->tokens = *tokens;
+    *out = job;
+    return 0;
+error:
+    api_job_free(job);
+    return -1;
 }
 
 /* ---- deferred parsing ---- */
@@ -665,7 +601,7 @@ int api_defer(const api_ctx *ctx, api_kind kind, json_t *req, size_t body_bytes,
               api_error *e) {
     api_job *job = calloc(1, sizeof(*job));
     *out = NULL;
-    if (!job) return fail(e, 500, "internal", "out of memory");
+    if (!job) return fail(e, ERR_INTERNAL, "out of memory");
     job->kind = kind;
     job->req = json_incref(req);
     /* /v1/tokenize shares no forward pass: its cost only decides whether it
@@ -698,32 +634,19 @@ int api_prepare(const api_ctx *ctx, api_job *job) {
     api_error e = {0};
     json_t *req = job->req;
     job->req = NULL; /* its strings may be most of the memory this job holds */
-    int done = 1;
-    if (job->kind == API_TOKENIZE) {
-        size_t len = 0;
-        char *body = api_tokenize(ctx, req, &len, &job->tokens, &e);
-        if (body) {
-            free(job->body);
-            job->body = body;
-            job->body_len = len;
-            job->status = 200;
-            job->err_code = NULL;
-        } else {
-            api_job_fail(job, e.status, e.code, e.message);
-        }
+    api_job *parsed = NULL;
+    long tokens = 0;
+    int rc = job->kind == API_FILL_MASK       ? api_parse_fill_mask(ctx, req, &parsed, &e)
+             : job->kind == API_NEXT_SENTENCE ? api_parse_next_sentence(ctx, req, &parsed, &e)
+                                              : api_parse_tokenize(ctx, req, &parsed, &tokens, &e);
+    if (rc) {
+        job->tokens = tokens; /* /v1/tokenize logs what it counted before refusing */
+        answer_fail(job, e.err, e.message);
     } else {
-        api_job *parsed = NULL;
-        int rc = job->kind == API_FILL_MASK ? api_parse_fill_mask(ctx, req, &parsed, &e)
-                                            : api_parse_next_sentence(ctx, req, &parsed, &e);
-        if (rc) {
-            api_job_fail(job, e.status, e.code, e.message);
-        } else {
-            job_adopt(job, parsed);
-            done = 0;
-        }
+        job_adopt(job, parsed);
     }
     json_decref(req);
-    return done;
+    return rc ? 1 : 0;
 }
 
 /* ---- /v1/models ---- */
@@ -743,7 +666,7 @@ char *api_models(const api_ctx *ctx, size_t *len) {
         "type_vocab_size", c->type_vocab_size, "hidden_act", c->hidden_act_name, "do_lower_case",
         tok_get_options(ctx->tok)->lowercase);
     json_t *root = json_pack("{s:s,s:[o]}", "object", "list", "data", m);
-    char *s = api_dump(root, len);
+    char *s = answer_dump(root, len);
     json_decref(root);
     return s;
 }

@@ -2,13 +2,14 @@
  *
  * Owns: request validation (JSON shape and types -> 400, content the model
  * cannot serve -> 422), tokenization of request inputs into api_job work
- * items, the answers that need no forward pass (/v1/tokenize, /v1/models),
- * and the error body format {"error": {"code", "message"}}.
+ * items (each [MASK] found once here and carried in the job) and /v1/models.
+ * The answers and error bodies are rendered by answer.h.
  *
  * An api_job is created by api_defer on the HTTP thread (holding the parsed
  * JSON), owned by the HTTP connection that created it, validated and
- * tokenized by a worker (api_prepare), run there (infer.c), which fills status
- * and body and calls complete(), and released with api_job_free. Messages
+ * tokenized by a worker (api_prepare), run there (infer.c: the numbers, then
+ * answer.c: status and body), which calls complete(), and released with
+ * api_job_free. Messages
  * never contain server paths: they name the request field at fault.
  *
  * Bounds per request, besides the shape limits: inputs x [MASK]s x top_k
@@ -24,6 +25,7 @@
 
 #include "bert.h"
 #include "config.h"
+#include "errcode.h"
 #include "pool.h"
 #include "tokenizer.h"
 
@@ -36,29 +38,37 @@ typedef struct api_ctx {
     int vocab_size;
 } api_ctx;
 
-/* Reads what the API needs from a loaded model (and its tokenizer_config.json
- * in dir). */
+/* Reads what the API needs from a loaded model (its tokenizer has read
+ * tokenizer_config.json). dir, err and errlen are no longer used (kept for
+ * main.c's call); returns 0. */
 int api_ctx_init(api_ctx *ctx, const bert_model *model, const char *dir, const cfg *c, char *err,
                  size_t errlen);
 
 typedef struct api_error {
-    int status;       /* HTTP status */
-    const char *code; /* stable machine-readable code */
+    errcode err;
+    int status;       /* errcode_status(err) */
+    const char *code; /* errcode_name(err) */
     char message[512];
 } api_error;
 
-/* {"error": {"code": ..., "message": ...}} as a malloc'd string. */
-char *api_error_body(const char *code, const char *message, size_t *len);
-
 typedef enum { API_FILL_MASK = 0, API_NEXT_SENTENCE = 1, API_TOKENIZE = 2 } api_kind;
 
+/* One input of a job: what the parse found (api.c), then the numbers the
+ * worker computed for it (infer.c), which answer.c renders. */
 typedef struct api_input {
     tok_sequence seq;
     int n_masks;
     int32_t *labels;  /* seq.len entries or NULL */
     int32_t *mlm_pos; /* ascending positions whose MLM logits are needed */
     int n_mlm;
-    int nsp_label; /* -1: none */
+    int *mask_rows; /* n_masks indices into mlm_pos: the [MASK] rows, ascending */
+    int nsp_label;  /* -1: none */
+    /* results, set by the worker */
+    int32_t *top_ids;  /* n_masks x job->top_k candidates, best first per mask */
+    float *top_scores; /* their softmax probabilities */
+    double loss;       /* mean cross-entropy over the labelled tokens; NAN: none */
+    int n_labelled;    /* MLM tokens labelled (not -100) */
+    float nsp_logits[2];
 } api_input;
 
 typedef struct api_job {
@@ -71,7 +81,7 @@ typedef struct api_job {
     int32_t *targets; /* NULL: whole vocabulary */
     int n_targets;
     int has_labels;
-    long tokens;
+    long tokens;         /* sum of the inputs' seq.len, counted once by the parse */
     long predictions;    /* fill-mask: sum over inputs of [MASK]s x top_k */
     json_t *req;         /* API_TOKENIZE: the request, tokenized by the worker */
     int64_t deadline_ns; /* CLOCK_MONOTONIC */
@@ -90,18 +100,16 @@ typedef struct api_job {
 } api_job;
 
 void api_job_free(api_job *job);
-/* Sets status/body to an error answer (frees a previous body). */
-void api_job_fail(api_job *job, int status, const char *code, const char *message);
 
 /* Each returns 0 and a job, or -1 with e filled. */
 int api_parse_fill_mask(const api_ctx *ctx, json_t *req, api_job **out, api_error *e);
 int api_parse_next_sentence(const api_ctx *ctx, json_t *req, api_job **out, api_error *e);
 
-/* /v1/tokenize: returns a malloc'd body or NULL with e filled; *tokens
- * receives the token count for logs. More than limits.max_tokenize_tokens
- * tokens over all inputs is 422 too_many_tokens, a body over
- * limits.max_answer_bytes is 413 answer_too_large. */
-char *api_tokenize(const api_ctx *ctx, json_t *req, size_t *len, long *tokens, api_error *e);
+/* /v1/tokenize: a job whose inputs hold the sequences (answer_render turns
+ * them into the answer); *tokens receives the token count for logs, also on
+ * a refusal. More than limits.max_tokenize_tokens tokens over all inputs is
+ * 422 too_many_tokens. */
+int api_parse_tokenize(const api_ctx *ctx, json_t *req, api_job **out, long *tokens, api_error *e);
 /* The three POST routes as jobs for the worker pool, parsed there: on an
  * HTTP polling thread, which also answers /healthz, tokenizing a 1 MB body
  * held every probe of that thread up for as long. The job keeps a reference
@@ -110,16 +118,13 @@ char *api_tokenize(const api_ctx *ctx, json_t *req, size_t *len, long *tokens, a
  * forward pass: body_bytes / 4), so batches stay within batch_max_cost. */
 int api_defer(const api_ctx *ctx, api_kind kind, json_t *req, size_t body_bytes, api_job **out,
               api_error *e);
-/* Worker thread: parses a deferred job (req set) in place, or, for
- * API_TOKENIZE, answers it. Returns 1 when the job now has its answer or its
- * refusal (status, body), 0 when it is ready for the forward pass. A job with
- * no req (parsed already) is ready. */
+/* Worker thread: parses a deferred job (req set) in place. Returns 1 when the
+ * job now has its refusal (status, body), 0 when it is parsed: ready for the
+ * forward pass, or for answer_render (API_TOKENIZE). A job with no req
+ * (parsed already) is ready. */
 int api_prepare(const api_ctx *ctx, api_job *job);
 
 /* /v1/models body. */
 char *api_models(const api_ctx *ctx, size_t *len);
-
-/* Compact JSON text of v, malloc'd; floats keep float32 round-trip precision. */
-char *api_dump(json_t *v, size_t *len);
 
 #endif

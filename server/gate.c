@@ -14,8 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api.h"
-#include "infer.h"
+#include "answer.h"
+#include "clock.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -26,9 +26,8 @@ static int is_tchar(unsigned char c) {
            (c && strchr("!#$%&'*+-.^_`|~", c));
 }
 
-static int refuse(gate_verdict *v, int status, const char *code, const char *message) {
-    v->status = status;
-    v->code = code;
+static int refuse(gate_verdict *v, errcode err, const char *message) {
+    v->err = err;
     v->message = message;
     return -1;
 }
@@ -45,14 +44,14 @@ static void trim_ows(const char **p, size_t *n) {
 int gate_check_framing(int n_length, const char *length, size_t length_len, int n_encoding,
                        const char *encoding, size_t encoding_len, gate_verdict *v) {
     if (n_encoding && n_length) {
-        refuse(v, 400, "bad_framing",
+        refuse(v, ERR_BAD_FRAMING,
                "Content-Length and Transfer-Encoding together are ambiguous; send one");
         return 0;
     }
     if (n_encoding) {
         trim_ows(&encoding, &encoding_len);
         if (n_encoding > 1 || encoding_len != 7 || strncasecmp(encoding, "chunked", 7) != 0) {
-            refuse(v, 501, "unsupported_transfer_encoding",
+            refuse(v, ERR_UNSUPPORTED_TRANSFER_ENCODING,
                    "the only Transfer-Encoding accepted is 'chunked'");
             return 0;
         }
@@ -64,7 +63,7 @@ int gate_check_framing(int n_length, const char *length, size_t length_len, int 
         for (size_t i = 0; ok && i < length_len; i++)
             ok = length[i] >= '0' && length[i] <= '9';
         if (!ok) {
-            refuse(v, 400, "bad_framing",
+            refuse(v, ERR_BAD_FRAMING,
                    "send exactly one Content-Length header holding a decimal number");
             return 0;
         }
@@ -86,32 +85,31 @@ int gate_check_head(const char *buf, size_t n, size_t head_max, size_t target_ma
     const char *eol = line_end(p, end);
     if (!eol) {
         if (n < head_max) return 0;
-        return refuse(v, 414, "uri_too_long", "the request line is too long");
+        return refuse(v, ERR_URI_TOO_LONG, "the request line is too long");
     }
     /* the request line: method SP target SP version */
     const char *le = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
     const char *sp1 = memchr(p, ' ', (size_t)(le - p));
     const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(le - sp1 - 1)) : NULL;
     if (!sp1 || !sp2 || sp1 == p || sp2 == sp1 + 1)
-        return refuse(v, 400, "bad_request", "the request line must be 'METHOD TARGET HTTP/1.1'");
+        return refuse(v, ERR_BAD_REQUEST, "the request line must be 'METHOD TARGET HTTP/1.1'");
     for (const char *c = p; c < sp1; c++)
         if (!is_tchar((unsigned char)*c))
-            return refuse(v, 400, "bad_request", "the method holds a character it may not");
+            return refuse(v, ERR_BAD_REQUEST, "the method holds a character it may not");
     for (const char *c = sp1 + 1; c < sp2; c++)
         if ((unsigned char)*c <= 0x20 || (unsigned char)*c == 0x7f)
-            return refuse(v, 400, "bad_request",
+            return refuse(v, ERR_BAD_REQUEST,
                           "the request target holds a space or a control character");
     if ((size_t)(sp2 - sp1 - 1) > target_max)
-        return refuse(v, 414, "uri_too_long", "the request target is too long");
+        return refuse(v, ERR_URI_TOO_LONG, "the request target is too long");
     const char *ver = sp2 + 1;
     size_t vlen = (size_t)(le - ver);
     int well_formed = vlen == 8 && memcmp(ver, "HTTP/", 5) == 0 && ver[5] >= '0' && ver[5] <= '9' &&
                       ver[6] == '.' && ver[7] >= '0' && ver[7] <= '9';
     if (!well_formed)
-        return refuse(v, 400, "bad_request", "the request line must be 'METHOD TARGET HTTP/1.1'");
+        return refuse(v, ERR_BAD_REQUEST, "the request line must be 'METHOD TARGET HTTP/1.1'");
     if (memcmp(ver, "HTTP/1.1", 8) != 0 && memcmp(ver, "HTTP/1.0", 8) != 0)
-        return refuse(v, 505, "http_version_not_supported",
-                      "only HTTP/1.0 and HTTP/1.1 are served");
+        return refuse(v, ERR_HTTP_VERSION_NOT_SUPPORTED, "only HTTP/1.0 and HTTP/1.1 are served");
 
     /* header lines up to the empty one */
     int n_length = 0, n_encoding = 0;
@@ -121,23 +119,23 @@ int gate_check_head(const char *buf, size_t n, size_t head_max, size_t target_ma
         eol = line_end(p, end);
         if (!eol) {
             if (n < head_max) return 0;
-            return refuse(v, 431, "header_too_large", "the request headers are too large");
+            return refuse(v, ERR_HEADER_TOO_LARGE, "the request headers are too large");
         }
         if ((size_t)(eol + 1 - buf) > head_max)
-            return refuse(v, 431, "header_too_large", "the request headers are too large");
+            return refuse(v, ERR_HEADER_TOO_LARGE, "the request headers are too large");
         le = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
         if (le == p) break; /* end of the head */
         if (*p == ' ' || *p == '\t')
-            return refuse(v, 400, "bad_request", "folded header lines are not accepted");
+            return refuse(v, ERR_BAD_REQUEST, "folded header lines are not accepted");
         const char *colon = memchr(p, ':', (size_t)(le - p));
         if (!colon || colon == p)
-            return refuse(v, 400, "bad_request", "a header line must be 'Name: value'");
+            return refuse(v, ERR_BAD_REQUEST, "a header line must be 'Name: value'");
         for (const char *c = p; c < colon; c++)
             if (!is_tchar((unsigned char)*c))
-                return refuse(v, 400, "bad_request", "a header name holds a character it may not");
+                return refuse(v, ERR_BAD_REQUEST, "a header name holds a character it may not");
         for (const char *c = colon + 1; c < le; c++)
             if (((unsigned char)*c < 0x20 && *c != '\t') || (unsigned char)*c == 0x7f)
-                return refuse(v, 400, "bad_request", "a header value holds a control character");
+                return refuse(v, ERR_BAD_REQUEST, "a header value holds a control character");
         size_t name_len = (size_t)(colon - p);
         if (name_len == 14 && strncasecmp(p, "Content-Length", 14) == 0) {
             n_length++;
@@ -207,14 +205,14 @@ static void release(gate *g, pending *p) {
  * bytes are read first, and the write side shut before closing, so that the
  * close does not turn into a reset that could destroy the answer. */
 static void answer_and_close(gate *g, pending *p, const gate_verdict *v, size_t head_len) {
-    int64_t t0 = infer_now_ns();
+    int64_t t0 = clock_now_ns();
     size_t blen = 0;
-    char *body = api_error_body(v->code, v->message, &blen);
+    char *body = answer_error_body(errcode_name(v->err), v->message, &blen);
     char head[256];
     int hl = snprintf(head, sizeof(head),
                       "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
                       "Content-Length: %zu\r\n\r\n",
-                      v->status, reason(v->status), body ? blen : 0);
+                      errcode_status(v->err), reason(errcode_status(v->err)), body ? blen : 0);
     int fd = p->fd;
     release(g, p);
     for (size_t left = head_len; left > 0;) {
@@ -227,16 +225,16 @@ static void answer_and_close(gate *g, pending *p, const gate_verdict *v, size_t 
     free(body);
     shutdown(fd, SHUT_WR);
     close(fd);
-    double secs = (double)(infer_now_ns() - t0) / 1e9;
-    metrics_observe_request(ROUTE_OTHER, v->status, secs, 1);
+    double secs = (double)(clock_now_ns() - t0) / 1e9;
+    metrics_observe_request(ROUTE_OTHER, errcode_status(v->err), secs, 1);
     /* the same fields as http.c's request lines; the head was not parsed, so
      * method and path are unknown */
     char id[32];
     snprintf(id, sizeof(id), "gate-%llu", (unsigned long long)++g->refused);
     log_json(LOG_INFO, "request",
              json_pack("{s:s,s:s,s:s,s:i,s:f,s:i,s:s}", "request_id", id, "method", "?", "path",
-                       "?", "status", v->status, "latency_ms", secs * 1e3, "tokens", 0, "error",
-                       v->code));
+                       "?", "status", errcode_status(v->err), "latency_ms", secs * 1e3, "tokens", 0,
+                       "error", errcode_name(v->err)));
 }
 
 static void examine(gate *g, pending *p, uint32_t events) {
@@ -259,7 +257,7 @@ static void examine(gate *g, pending *p, uint32_t events) {
         }
         if ((size_t)n > p->seen) { /* idle timeout, as libmicrohttpd's */
             p->seen = (size_t)n;
-            p->deadline_ns = infer_now_ns() + (int64_t)g->o.timeout_s * 1000000000LL;
+            p->deadline_ns = clock_now_ns() + (int64_t)g->o.timeout_s * 1000000000LL;
         }
         return;
     }
@@ -285,7 +283,7 @@ static void accept_all(gate *g) {
                 /* out of descriptors: stop polling the listener for a moment
                  * instead of spinning on it */
                 epoll_ctl(g->ep, EPOLL_CTL_DEL, g->o.listen_fd, NULL);
-                g->accept_resume_ns = infer_now_ns() + 100000000LL;
+                g->accept_resume_ns = clock_now_ns() + 100000000LL;
             }
             return;
         }
@@ -304,7 +302,7 @@ static void accept_all(gate *g) {
         p->addr = addr;
         p->addrlen = addrlen;
         p->seen = 0;
-        p->deadline_ns = infer_now_ns() + (int64_t)g->o.timeout_s * 1000000000LL;
+        p->deadline_ns = clock_now_ns() + (int64_t)g->o.timeout_s * 1000000000LL;
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.ptr = p};
         if (epoll_ctl(g->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
             close(fd);
@@ -332,7 +330,7 @@ static void *gate_main(void *arg) {
     gate *g = arg;
     struct epoll_event evs[64];
     while (!atomic_load(&g->stop)) {
-        int64_t now = infer_now_ns(), next = -1;
+        int64_t now = clock_now_ns(), next = -1;
         if (g->listening && g->accept_resume_ns && now >= g->accept_resume_ns) {
             struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
             epoll_ctl(g->ep, EPOLL_CTL_ADD, g->o.listen_fd, &ev);

@@ -23,11 +23,12 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "errcode.h"
+
 typedef struct gate gate;
 
 typedef struct gate_verdict {
-    int status;          /* HTTP status of the refusal */
-    const char *code;    /* error code, as in openapi.yaml */
+    errcode err;         /* the refusal's code (and so its status) */
     const char *message; /* static text */
 } gate_verdict;
 

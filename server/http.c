@@ -18,10 +18,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "answer.h"
+#include "clock.h"
 #include "assets.h"
 #include "auth.h"
 #include "gate.h"
-#include "infer.h"
 #include "log.h"
 #include "tls.h"
 
@@ -66,35 +67,26 @@ struct http_server {
     tls_material tls; /* server.tls_*: no gate then (tls.h) */
 };
 
-typedef enum { R_POST_JOB, R_POST_TOKENIZE, R_GET } route_kind;
+typedef struct route route; /* the ROUTES table, below its handlers */
 
-typedef struct route {
-    const char *path;
-    metrics_route metric;
-    route_kind kind;
-    int needs_auth;
-} route;
-
-static const route ROUTES[] = {
-    {"/v1/fill-mask", ROUTE_FILL_MASK, R_POST_JOB, 1},
-    {"/v1/next-sentence", ROUTE_NEXT_SENTENCE, R_POST_JOB, 1},
-    {"/v1/tokenize", ROUTE_TOKENIZE, R_POST_TOKENIZE, 1},
-    {"/v1/models", ROUTE_MODELS, R_GET, 1},
-    {"/healthz", ROUTE_HEALTHZ, R_GET, 0},
-    {"/readyz", ROUTE_READYZ, R_GET, 0},
-    {"/metrics", ROUTE_METRICS, R_GET, 0},
-    /* The pages and the contract are public; the API calls they make carry the token. */
-    {"/", ROUTE_PAGE, R_GET, 0},
-    {"/docs", ROUTE_DOCS, R_GET, 0},
-    {"/openapi.json", ROUTE_OPENAPI_JSON, R_GET, 0},
-    {"/openapi.yaml", ROUTE_OPENAPI_YAML, R_GET, 0},
-};
-#define N_ROUTES (sizeof(ROUTES) / sizeof(ROUTES[0]))
+/* Where a request is. Each libmicrohttpd call for it (head, body chunks, end
+ * of body, resume) is dispatched on this alone (on_request). */
+typedef enum {
+    REQ_HEAD = 0, /* head read, no body: the checks run on the next call, once
+                   * the request is complete, so keep-alive works */
+    REQ_BODY,     /* accepted POST: the body arrives (or is dropped: discarded,
+                   * over_budget) and is handled at its end */
+    REQ_DRAIN,    /* draining: the body is read and dropped, then 503 */
+    REQ_WAITING,  /* a job is in the pool; the connection is suspended until a
+                   * worker completes it */
+    REQ_ANSWERED, /* a response is queued; whatever else arrives is dropped */
+} req_state;
 
 typedef struct req_ctx {
     http_server *srv;
     struct MHD_Connection *conn;
     const route *route; /* NULL: unknown path */
+    req_state state;
     char request_id[80];
     char method[16];
     char path[256];
@@ -104,7 +96,6 @@ typedef struct req_ctx {
     long discarded;  /* > 0: body over the limit, being dropped */
     long reserved;   /* bytes of srv->body_bytes this request holds */
     int over_budget; /* body dropped: srv->body_budget was spent */
-    int deferred;    /* no body: first_call runs on the next call */
     int counted;     /* counted in srv->accepted */
     int status;
     const char *err_code;
@@ -112,7 +103,6 @@ typedef struct req_ctx {
     api_job *job;
     int job_done, suspended; /* guarded by srv->resume_mu */
     int fd;                  /* the connection's socket, for job_client_gone */
-    int drain_after_body;    /* answer 503 draining once the body is read */
 } req_ctx;
 
 /* ---- responses ---- */
@@ -137,6 +127,7 @@ static enum MHD_Result send_buf(req_ctx *r, int status, char *buf, size_t len,
     for (const char *const *h = headers; h && h[0]; h += 2)
         MHD_add_response_header(resp, h[0], h[1]);
     r->status = status;
+    r->state = REQ_ANSWERED;
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned int)status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -147,23 +138,24 @@ static enum MHD_Result send_json(req_ctx *r, int status, char *body, size_t len,
     return send_buf(r, status, body, len, "application/json", headers);
 }
 
-static enum MHD_Result send_error(req_ctx *r, int status, const char *code, const char *message,
+static enum MHD_Result send_error(req_ctx *r, errcode err, const char *message,
                                   const char *const *headers) {
     size_t len = 0;
-    char *body = api_error_body(code, message, &len);
+    const char *code = errcode_name(err);
+    char *body = answer_error_body(code, message, &len);
     r->err_code = code;
-    return send_json(r, status, body, len, headers);
+    return send_json(r, errcode_status(err), body, len, headers);
 }
 
 static enum MHD_Result send_overloaded(req_ctx *r) {
     static const char *const h[] = {"Retry-After", "1", NULL};
-    return send_error(r, 503, "overloaded",
+    return send_error(r, ERR_OVERLOADED,
                       "all workers are busy and the queue is full; retry after a second", h);
 }
 
 static enum MHD_Result send_draining(req_ctx *r) {
     static const char *const h[] = {"Retry-After", "5", "Connection", "close", NULL};
-    return send_error(r, 503, "draining",
+    return send_error(r, ERR_DRAINING,
                       "the server is shutting down and accepts no new work; retry on another "
                       "instance",
                       h);
@@ -176,7 +168,7 @@ static enum MHD_Result send_asset(req_ctx *r, asset_id id) {
                               "style-src 'unsafe-inline'; connect-src 'self'; img-src data:; "
                               "base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
     asset a = assets_get(id);
-    if (!a.body) return send_error(r, 500, "internal", "asset not available", NULL);
+    if (!a.body) return send_error(r, ERR_INTERNAL, "asset not available", NULL);
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(a.len, (void *)a.body, MHD_RESPMEM_PERSISTENT);
     if (!resp) return MHD_NO;
@@ -190,6 +182,7 @@ static enum MHD_Result send_asset(req_ctx *r, asset_id id) {
         MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
     }
     r->status = 200;
+    r->state = REQ_ANSWERED;
     enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -225,12 +218,6 @@ static void copy_printable(char *dst, size_t cap, const char *src) {
     for (; src && src[i] && i + 1 < cap; i++)
         dst[i] = (src[i] >= 0x20 && src[i] < 0x7f) ? src[i] : '?';
     dst[i] = 0;
-}
-
-static const route *find_route(const char *url) {
-    for (size_t i = 0; i < N_ROUTES; i++)
-        if (strcmp(url, ROUTES[i].path) == 0) return &ROUTES[i];
-    return NULL;
 }
 
 static int authorized(http_server *s, req_ctx *r) {
@@ -297,7 +284,7 @@ static int framing_ok(req_ctx *r, int *has_body, enum MHD_Result *ret) {
     if (!gate_check_framing(f.n_length, f.length, f.length ? strlen(f.length) : 0, f.n_encoding,
                             f.encoding, f.encoding ? strlen(f.encoding) : 0, &v)) {
         *has_body = 0;
-        *ret = send_error(r, v.status, v.code, v.message, close_h);
+        *ret = send_error(r, v.err, v.message, close_h);
         return 0;
     }
     *has_body = f.n_encoding || (f.n_length && strspn(f.length, "0 \t") != strlen(f.length));
@@ -361,64 +348,76 @@ static void drop_body(http_server *s, req_ctx *r) {
 
 static enum MHD_Result send_body_budget_spent(req_ctx *r) {
     static const char *const h[] = {"Retry-After", "1", "Connection", "close", NULL};
-    return send_error(r, 503, "overloaded",
+    return send_error(r, ERR_OVERLOADED,
                       "too many request bodies are being received at once; retry after a second",
                       h);
 }
 
 /* ---- GET routes ---- */
 
-static enum MHD_Result handle_get(http_server *s, req_ctx *r) {
-    char *body = NULL;
+static enum MHD_Result get_healthz(http_server *s, req_ctx *r) {
+    (void)s;
+    char *body = strdup("{\"status\":\"ok\"}");
+    return send_json(r, 200, body, body ? strlen(body) : 0, NULL);
+}
+
+static enum MHD_Result get_readyz(http_server *s, req_ctx *r) {
+    const char *state = atomic_load(&s->draining) ? "draining"
+                        : atomic_load(&s->ready)  ? "ready"
+                                                  : "loading";
+    int status = strcmp(state, "ready") == 0 ? 200 : 503;
+    char buf[64];
+    snprintf(buf, sizeof(buf), "{\"status\":\"%s\"}", state);
+    char *body = strdup(buf);
+    return send_json(r, status, body, body ? strlen(body) : 0, NULL);
+}
+
+static enum MHD_Result get_metrics(http_server *s, req_ctx *r) {
+    metrics_gauges g = {0};
+    g.queue_capacity = s->cfg->queue_depth;
+    g.workers = s->cfg->workers;
+    g.draining = atomic_load(&s->draining);
+    if (atomic_load(&s->ready)) {
+        g.ready = !g.draining;
+        g.queue_depth = pool_depth(s->pool);
+        g.busy = pool_active(s->pool);
+        g.model = s->model_info;
+    }
     size_t len = 0;
-    switch (r->route->metric) {
-    case ROUTE_HEALTHZ:
-        body = strdup("{\"status\":\"ok\"}");
-        return send_json(r, 200, body, body ? strlen(body) : 0, NULL);
-    case ROUTE_READYZ: {
-        const char *state = atomic_load(&s->draining) ? "draining"
-                            : atomic_load(&s->ready)  ? "ready"
-                                                      : "loading";
-        int status = strcmp(state, "ready") == 0 ? 200 : 503;
-        char buf[64];
-        snprintf(buf, sizeof(buf), "{\"status\":\"%s\"}", state);
-        body = strdup(buf);
-        return send_json(r, status, body, body ? strlen(body) : 0, NULL);
+    char *body = metrics_render(&g, &len);
+    if (!body) return send_error(r, ERR_INTERNAL, "out of memory", NULL);
+    return send_buf(r, 200, body, len, "text/plain; version=0.0.4; charset=utf-8", NULL);
+}
+
+static enum MHD_Result get_models(http_server *s, req_ctx *r) {
+    if (!atomic_load(&s->ready)) {
+        static const char *const h[] = {"Retry-After", "1", NULL};
+        return send_error(r, ERR_LOADING, "the model is still loading; retry shortly", h);
     }
-    case ROUTE_METRICS: {
-        metrics_gauges g = {0};
-        g.queue_capacity = s->cfg->queue_depth;
-        g.workers = s->cfg->workers;
-        g.draining = atomic_load(&s->draining);
-        if (atomic_load(&s->ready)) {
-            g.ready = !g.draining;
-            g.queue_depth = pool_depth(s->pool);
-            g.busy = pool_active(s->pool);
-            g.model = s->model_info;
-        }
-        body = metrics_render(&g, &len);
-        if (!body) return send_error(r, 500, "internal", "out of memory", NULL);
-        return send_buf(r, 200, body, len, "text/plain; version=0.0.4; charset=utf-8", NULL);
-    }
-    case ROUTE_MODELS:
-        if (!atomic_load(&s->ready)) {
-            static const char *const h[] = {"Retry-After", "1", NULL};
-            return send_error(r, 503, "loading", "the model is still loading; retry shortly", h);
-        }
-        body = api_models(s->api, &len);
-        if (!body) return send_error(r, 500, "internal", "out of memory", NULL);
-        return send_json(r, 200, body, len, NULL);
-    case ROUTE_PAGE:
-        return send_asset(r, ASSET_PAGE_PLAYGROUND);
-    case ROUTE_DOCS:
-        return send_asset(r, ASSET_PAGE_DOCS);
-    case ROUTE_OPENAPI_JSON:
-        return send_asset(r, ASSET_OPENAPI_JSON);
-    case ROUTE_OPENAPI_YAML:
-        return send_asset(r, ASSET_OPENAPI_YAML);
-    default:
-        return send_error(r, 404, "not_found", "no such route", NULL);
-    }
+    size_t len = 0;
+    char *body = api_models(s->api, &len);
+    if (!body) return send_error(r, ERR_INTERNAL, "out of memory", NULL);
+    return send_json(r, 200, body, len, NULL);
+}
+
+static enum MHD_Result get_page(http_server *s, req_ctx *r) {
+    (void)s;
+    return send_asset(r, ASSET_PAGE_PLAYGROUND);
+}
+
+static enum MHD_Result get_docs(http_server *s, req_ctx *r) {
+    (void)s;
+    return send_asset(r, ASSET_PAGE_DOCS);
+}
+
+static enum MHD_Result get_openapi_json(http_server *s, req_ctx *r) {
+    (void)s;
+    return send_asset(r, ASSET_OPENAPI_JSON);
+}
+
+static enum MHD_Result get_openapi_yaml(http_server *s, req_ctx *r) {
+    (void)s;
+    return send_asset(r, ASSET_OPENAPI_YAML);
 }
 
 /* ---- jobs ---- */
@@ -459,20 +458,19 @@ static enum MHD_Result send_job_result(req_ctx *r) {
     size_t len = job->body_len;
     job->body = NULL; /* the response owns it now */
     r->err_code = job->err_code;
-    if (!body) return send_error(r, 500, "internal", "no answer was produced", NULL);
+    if (!body) return send_error(r, ERR_INTERNAL, "no answer was produced", NULL);
     return send_json(r, job->status, body, len, job->status == 503 ? retry : NULL);
 }
 
 static enum MHD_Result submit_job(http_server *s, req_ctx *r, api_job *job) {
     r->job = job;
-    r->tokens = job->tokens;
     job->owner = r;
     job->complete = job_complete;
     job->gone = job_client_gone;
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     r->fd = ci ? ci->connect_fd : -1;
-    job->deadline_ns = infer_now_ns() + (int64_t)s->cfg->request_timeout_ms * 1000000LL;
+    job->deadline_ns = clock_now_ns() + (int64_t)s->cfg->request_timeout_ms * 1000000LL;
     int rc = pool_submit(s->pool, &job->item);
     if (rc == POOL_FULL) return send_overloaded(r);
     if (rc != POOL_OK) return send_draining(r);
@@ -481,12 +479,14 @@ static enum MHD_Result submit_job(http_server *s, req_ctx *r, api_job *job) {
     if (!done) {
         MHD_suspend_connection(r->conn);
         r->suspended = 1;
+        r->state = REQ_WAITING;
     }
     pthread_mutex_unlock(&s->resume_mu);
     return done ? send_job_result(r) : MHD_YES;
 }
 
-static enum MHD_Result handle_body(http_server *s, req_ctx *r) {
+/* A POST route's body, read in full: JSON syntax here, the rest on a worker. */
+static enum MHD_Result post_job(http_server *s, req_ctx *r, api_kind kind) {
     json_error_t je;
     /* \u0000 is valid JSON; the tokenizer drops NUL as clean_text does, and
      * every string is read with its length. */
@@ -503,31 +503,74 @@ static enum MHD_Result handle_body(http_server *s, req_ctx *r) {
         char msg[300];
         if (json_error_code(&je) == json_error_invalid_utf8) {
             snprintf(msg, sizeof(msg), "the body is not valid UTF-8 (byte %d)", je.position);
-            return send_error(r, 400, "invalid_utf8", msg, NULL);
+            return send_error(r, ERR_INVALID_UTF8, msg, NULL);
         }
         snprintf(msg, sizeof(msg), "the body is not valid JSON: %s at line %d, column %d", je.text,
                  je.line, je.column);
-        return send_error(r, 400, "invalid_json", msg, NULL);
+        return send_error(r, ERR_INVALID_JSON, msg, NULL);
     }
     api_error e = {0};
     api_job *job = NULL;
     /* Parsed (tokenized) on a worker: on this polling thread a 1 MB body held
      * up the /healthz probes it also answers. */
-    int rc = api_defer(s->api,
-                       r->route->kind == R_POST_TOKENIZE     ? API_TOKENIZE
-                       : r->route->metric == ROUTE_FILL_MASK ? API_FILL_MASK
-                                                             : API_NEXT_SENTENCE,
-                       req, r->len, &job, &e);
+    int rc = api_defer(s->api, kind, req, r->len, &job, &e);
     json_decref(req);
-    if (rc) return send_error(r, e.status, e.code, e.message, NULL);
+    if (rc) return send_error(r, e.err, e.message, NULL);
     return submit_job(s, r, job);
+}
+
+/* ---- POST routes ---- */
+
+static enum MHD_Result post_fill_mask(http_server *s, req_ctx *r) {
+    return post_job(s, r, API_FILL_MASK);
+}
+
+static enum MHD_Result post_next_sentence(http_server *s, req_ctx *r) {
+    return post_job(s, r, API_NEXT_SENTENCE);
+}
+
+static enum MHD_Result post_tokenize(http_server *s, req_ctx *r) {
+    return post_job(s, r, API_TOKENIZE);
+}
+
+/* ---- routing ---- */
+
+struct route {
+    const char *path;
+    metrics_route metric;
+    int is_post; /* POST with a JSON body, handled once it is read; else GET/HEAD */
+    int needs_auth;
+    enum MHD_Result (*handle)(http_server *s, req_ctx *r);
+};
+
+/* A route is a handler above and a line here (and its metrics_route). */
+static const route ROUTES[] = {
+    {"/v1/fill-mask", ROUTE_FILL_MASK, 1, 1, post_fill_mask},
+    {"/v1/next-sentence", ROUTE_NEXT_SENTENCE, 1, 1, post_next_sentence},
+    {"/v1/tokenize", ROUTE_TOKENIZE, 1, 1, post_tokenize},
+    {"/v1/models", ROUTE_MODELS, 0, 1, get_models},
+    {"/healthz", ROUTE_HEALTHZ, 0, 0, get_healthz},
+    {"/readyz", ROUTE_READYZ, 0, 0, get_readyz},
+    {"/metrics", ROUTE_METRICS, 0, 0, get_metrics},
+    /* The pages and the contract are public; the API calls they make carry the token. */
+    {"/", ROUTE_PAGE, 0, 0, get_page},
+    {"/docs", ROUTE_DOCS, 0, 0, get_docs},
+    {"/openapi.json", ROUTE_OPENAPI_JSON, 0, 0, get_openapi_json},
+    {"/openapi.yaml", ROUTE_OPENAPI_YAML, 0, 0, get_openapi_yaml},
+};
+#define N_ROUTES (sizeof(ROUTES) / sizeof(ROUTES[0]))
+
+static const route *find_route(const char *url) {
+    for (size_t i = 0; i < N_ROUTES; i++)
+        if (strcmp(url, ROUTES[i].path) == 0) return &ROUTES[i];
+    return NULL;
 }
 
 /* ---- MHD callbacks ---- */
 
 static enum MHD_Result first_call(http_server *s, req_ctx *r, const char *method) {
     if (!r->route)
-        return send_error(r, 404, "not_found",
+        return send_error(r, ERR_NOT_FOUND,
                           "no such route; the routes are POST /v1/fill-mask, /v1/next-sentence, "
                           "/v1/tokenize and GET /v1/models, /healthz, /readyz, /metrics, "
                           "/openapi.json, /docs, /",
@@ -546,20 +589,20 @@ static enum MHD_Result first_call(http_server *s, req_ctx *r, const char *method
     }
     int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     int is_post = strcmp(method, "POST") == 0;
-    if (r->route->kind == R_GET && !is_get) {
+    if (!r->route->is_post && !is_get) {
         static const char *const h[] = {"Allow", "GET, HEAD", NULL};
-        return send_error(r, 405, "method_not_allowed", "this route accepts GET", h);
+        return send_error(r, ERR_METHOD_NOT_ALLOWED, "this route accepts GET", h);
     }
-    if (r->route->kind != R_GET && !is_post) {
+    if (r->route->is_post && !is_post) {
         static const char *const h[] = {"Allow", "POST", NULL};
-        return send_error(r, 405, "method_not_allowed", "this route accepts POST", h);
+        return send_error(r, ERR_METHOD_NOT_ALLOWED, "this route accepts POST", h);
     }
     if (r->route->needs_auth && !authorized(s, r)) {
         static const char *const h[] = {"WWW-Authenticate", "Bearer realm=\"bert-serve\"", NULL};
-        return send_error(r, 401, "unauthorized",
+        return send_error(r, ERR_UNAUTHORIZED,
                           "send the API token as 'Authorization: Bearer <token>'", h);
     }
-    if (r->route->kind == R_GET) return handle_get(s, r);
+    if (!r->route->is_post) return r->route->handle(s, r);
 
     if (atomic_load(&s->draining)) {
         /* Answered after the body is read: closing a socket with unread data
@@ -567,15 +610,15 @@ static enum MHD_Result first_call(http_server *s, req_ctx *r, const char *method
         const char *len = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
         if (!len || strtoull(len, NULL, 10) > (unsigned long long)s->cfg->max_body_bytes)
             return send_draining(r);
-        r->drain_after_body = 1;
+        r->state = REQ_DRAIN;
         return MHD_YES;
     }
     if (!atomic_load(&s->ready)) {
         static const char *const h[] = {"Retry-After", "1", NULL};
-        return send_error(r, 503, "loading", "the model is still loading; retry shortly", h);
+        return send_error(r, ERR_LOADING, "the model is still loading; retry shortly", h);
     }
     if (!content_type_is_json(r->conn))
-        return send_error(r, 415, "unsupported_media_type",
+        return send_error(r, ERR_UNSUPPORTED_MEDIA_TYPE,
                           "send the body as JSON with 'Content-Type: application/json'", NULL);
     const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
     if (cl) {
@@ -585,7 +628,7 @@ static enum MHD_Result first_call(http_server *s, req_ctx *r, const char *method
         if (errno == ERANGE || n > (unsigned long long)s->cfg->max_body_bytes) {
             char msg[160];
             snprintf(msg, sizeof(msg), "the body may be at most %ld bytes", s->cfg->max_body_bytes);
-            return send_error(r, 413, "payload_too_large", msg, NULL);
+            return send_error(r, ERR_PAYLOAD_TOO_LARGE, msg, NULL);
         }
         /* The announced length is taken whole now, so that many clients that
          * announce big bodies and never finish cannot hold more than the
@@ -595,7 +638,66 @@ static enum MHD_Result first_call(http_server *s, req_ctx *r, const char *method
     r->counted = 1;
     atomic_fetch_add(&s->accepted, 1);
     metrics_add_inflight(1);
+    r->state = REQ_BODY;
     return MHD_YES;
+}
+
+/* REQ_BODY, a chunk of the body: kept, or dropped past max_body_bytes or the
+ * process-wide body budget (answered at the end of the body). */
+static enum MHD_Result body_chunk(http_server *s, req_ctx *r, const char *data, size_t n) {
+    if (r->discarded || r->over_budget || r->len + n > (size_t)s->cfg->max_body_bytes) {
+        r->discarded += (long)n;
+        drop_body(s, r);
+        return r->discarded > HTTP_DISCARD_LIMIT ? MHD_NO : MHD_YES;
+    }
+    if (r->len + n > r->cap) {
+        size_t ncap = r->cap ? r->cap : 4096;
+        while (ncap < r->len + n)
+            ncap *= 2;
+        if (ncap > (size_t)s->cfg->max_body_bytes) ncap = (size_t)s->cfg->max_body_bytes;
+        /* Content-Length taken at the headers: one buffer of that size. */
+        if (r->reserved >= (long)(r->len + n)) ncap = (size_t)r->reserved;
+        if ((long)ncap > r->reserved && !budget_take(s, r, (long)ncap - r->reserved)) {
+            /* Read on and drop the rest: the 503 can only be sent once
+             * the body is over. */
+            r->over_budget = 1;
+            r->discarded += (long)n;
+            drop_body(s, r);
+            return MHD_YES;
+        }
+        char *nb = realloc(r->body, ncap);
+        if (!nb) return MHD_NO;
+        r->body = nb;
+        r->cap = ncap;
+    }
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+    return MHD_YES;
+}
+
+/* REQ_BODY, the end of the body: its refusal, or the route's handler. */
+static enum MHD_Result body_end(http_server *s, req_ctx *r) {
+    if (r->over_budget) return send_body_budget_spent(r);
+    if (r->discarded) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "the body may be at most %ld bytes", s->cfg->max_body_bytes);
+        return send_error(r, ERR_PAYLOAD_TOO_LARGE, msg, NULL);
+    }
+    return r->route->handle(s, r);
+}
+
+static req_ctx *req_new(http_server *s, struct MHD_Connection *conn, const char *url,
+                        const char *method) {
+    req_ctx *r = calloc(1, sizeof(*r));
+    if (!r) return NULL;
+    r->srv = s;
+    r->conn = conn;
+    r->t0 = clock_now_ns();
+    r->route = find_route(url);
+    copy_printable(r->method, sizeof(r->method), method);
+    copy_printable(r->path, sizeof(r->path), url);
+    set_request_id(s, r);
+    return r;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -605,89 +707,46 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     http_server *s = cls;
     req_ctx *r = *con_cls;
     if (!r) {
-        r = calloc(1, sizeof(*r));
+        r = req_new(s, conn, url, method);
         if (!r) return MHD_NO;
         *con_cls = r;
-        r->srv = s;
-        r->conn = conn;
-        r->t0 = infer_now_ns();
-        r->route = find_route(url);
-        copy_printable(r->method, sizeof(r->method), method);
-        copy_printable(r->path, sizeof(r->path), url);
-        set_request_id(s, r);
         int has_body = 0;
         enum MHD_Result ret = MHD_YES;
         if (!framing_ok(r, &has_body, &ret)) return ret;
         /* A response queued before libmicrohttpd has finished the request
          * makes it close the connection. Requests with a body that are
          * refused early want that (the body is not read); those without one
-         * are answered on the next call, when the request is complete, so
-         * keep-alive and pipelining work for them. */
-        if (has_body) return first_call(s, r, method);
-        r->deferred = 1;
-        return MHD_YES;
+         * are answered on the next call (REQ_HEAD), when the request is
+         * complete, so keep-alive and pipelining work for them. */
+        return has_body ? first_call(s, r, method) : MHD_YES;
     }
-    if (r->deferred) {
-        r->deferred = 0;
+    if (r->state == REQ_HEAD) {
         enum MHD_Result ret = first_call(s, r, method);
-        if (ret != MHD_YES || r->status) return ret;
-        /* accepted POST with an empty body: answered below */
+        if (ret != MHD_YES || r->state == REQ_ANSWERED) return ret;
+        /* accepted POST with an empty body (REQ_BODY or REQ_DRAIN): below */
     }
-    if (r->status) { /* answered early: drop any body */
-        *upload_data_size = 0;
-        return MHD_YES;
-    }
-    if (r->drain_after_body) {
+    switch (r->state) {
+    case REQ_DRAIN:
         if (!*upload_data_size) return send_draining(r);
         *upload_data_size = 0;
         return MHD_YES;
+    case REQ_BODY: {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        return n ? body_chunk(s, r, upload_data, n) : body_end(s, r);
     }
-    if (r->job) {
+    case REQ_WAITING: {
         pthread_mutex_lock(&s->resume_mu);
         int done = r->job_done;
         pthread_mutex_unlock(&s->resume_mu);
-        if (!done) return MHD_YES;
-        return send_job_result(r);
+        return done ? send_job_result(r) : MHD_YES;
     }
-    if (*upload_data_size) {
-        size_t n = *upload_data_size;
+    case REQ_HEAD:     /* first_call leaves it: never here */
+    case REQ_ANSWERED: /* answered early: drop any body */
+    default:
         *upload_data_size = 0;
-        if (r->discarded || r->over_budget || r->len + n > (size_t)s->cfg->max_body_bytes) {
-            r->discarded += (long)n;
-            drop_body(s, r);
-            return r->discarded > HTTP_DISCARD_LIMIT ? MHD_NO : MHD_YES;
-        }
-        if (r->len + n > r->cap) {
-            size_t ncap = r->cap ? r->cap : 4096;
-            while (ncap < r->len + n)
-                ncap *= 2;
-            if (ncap > (size_t)s->cfg->max_body_bytes) ncap = (size_t)s->cfg->max_body_bytes;
-            /* Content-Length taken at the headers: one buffer of that size. */
-            if (r->reserved >= (long)(r->len + n)) ncap = (size_t)r->reserved;
-            if ((long)ncap > r->reserved && !budget_take(s, r, (long)ncap - r->reserved)) {
-                /* Read on and drop the rest: the 503 can only be sent once
-                 * the body is over. */
-                r->over_budget = 1;
-                r->discarded += (long)n;
-                drop_body(s, r);
-                return MHD_YES;
-            }
-            char *nb = realloc(r->body, ncap);
-            if (!nb) return MHD_NO;
-            r->body = nb;
-            r->cap = ncap;
-        }
-        memcpy(r->body + r->len, upload_data, n);
-        r->len += n;
         return MHD_YES;
     }
-    if (r->over_budget) return send_body_budget_spent(r);
-    if (r->discarded) {
-        char msg[160];
-        snprintf(msg, sizeof(msg), "the body may be at most %ld bytes", s->cfg->max_body_bytes);
-        return send_error(r, 413, "payload_too_large", msg, NULL);
-    }
-    return handle_body(s, r);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -703,7 +762,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         r->status = 499;
         r->err_code = r->job->err_code;
     }
-    double secs = (double)(infer_now_ns() - r->t0) / 1e9;
+    double secs = (double)(clock_now_ns() - r->t0) / 1e9;
     /* Only an answer sent in full counts under its status; one whose client
      * left (or was cut at shutdown) counts as undelivered. */
     metrics_observe_request(r->route ? r->route->metric : ROUTE_OTHER, r->status, secs,
@@ -862,7 +921,7 @@ int http_start(const cfg *c, http_server **out, char *err, size_t errlen) {
     s->listen_fd = -1;
     pthread_mutex_init(&s->resume_mu, NULL);
     if (getrandom(&s->id_seed, sizeof(s->id_seed), 0) != sizeof(s->id_seed))
-        s->id_seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)infer_now_ns();
+        s->id_seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ULL ^ (uint64_t)clock_now_ns();
     int ipv6 = 0;
     if (open_listener(c, &s->listen_fd, &s->port, &ipv6, err, errlen)) goto error;
     /* The gate owns the listening socket and hands connections over with

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
+
 typedef struct worker {
     pool *p;
     int idx;
@@ -30,16 +32,6 @@ struct pool {
     worker *workers;
     int n_workers;
 };
-
-static void deadline_after_us(struct timespec *ts, long us) {
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += us / 1000000;
-    ts->tv_nsec += (us % 1000000) * 1000;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
 
 static pool_item *pop_locked(pool *p) {
     pool_item *it = p->head;
@@ -75,7 +67,7 @@ static int take_batch(pool *p, pool_item **items, int max_items) {
         }
         if (p->opt.batch_wait_us <= 0 || p->closed) break;
         if (!have_deadline) {
-            deadline_after_us(&until, p->opt.batch_wait_us);
+            until = clock_after_ns((int64_t)p->opt.batch_wait_us * 1000);
             have_deadline = 1;
         }
         if (pthread_cond_timedwait(&p->not_empty, &p->mu, &until) == ETIMEDOUT && !p->head) break;

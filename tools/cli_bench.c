@@ -2,6 +2,7 @@
  * core's speed can be read without HTTP or JSON in the way. */
 #include "bert.h"
 #include "cli.h"
+#include "clock.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,9 +10,7 @@
 #include <time.h>
 
 static double bench_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+    return (double)clock_now_ns() * 1e-9;
 }
 
 static int bench_cmp(const void *a, const void *b) {

@@ -274,7 +274,14 @@ static void cli_fill_line(const bert_model *m, bert_workspace *ws, tok_sequence 
         printf("error: %s\n", err);
         return;
     }
+    int k = top_k < V ? top_k : V;
     int32_t *pos = malloc((size_t)seq->len * sizeof(int32_t));
+    int *top_idx = malloc((size_t)k * sizeof(int));
+    float *top_val = malloc((size_t)k * sizeof(float));
+    if (!pos || !top_idx || !top_val) {
+        printf("error: out of memory\n");
+        goto cleanup;
+    }
     int n = 0;
     for (int i = 0; i < seq->len; i++)
         if (seq->ids[i] == tok_specials(tok)->mask) pos[n++] = i;
@@ -292,18 +299,17 @@ static void cli_fill_line(const bert_model *m, bert_workspace *ws, tok_sequence 
                 break;
             }
             obj_softmax_row(row, V);
+            int got = obj_top_k(row, NULL, V, k, top_idx, top_val); /* the server's top-k */
             printf("mask %d:", r + 1);
-            for (int k = 0; k < top_k && k < V; k++) { /* selection: top_k is small */
-                int best = 0;
-                for (int v = 1; v < V; v++)
-                    best = row[v] > row[best] ? v : best;
-                printf(" %s (%.4f)", tok_id_to_token(tok, best), row[best]);
-                row[best] = -1.0f;
-            }
+            for (int c = 0; c < got; c++)
+                printf(" %s (%.4f)", tok_id_to_token(tok, top_idx[c]), top_val[c]);
             printf("\n");
         }
     }
+cleanup:
     free(pos);
+    free(top_idx);
+    free(top_val);
 }
 
 int cli_fill(int argc, char **argv) {
