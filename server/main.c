@@ -238,6 +238,110 @@ static _Noreturn void exit_now(int code) {
     _exit(code);
 }
 
+/* Settings that look like auth but do not turn it on or off, said loudly:
+ * an empty BERT_AUTH_TOKEN (an optional Secret that is absent) is ignored. */
+static void warn_about_auth(const cfg *c) {
+    static const char *const TOKEN_ENV[] = {"BERT_AUTH_TOKEN", "BERT_SERVER_AUTH_TOKEN"};
+    for (size_t i = 0; i < sizeof(TOKEN_ENV) / sizeof(TOKEN_ENV[0]); i++) {
+        const char *env_token = getenv(TOKEN_ENV[i]);
+        if (env_token && !*env_token) {
+            char msg[64];
+            snprintf(msg, sizeof(msg), "%s is set but empty: ignored", TOKEN_ENV[i]);
+            log_json_always(LOG_WARN, msg,
+                            json_pack("{s:s}", "auth", auth_enabled() ? "bearer token" : "off"));
+        }
+    }
+    if (c->auth_token_file[0] && c->auth_token[0])
+        log_json_always(LOG_WARN, "server.auth_token is ignored: server.auth_token_file is set",
+                        json_pack("{s:s}", "auth_token_file", c->auth_token_file));
+}
+
+/* What /metrics says about the loaded model. */
+static metrics_model_info model_info(const bert_model *model, int max_len) {
+    const bert_config *bc = bert_model_config(model);
+    return (metrics_model_info){
+        .name = bert_model_name(model),
+        .dtype = bert_model_dtype(model),
+        .hidden_act = bc->hidden_act_name,
+        .vocab_size = bc->vocab_size,
+        .hidden_size = bc->hidden_size,
+        .layers = bc->num_hidden_layers,
+        .heads = bc->num_attention_heads,
+        .max_sequence_length = max_len,
+        .has_mlm = bert_model_has_mlm(model),
+        .has_nsp = bert_model_has_nsp(model),
+        .params = bert_model_param_count(model),
+        .weight_bytes = bert_model_weight_bytes(model),
+    };
+}
+
+/* Shutdown timing (docs/DEPLOY.md, "Shutdown timing"). */
+#define NS_PER_S         1000000000LL
+#define FLUSH_MAX_NS     NS_PER_S /* at most this of the grace period is kept for answers in flight */
+#define SECOND_SIGNAL_NS NS_PER_S /* what is left of the grace period after a second signal */
+#define REFUSALS_FLUSH_NS                                                                          \
+    NS_PER_S /* time for 503 draining answers to leave before sockets close                        \
+              */
+#define SHUTDOWN_POLL_MS 5
+
+/* The shutdown sequence after the first SIGTERM/SIGINT: stop taking work,
+ * let accepted work finish within the grace period (a second signal cuts it
+ * to SECOND_SIGNAL_NS), answer what is still queued with 503, give answers
+ * in flight the last tenth of the period (at most FLUSH_MAX_NS), then stop.
+ * Returns 0 after a clean stop (srv is stopped); when the grace period ends
+ * with work unanswered the process exits at once with status 3. */
+static int shut_down(http_server *srv, pool *workers, infer_ctx *ictx, int grace_period_s,
+                     int sig) {
+    int64_t t_sig = infer_now_ns();
+    int64_t grace_ns = (int64_t)grace_period_s * NS_PER_S;
+    /* All waiting before work_end is bounded; the process is gone by hard_end
+     * in every case. */
+    int64_t flush_ns = grace_ns / 10 < FLUSH_MAX_NS ? grace_ns / 10 : FLUSH_MAX_NS;
+    int64_t hard_end = t_sig + grace_ns;
+    int64_t work_end = hard_end - flush_ns;
+    log_json_always(LOG_INFO, "draining",
+                    json_pack("{s:s,s:i,s:i}", "signal", signal_name(sig), "in_flight",
+                              http_accepted(srv), "grace_period_s", grace_period_s));
+    http_begin_drain(srv);
+    if (drain(srv, work_end)) {
+        int64_t soon = infer_now_ns() + SECOND_SIGNAL_NS;
+        if (soon < hard_end) hard_end = soon;
+        work_end = hard_end - flush_ns / 2;
+    }
+
+    /* Whatever is still queued now is answered 503 by the workers; a batch
+     * being computed may finish before work_end, or is abandoned. Every
+     * suspended connection must be resumed before the daemon stops, as
+     * libmicrohttpd requires, so with work abandoned the process exits
+     * without stopping it. */
+    atomic_store(&ictx->aborting, 1);
+    pool_close(workers);
+    while ((pool_depth(workers) > 0 || pool_active(workers) > 0 || http_accepted(srv) > 0) &&
+           infer_now_ns() < work_end)
+        sleep_ms(SHUTDOWN_POLL_MS);
+    int left = http_accepted(srv);
+    int running = pool_depth(workers) + pool_active(workers);
+    /* Refusals queued during the drain (503 draining) are still on their way
+     * out: stop accepting, then give them a moment before closing sockets. */
+    http_quiesce(srv);
+    int64_t flush_end = infer_now_ns() + REFUSALS_FLUSH_NS;
+    if (flush_end > hard_end) flush_end = hard_end;
+    while (http_open_connections(srv) > left && infer_now_ns() < flush_end)
+        sleep_ms(SHUTDOWN_POLL_MS);
+    int cut = http_open_connections(srv);
+    if (left > 0 || running > 0) {
+        log_json_always(LOG_WARN, "stopped",
+                        json_pack("{s:i,s:i,s:i,s:s}", "unanswered", left, "connections_cut", cut,
+                                  "abandoned", running, "reason",
+                                  "the grace period ended before the work did"));
+        exit_now(3);
+    }
+    http_stop(srv);
+    log_json_always(LOG_INFO, "stopped",
+                    json_pack("{s:i,s:i}", "unanswered", left, "connections_cut", cut));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     cfg c;
     char err[2048] = "";
@@ -252,19 +356,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bert-server: key 'server.auth_token_file': %s\n", err);
         return 2;
     }
-    static const char *const TOKEN_ENV[] = {"BERT_AUTH_TOKEN", "BERT_SERVER_AUTH_TOKEN"};
-    for (size_t i = 0; i < 2; i++) {
-        const char *env_token = getenv(TOKEN_ENV[i]);
-        if (env_token && !*env_token) {
-            char msg[64];
-            snprintf(msg, sizeof(msg), "%s is set but empty: ignored", TOKEN_ENV[i]);
-            log_json_always(LOG_WARN, msg,
-                            json_pack("{s:s}", "auth", auth_enabled() ? "bearer token" : "off"));
-        }
-    }
-    if (c.auth_token_file[0] && c.auth_token[0])
-        log_json_always(LOG_WARN, "server.auth_token is ignored: server.auth_token_file is set",
-                        json_pack("{s:s}", "auth_token_file", c.auth_token_file));
+    warn_about_auth(&c);
 
     if (signals_install(err, sizeof(err)) != 0) {
         fprintf(stderr, "bert-server: %s\n", err);
@@ -312,20 +404,7 @@ int main(int argc, char **argv) {
         log_json(LOG_INFO, "model.max_sequence_length capped by the model's position table",
                  json_pack("{s:i,s:i}", "configured", c.max_sequence_length, "using",
                            bc->max_position_embeddings));
-    mi = (metrics_model_info){
-        .name = bert_model_name(model),
-        .dtype = bert_model_dtype(model),
-        .hidden_act = bc->hidden_act_name,
-        .vocab_size = bc->vocab_size,
-        .hidden_size = bc->hidden_size,
-        .layers = bc->num_hidden_layers,
-        .heads = bc->num_attention_heads,
-        .max_sequence_length = api.max_len,
-        .has_mlm = bert_model_has_mlm(model),
-        .has_nsp = bert_model_has_nsp(model),
-        .params = bert_model_param_count(model),
-        .weight_bytes = bert_model_weight_bytes(model),
-    };
+    mi = model_info(model, api.max_len);
     ictx.api = &api;
     /* One worker using every core serves a lone request fastest, and under load
      * it batches queued requests (up to workers.batch_max_tokens) into one
@@ -359,56 +438,8 @@ int main(int argc, char **argv) {
                               (double)(infer_now_ns() - t0) / 1e6));
 
     int sig = next_event(-1, 0);
-    int64_t t_sig = infer_now_ns();
-    int64_t grace_ns = (int64_t)c.grace_period_s * 1000000000LL;
-    /* The last tenth of the grace period (at most 1 s) is for answers already
-     * produced to reach their clients; all waiting before it is bounded by
-     * work_end, and the process is gone by hard_end in every case. */
-    int64_t flush_ns = grace_ns / 10 < 1000000000LL ? grace_ns / 10 : 1000000000LL;
-    int64_t hard_end = t_sig + grace_ns;
-    int64_t work_end = hard_end - flush_ns;
-    log_json_always(LOG_INFO, "draining",
-                    json_pack("{s:s,s:i,s:i}", "signal", signal_name(sig), "in_flight",
-                              http_accepted(srv), "grace_period_s", c.grace_period_s));
-    http_begin_drain(srv);
-    if (drain(srv, work_end)) {
-        int64_t soon = infer_now_ns() + 1000000000LL;
-        if (soon < hard_end) hard_end = soon;
-        work_end = hard_end - flush_ns / 2;
-    }
-
-    /* Whatever is still queued now is answered 503 by the workers; a batch
-     * being computed may finish before work_end, or is abandoned. Every
-     * suspended connection must be resumed before the daemon stops, as
-     * libmicrohttpd requires, so with work abandoned the process exits
-     * without stopping it. */
-    atomic_store(&ictx.aborting, 1);
-    pool_close(workers);
-    while ((pool_depth(workers) > 0 || pool_active(workers) > 0 || http_accepted(srv) > 0) &&
-           infer_now_ns() < work_end)
-        sleep_ms(5);
-    int left = http_accepted(srv);
-    int running = pool_depth(workers) + pool_active(workers);
-    /* Refusals queued during the drain (503 draining) are still on their way
-     * out: stop accepting, then give them a moment before closing sockets. */
-    http_quiesce(srv);
-    int64_t flush_end = infer_now_ns() + 1000000000LL;
-    if (flush_end > hard_end) flush_end = hard_end;
-    while (http_open_connections(srv) > left && infer_now_ns() < flush_end)
-        sleep_ms(5);
-    int cut = http_open_connections(srv);
-    if (left > 0 || running > 0) {
-        log_json_always(LOG_WARN, "stopped",
-                        json_pack("{s:i,s:i,s:i,s:s}", "unanswered", left, "connections_cut", cut,
-                                  "abandoned", running, "reason",
-                                  "the grace period ended before the work did"));
-        exit_now(3);
-    }
-    http_stop(srv);
+    exit_code = shut_down(srv, workers, &ictx, c.grace_period_s, sig);
     srv = NULL;
-    log_json_always(LOG_INFO, "stopped",
-                    json_pack("{s:i,s:i}", "unanswered", left, "connections_cut", cut));
-    exit_code = 0;
 
 cleanup:
     http_stop(srv);
