@@ -120,3 +120,19 @@ int fuzz_utf8_boundary(const uint8_t *s, size_t len, size_t off) {
 int fuzz_terminated(const char *s, size_t cap) {
     return memchr(s, 0, cap) != NULL;
 }
+
+void fuzz_write_file(const char *dir, const char *name, const void *data, size_t len) {
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    FILE *f = fopen(p, "wb");
+    if (!f || fwrite(data, 1, len, f) != len || fclose(f) != 0) {
+        fprintf(stderr, "fuzz: cannot write %s\n", p);
+        abort();
+    }
+}
+
+void fuzz_remove_file(const char *dir, const char *name) {
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    unlink(p);
+}

@@ -38,6 +38,11 @@ char *fuzz_locate(const char *env, const char *const *rel);
  * them) that earlier, no longer running processes left behind. */
 int fuzz_tmpdir(const char *prefix, char *dir, size_t cap);
 
+/* Writes data (len bytes) to dir/name, aborting (a harness defect, not a
+ * finding) when it cannot; removes dir/name, ignoring a missing file. */
+void fuzz_write_file(const char *dir, const char *name, const void *data, size_t len);
+void fuzz_remove_file(const char *dir, const char *name);
+
 /* 1 when s[0..len) is UTF-8 as RFC 3629 defines it (no overlongs, no
  * surrogates, nothing above U+10FFFF); NUL bytes are valid characters. */
 int fuzz_utf8_valid(const uint8_t *s, size_t len);

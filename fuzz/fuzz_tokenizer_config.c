@@ -26,26 +26,10 @@ static char g_dir[64];
 static bert_model *g_model;
 static cfg g_cfg;
 
-static void write_file(const char *name, const void *data, size_t len) {
-    char p[160];
-    snprintf(p, sizeof(p), "%s/%s", g_dir, name);
-    FILE *f = fopen(p, "wb");
-    if (!f || fwrite(data, 1, len, f) != len || fclose(f) != 0) {
-        fprintf(stderr, "fuzz_tokenizer_config: cannot write %s\n", p);
-        abort();
-    }
-}
-
-static void remove_file(const char *name) {
-    char p[160];
-    snprintf(p, sizeof(p), "%s/%s", g_dir, name);
-    unlink(p);
-}
-
 static void remove_dir(void) {
-    remove_file("vocab.txt");
-    remove_file("tokenizer_config.json");
-    remove_file("tokenizer.json");
+    fuzz_remove_file(g_dir, "vocab.txt");
+    fuzz_remove_file(g_dir, "tokenizer_config.json");
+    fuzz_remove_file(g_dir, "tokenizer.json");
     rmdir(g_dir);
 }
 
@@ -54,7 +38,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argv;
     if (fuzz_tmpdir("bert-fuzz-tokcfg", g_dir, sizeof(g_dir)) != 0) abort();
     atexit(remove_dir);
-    write_file("vocab.txt", VOCAB, sizeof(VOCAB) - 1);
+    fuzz_write_file(g_dir, "vocab.txt", VOCAB, sizeof(VOCAB) - 1);
     static const char *const rel[] = {"model", "out/model", "fuzz/out/model", NULL};
     char *dir = fuzz_locate("BERT_FUZZ_MODEL", rel);
     char err[1024];
@@ -76,10 +60,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         size -= 2;
     }
     size_t alen = size * splitb / 255;
-    remove_file("tokenizer_config.json");
-    remove_file("tokenizer.json");
-    if (ctrl & 1) write_file("tokenizer_config.json", data, alen);
-    if (ctrl & 2) write_file("tokenizer.json", data + alen, size - alen);
+    fuzz_remove_file(g_dir, "tokenizer_config.json");
+    fuzz_remove_file(g_dir, "tokenizer.json");
+    if (ctrl & 1) fuzz_write_file(g_dir, "tokenizer_config.json", data, alen);
+    if (ctrl & 2) fuzz_write_file(g_dir, "tokenizer.json", data + alen, size - alen);
 
     tok_tokenizer *tok = NULL;
     char err[1024];

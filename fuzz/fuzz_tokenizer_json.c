@@ -21,26 +21,10 @@
 static const char TEXT[] = "Héllo [MASK] wörld! 中文 <mask> CAFÉ [ENT]x";
 static char g_dir[64];
 
-static void write_file(const char *name, const void *data, size_t len) {
-    char p[160];
-    snprintf(p, sizeof(p), "%s/%s", g_dir, name);
-    FILE *f = fopen(p, "wb");
-    if (!f || fwrite(data, 1, len, f) != len || fclose(f) != 0) {
-        fprintf(stderr, "fuzz_tokenizer_json: cannot write %s\n", p);
-        abort();
-    }
-}
-
-static void remove_file(const char *name) {
-    char p[160];
-    snprintf(p, sizeof(p), "%s/%s", g_dir, name);
-    unlink(p);
-}
-
 static void remove_dir(void) {
-    remove_file("tokenizer.json");
-    remove_file("special_tokens_map.json");
-    remove_file("tokenizer_config.json");
+    fuzz_remove_file(g_dir, "tokenizer.json");
+    fuzz_remove_file(g_dir, "special_tokens_map.json");
+    fuzz_remove_file(g_dir, "tokenizer_config.json");
     rmdir(g_dir);
 }
 
@@ -62,11 +46,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         size -= 3;
     }
     size_t a = size * s1 / 255, b = a + (size - a) * s2 / 255;
-    remove_file("special_tokens_map.json");
-    remove_file("tokenizer_config.json");
-    write_file("tokenizer.json", data, a);
-    if (ctrl & 1) write_file("special_tokens_map.json", data + a, b - a);
-    if (ctrl & 2) write_file("tokenizer_config.json", data + b, size - b);
+    fuzz_remove_file(g_dir, "special_tokens_map.json");
+    fuzz_remove_file(g_dir, "tokenizer_config.json");
+    fuzz_write_file(g_dir, "tokenizer.json", data, a);
+    if (ctrl & 1) fuzz_write_file(g_dir, "special_tokens_map.json", data + a, b - a);
+    if (ctrl & 2) fuzz_write_file(g_dir, "tokenizer_config.json", data + b, size - b);
 
     tok_tokenizer *tok = NULL;
     char err[1024];
