@@ -692,8 +692,10 @@ int api_parse_score(const api_ctx *ctx, json_t *req, api_job **out, api_error *e
             fail(e, ERR_INVALID_REQUEST, "%s must be a string", what);
             goto error;
         }
+        /* Not truncated (a score of part of the text would mislead): too
+         * long is refused, naming this route's own bound first. */
         tok_sequence *seq = &job->inputs[i].seq;
-        if (encode_input(ctx, what, item, NULL, &tp, 1, seq, e)) goto error;
+        if (encode_input(ctx, what, item, NULL, &tp, 0, seq, e)) goto error;
         int pieces = seq->len - 2; /* less [CLS] and [SEP] */
         if (pieces > ctx->cfg->max_score_tokens) {
             fail(e, ERR_INPUT_TOO_LONG,
@@ -701,6 +703,13 @@ int api_parse_score(const api_ctx *ctx, json_t *req, api_job **out, api_error *e
                  "(limits.max_score_tokens: each one is masked in turn, so the cost grows as "
                  "the square of the length). Shorten it",
                  what, pieces, ctx->cfg->max_score_tokens);
+            goto error;
+        }
+        if (seq->len > ctx->max_len) {
+            fail(e, ERR_INPUT_TOO_LONG,
+                 "%s has %d tokens including [CLS]/[SEP]; this model accepts at most %d. "
+                 "Shorten it",
+                 what, seq->len, ctx->max_len);
             goto error;
         }
         if (pieces <= 0) {

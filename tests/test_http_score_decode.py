@@ -109,6 +109,18 @@ def test_score_bounds(server):
         assert r.status_code == 400 and error_of(r) == "invalid_request", (body, r.text)
 
 
+def test_score_longer_than_the_model(model_dir, tmp_path_factory):
+    """Within limits.max_score_tokens but past max_position_embeddings (128): refused, never
+    truncated, and the message does not suggest parameters.truncate, which /v1/score lacks."""
+    cfg = default_config(model_dir, limits={"max_score_tokens": 200})
+    with Server(tmp_path_factory.mktemp("score_long"), model_dir, cfg, name="long") as srv:
+        r = srv.post("/v1/score", {"inputs": "word " * 130})
+        assert r.status_code == 422 and error_of(r) == "input_too_long", r.text
+        msg = r.json()["error"]["message"]
+        assert "at most 128" in msg and "truncate" not in msg
+        assert srv.stop() == 0
+
+
 def test_score_head_unavailable(tmp_path_factory):
     root = tmp_path_factory.mktemp("score_heads")
     base = small_checkpoint(root / "base", arch="base")
