@@ -5,6 +5,7 @@
 #include "objectives.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -593,6 +594,15 @@ static int decode_list(const api_ctx *ctx, json_t *list, const char *what, int s
         json_t *v = json_array_get(list, k);
         json_int_t id;
         if (!json_as_int(v, &id)) {
+            /* An integer past 64 bits reaches here as a real (post_job): a
+             * valid integer, just not a token id. */
+            double d = json_is_real(v) ? json_real_value(v) : 0.5;
+            if (d == floor(d)) {
+                fail(e, ERR_INVALID_INPUT,
+                     "%s[%zu] is %.0f, not a token id of this tokenizer (ids are 0 .. %d)", what, k,
+                     d, tok_vocab_size(ctx->tok) - 1);
+                goto cleanup;
+            }
             fail(e, ERR_INVALID_REQUEST, "%s[%zu] must be an integer token id", what, k);
             goto cleanup;
         }

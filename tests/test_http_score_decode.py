@@ -172,6 +172,9 @@ def test_decode_bounds(server, hf):
         r = server.post("/v1/decode", {"ids": [7592, bad]})
         assert r.status_code == 422 and error_of(r) == "invalid_input", r.text
         assert "ids[1]" in r.json()["error"]["message"]
+    # An integer past 64 bits is a valid JSON integer (openapi.yaml: integer, minimum 0).
+    r = server.post("/v1/decode", raw='{"ids": [7592, 875145035686852048191488]}')
+    assert r.status_code == 422 and error_of(r) == "invalid_input", r.text
     r = server.post("/v1/decode", {"ids": [[7592], [7592, 99999]]})
     assert r.status_code == 422 and "ids[1][1]" in r.json()["error"]["message"]
     r = server.post("/v1/decode", {"ids": [[7592] * 40, [7592] * 30]})  # 70 > 64
