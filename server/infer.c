@@ -215,6 +215,11 @@ static void score_job(infer_worker *w, infer_ctx *ctx, api_job *job) {
     bert_workspace_set_cancel(w->ws, NULL, NULL);
     free(scored);
     if (rc == BERT_ERR_CANCELLED) {
+        log_json(LOG_INFO, "batch cancelled",
+                 json_pack("{s:s,s:s,s:i,s:I}", "reason",
+                           atomic_load(&ctx->aborting) ? "shutting down" : "every client has gone",
+                           "route", "/v1/score", "worker", w->idx, "word_pieces",
+                           (json_int_t)copies));
         if (atomic_load(&ctx->aborting))
             answer_fail(job, ERR_SHUTTING_DOWN,
                         "the server is shutting down; retry on another instance");

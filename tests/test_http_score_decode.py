@@ -5,6 +5,10 @@ checkpoint's clean_up_tokenization_spaces); /v1/score the pseudo-log-likelihood 
 Salazar et al. (2020) computed with BertForPreTraining: each word piece masked in turn,
 log_softmax of prediction_logits there, the original id's entry, summed.
 """
+import json
+import socket
+import time
+
 import pytest
 import torch
 
@@ -186,3 +190,40 @@ def test_decode_bounds(server, hf):
                  {"ids": [1], "skip_special_tokens": "yes"}, {"ids": [1], "extra": 1}):
         r = server.post("/v1/decode", body)
         assert r.status_code == 400 and error_of(r) == "invalid_request", (body, r.text)
+
+
+def test_score_stops_when_its_client_has_gone(model_dir, tmp_path):
+    """A long /v1/score request (32 inputs x 120 word pieces: 3,840 masked copies) on the only
+    worker; the client hangs up while it runs and the worker stops at the next layer instead
+    of scoring the rest, then answers the next request."""
+    cfg = default_config(model_dir, workers={"count": 1})
+    body = json.dumps({"inputs": ["word " * 120] * 32}).encode()
+    with Server(tmp_path, model_dir, cfg) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+        def busy():
+            for line in srv.get("/metrics").text.splitlines():
+                if line.startswith("bert_workers_busy "):
+                    return float(line.split()[1]) >= 1
+            return False
+
+        deadline = time.monotonic() + 30
+        while not busy():  # scoring has begun
+            assert time.monotonic() < deadline
+        s.close()
+        deadline = time.monotonic() + 120
+        while True:
+            recs = srv.log_records()
+            done = [x for x in recs if x.get("msg") == "request" and x.get("path") == "/v1/score"]
+            if done:
+                break
+            assert time.monotonic() < deadline
+        cancelled = [x for x in recs if x.get("msg") == "batch cancelled"]
+        assert cancelled and cancelled[0]["reason"] == "every client has gone", recs[-5:]
+        assert cancelled[0]["word_pieces"] < 32 * 120, cancelled
+        assert (done[0]["status"], done[0].get("error")) == (499, "client_closed"), done
+        r = srv.post("/v1/score", {"inputs": "the worker is free again."})
+        assert r.status_code == 200 and len(r.json()["tokens"]) == 6
+        assert srv.stop() == 0
