@@ -240,6 +240,59 @@ static json_t *tokenize_answer(const api_ctx *api, api_job *job, ans_status *st)
     return answer;
 }
 
+/* ---- /v1/decode ---- */
+
+static json_t *decode_answer(api_job *job, ans_status *st) {
+    json_t *answer = job->batched ? json_array() : NULL;
+    for (int i = 0; i < job->n_inputs; i++) {
+        /* tok_decode's output is UTF-8: it joins vocabulary strings. */
+        json_t *t = json_string(job->inputs[i].text ? job->inputs[i].text : "");
+        if (!t) {
+            json_decref(answer);
+            *st = ANS_NOMEM;
+            return NULL;
+        }
+        if (job->batched)
+            json_array_append_new(answer, t);
+        else
+            answer = t;
+    }
+    return answer;
+}
+
+/* ---- /v1/score ---- */
+
+static json_t *score_input(const api_ctx *api, const api_input *in) {
+    json_t *tokens = json_array();
+    int n = 0;
+    for (int p = 0; p < in->seq.len; p++) {
+        if (in->seq.source[p] < 0) continue; /* [CLS]/[SEP]: not scored */
+        const char *t = tok_id_to_token(api->tok, in->seq.ids[p]);
+        json_array_append_new(tokens, json_pack("{s:s,s:i,s:f}", "token", t ? t : "", "id",
+                                                in->seq.ids[p], "logprob", in->logprob[p]));
+        n++;
+    }
+    return json_pack("{s:f,s:o,s:f}", "score", in->pll, "tokens", tokens, "mean_logprob",
+                     n > 0 ? in->pll / n : 0.0);
+}
+
+static json_t *score_answer(const api_ctx *api, api_job *job, ans_status *st) {
+    json_t *answer = job->batched ? json_array() : NULL;
+    for (int i = 0; i < job->n_inputs; i++) {
+        json_t *o = score_input(api, &job->inputs[i]);
+        if (!o) {
+            json_decref(answer);
+            *st = ANS_NOMEM;
+            return NULL;
+        }
+        if (job->batched)
+            json_array_append_new(answer, o);
+        else
+            answer = o;
+    }
+    return answer;
+}
+
 /* ---- all routes ---- */
 
 static void finish(const api_ctx *api, api_job *job, json_t *answer) {
@@ -248,10 +301,10 @@ static void finish(const api_ctx *api, api_job *job, json_t *answer) {
     json_decref(answer);
     if (!body) {
         answer_fail(job, ERR_INTERNAL,
-                    job->kind == API_TOKENIZE ? "out of memory" : "could not encode the answer");
+                    job->kind == API_FILL_MASK ? "could not encode the answer" : "out of memory");
     } else if (len > (size_t)api->cfg->max_answer_bytes) {
         free(body);
-        if (job->kind == API_TOKENIZE) {
+        if (job->kind != API_FILL_MASK && job->kind != API_NEXT_SENTENCE) {
             /* This route's own message: no predictions to ask fewer of. */
             char msg[300];
             snprintf(msg, sizeof(msg),
@@ -273,9 +326,24 @@ static void finish(const api_ctx *api, api_job *job, json_t *answer) {
 
 void answer_render(const api_ctx *api, api_job *job) {
     ans_status st = ANS_OK;
-    json_t *answer = job->kind == API_FILL_MASK       ? fill_mask_answer(api, job, &st)
-                     : job->kind == API_NEXT_SENTENCE ? nsp_answer(job)
-                                                      : tokenize_answer(api, job, &st);
+    json_t *answer = NULL;
+    switch (job->kind) {
+    case API_FILL_MASK:
+        answer = fill_mask_answer(api, job, &st);
+        break;
+    case API_NEXT_SENTENCE:
+        answer = nsp_answer(job);
+        break;
+    case API_TOKENIZE:
+        answer = tokenize_answer(api, job, &st);
+        break;
+    case API_DECODE:
+        answer = decode_answer(job, &st);
+        break;
+    case API_SCORE:
+        answer = score_answer(api, job, &st);
+        break;
+    }
     if (answer || st == ANS_OK)
         finish(api, job, answer);
     else if (st == ANS_TOO_LARGE)
@@ -284,6 +352,6 @@ void answer_render(const api_ctx *api, api_job *job) {
         answer_fail_gone(job);
     else
         answer_fail(job, ERR_INTERNAL,
-                    job->kind == API_TOKENIZE ? "out of memory"
-                                              : "out of memory computing the MLM logits");
+                    job->kind == API_FILL_MASK ? "out of memory computing the MLM logits"
+                                               : "out of memory");
 }

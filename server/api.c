@@ -5,6 +5,7 @@
 #include "objectives.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +57,8 @@ void api_job_free(api_job *job) {
         free(job->inputs[i].mask_rows);
         free(job->inputs[i].top_ids);
         free(job->inputs[i].top_scores);
+        free(job->inputs[i].text);
+        free(job->inputs[i].logprob);
     }
     free(job->inputs);
     free(job->targets);
@@ -571,6 +574,167 @@ error:
     return -1;
 }
 
+/* ---- /v1/decode ---- */
+
+/* One list of ids into in->text. what names the list, e.g. "ids[1]". */
+static int decode_list(const api_ctx *ctx, json_t *list, const char *what, int skip, api_input *in,
+                       long *count, api_error *e) {
+    size_t n = json_array_size(list);
+    int32_t *ids = NULL;
+    int rc = -1;
+    *count += (long)n;
+    if (*count > ctx->cfg->max_decode_ids)
+        return fail(e, ERR_TOO_MANY_TOKENS,
+                    "%s brings the request to %ld ids; /v1/decode takes at most %d per request "
+                    "(limits.max_decode_ids): send fewer ids per request",
+                    what, *count, ctx->cfg->max_decode_ids);
+    ids = malloc(sizeof(int32_t) * (n ? n : 1));
+    if (!ids) return fail(e, ERR_INTERNAL, "out of memory");
+    for (size_t k = 0; k < n; k++) {
+        json_t *v = json_array_get(list, k);
+        json_int_t id;
+        if (!json_as_int(v, &id)) {
+            /* An integer past 64 bits reaches here as a real (post_job): a
+             * valid integer, just not a token id. */
+            double d = json_is_real(v) ? json_real_value(v) : 0.5;
+            if (d == floor(d)) {
+                fail(e, ERR_INVALID_INPUT,
+                     "%s[%zu] is %.0f, not a token id of this tokenizer (ids are 0 .. %d)", what, k,
+                     d, tok_vocab_size(ctx->tok) - 1);
+                goto cleanup;
+            }
+            fail(e, ERR_INVALID_REQUEST, "%s[%zu] must be an integer token id", what, k);
+            goto cleanup;
+        }
+        if (id < 0 || id > INT32_MAX || !tok_id_to_token(ctx->tok, (int32_t)id)) {
+            fail(e, ERR_INVALID_INPUT,
+                 "%s[%zu] is %lld, not a token id of this tokenizer (ids are 0 .. %d)", what, k,
+                 (long long)id, tok_vocab_size(ctx->tok) - 1);
+            goto cleanup;
+        }
+        ids[k] = (int32_t)id;
+    }
+    in->text = tok_decode(ctx->tok, ids, (int)n, skip, ctx->cleanup_spaces);
+    if (!in->text) {
+        fail(e, ERR_INTERNAL, "out of memory");
+        goto cleanup;
+    }
+    rc = 0;
+cleanup:
+    free(ids);
+    return rc;
+}
+
+int api_parse_decode(const api_ctx *ctx, json_t *req, api_job **out, long *tokens, api_error *e) {
+    static const char *const top_keys[] = {"ids", "skip_special_tokens", NULL};
+    api_job *job = NULL;
+    *out = NULL;
+    *tokens = 0;
+    if (!json_is_object(req))
+        return fail(e, ERR_INVALID_REQUEST, "the request body must be a JSON object");
+    if (check_keys(req, "request", top_keys, e)) return -1;
+    json_t *ids = json_object_get(req, "ids");
+    if (!ids) return fail(e, ERR_INVALID_REQUEST, "missing field 'ids'");
+    if (!json_is_array(ids))
+        return fail(e, ERR_INVALID_REQUEST,
+                    "ids must be a list of token ids or a list of such lists");
+    int skip = 1; /* text-embeddings-inference's default */
+    json_t *sk = json_object_get(req, "skip_special_tokens");
+    if (sk && !json_is_null(sk)) {
+        if (!json_is_boolean(sk))
+            return fail(e, ERR_INVALID_REQUEST, "skip_special_tokens must be true or false");
+        skip = json_is_true(sk);
+    }
+    /* A list of lists is a batch; [] and a flat list are one sequence. */
+    int batched = json_array_size(ids) > 0 && json_is_array(json_array_get(ids, 0));
+    size_t n = batched ? json_array_size(ids) : 1;
+    if (n > (size_t)ctx->cfg->max_inputs_per_request)
+        return fail(e, ERR_TOO_MANY_INPUTS,
+                    "ids has %zu lists; at most %d are accepted per request", n,
+                    ctx->cfg->max_inputs_per_request);
+    job = job_new(API_DECODE, (int)n);
+    if (!job) return fail(e, ERR_INTERNAL, "out of memory");
+    job->batched = batched;
+    for (size_t i = 0; i < n; i++) {
+        json_t *list = batched ? json_array_get(ids, i) : ids;
+        char what[48];
+        item_name(what, sizeof(what), "ids", (int)i, batched);
+        if (!json_is_array(list)) {
+            fail(e, ERR_INVALID_REQUEST,
+                 "%s must be a list of token ids (ids is a list of lists: every item must be one)",
+                 what);
+            goto error;
+        }
+        if (decode_list(ctx, list, what, skip, &job->inputs[i], tokens, e)) goto error;
+    }
+    job->tokens = *tokens;
+    *out = job;
+    return 0;
+error:
+    api_job_free(job);
+    return -1;
+}
+
+/* ---- /v1/score ---- */
+
+int api_parse_score(const api_ctx *ctx, json_t *req, api_job **out, api_error *e) {
+    static const char *const top_keys[] = {"inputs", "options", NULL};
+    static const char *const param_keys[] = {NULL};
+    json_t *params = NULL, *inputs = NULL;
+    api_job *job = NULL;
+    int n, batched;
+    trunc_params tp;
+    *out = NULL;
+    if (parse_envelope(ctx, req, top_keys, param_keys, SINGLE_STRING, &inputs, &n, &batched,
+                       &params, &tp, e))
+        return -1;
+    if (!bert_model_has_mlm(ctx->model))
+        return fail(e, ERR_HEAD_UNAVAILABLE,
+                    "this model has no masked-LM head (cls.predictions); score is not available");
+    job = job_new(API_SCORE, n);
+    if (!job) return fail(e, ERR_INTERNAL, "out of memory");
+    job->batched = batched;
+    for (int i = 0; i < n; i++) {
+        json_t *item = batched ? json_array_get(inputs, (size_t)i) : inputs;
+        char what[48];
+        item_name(what, sizeof(what), "inputs", i, batched);
+        if (!json_is_string(item)) {
+            fail(e, ERR_INVALID_REQUEST, "%s must be a string", what);
+            goto error;
+        }
+        /* Not truncated (a score of part of the text would mislead): too
+         * long is refused, naming this route's own bound first. */
+        tok_sequence *seq = &job->inputs[i].seq;
+        if (encode_input(ctx, what, item, NULL, &tp, 0, seq, e)) goto error;
+        int pieces = seq->len - 2; /* less [CLS] and [SEP] */
+        if (pieces > ctx->cfg->max_score_tokens) {
+            fail(e, ERR_INPUT_TOO_LONG,
+                 "%s has %d word pieces; /v1/score scores at most %d per input "
+                 "(limits.max_score_tokens: each one is masked in turn, so the cost grows as "
+                 "the square of the length). Shorten it",
+                 what, pieces, ctx->cfg->max_score_tokens);
+            goto error;
+        }
+        if (seq->len > ctx->max_len) {
+            fail(e, ERR_INPUT_TOO_LONG,
+                 "%s has %d tokens including [CLS]/[SEP]; this model accepts at most %d. "
+                 "Shorten it",
+                 what, seq->len, ctx->max_len);
+            goto error;
+        }
+        if (pieces <= 0) {
+            fail(e, ERR_INVALID_INPUT, "%s has no word pieces to score", what);
+            goto error;
+        }
+        job->tokens += seq->len;
+    }
+    *out = job;
+    return 0;
+error:
+    api_job_free(job);
+    return -1;
+}
+
 /* ---- deferred parsing ---- */
 
 /* Text bytes of one input (a string, or an object's "text" and "text_pair"). */
@@ -585,14 +749,21 @@ static size_t input_bytes(json_t *v) {
 /* An upper bound of the tokens the parse can give: no input is longer than
  * max_len (longer ones are truncated or refused), and the tokenizer makes at
  * most one token per byte of text plus [CLS] and two [SEP]. */
-static long cost_bound(const api_ctx *ctx, json_t *req) {
+static long cost_bound(const api_ctx *ctx, json_t *req, int squared) {
     json_t *inputs = json_is_object(req) ? json_object_get(req, "inputs") : NULL;
     size_t n = json_is_array(inputs) ? json_array_size(inputs) : 1;
     if (n > (size_t)ctx->cfg->max_inputs_per_request) return 1; /* refused by the parse */
     long cost = 0;
     for (size_t i = 0; i < n; i++) {
         size_t b = input_bytes(json_is_array(inputs) ? json_array_get(inputs, i) : inputs) + 3;
-        cost += b < (size_t)ctx->max_len ? (long)b : ctx->max_len;
+        long t = b < (size_t)ctx->max_len ? (long)b : ctx->max_len;
+        if (squared) {
+            /* /v1/score: one masked copy of the sequence per word piece. */
+            long cap = (long)ctx->cfg->max_score_tokens + 2;
+            if (t > cap) t = cap;
+            t *= t;
+        }
+        cost += t;
     }
     return cost > 0 ? cost : 1;
 }
@@ -604,9 +775,11 @@ int api_defer(const api_ctx *ctx, api_kind kind, json_t *req, size_t body_bytes,
     if (!job) return fail(e, ERR_INTERNAL, "out of memory");
     job->kind = kind;
     job->req = json_incref(req);
-    /* /v1/tokenize shares no forward pass: its cost only decides whether it
-     * shares a worker turn with one. */
-    job->item.cost = kind == API_TOKENIZE ? (long)(body_bytes / 4) + 1 : cost_bound(ctx, req);
+    /* /v1/tokenize and /v1/decode share no forward pass: their cost only
+     * decides whether they share a worker turn with one. */
+    job->item.cost = kind == API_TOKENIZE || kind == API_DECODE
+                         ? (long)(body_bytes / 4) + 1
+                         : cost_bound(ctx, req, kind == API_SCORE);
     *out = job;
     return 0;
 }
@@ -636,11 +809,26 @@ int api_prepare(const api_ctx *ctx, api_job *job) {
     job->req = NULL; /* its strings may be most of the memory this job holds */
     api_job *parsed = NULL;
     long tokens = 0;
-    int rc = job->kind == API_FILL_MASK       ? api_parse_fill_mask(ctx, req, &parsed, &e)
-             : job->kind == API_NEXT_SENTENCE ? api_parse_next_sentence(ctx, req, &parsed, &e)
-                                              : api_parse_tokenize(ctx, req, &parsed, &tokens, &e);
+    int rc;
+    switch (job->kind) {
+    case API_FILL_MASK:
+        rc = api_parse_fill_mask(ctx, req, &parsed, &e);
+        break;
+    case API_NEXT_SENTENCE:
+        rc = api_parse_next_sentence(ctx, req, &parsed, &e);
+        break;
+    case API_TOKENIZE:
+        rc = api_parse_tokenize(ctx, req, &parsed, &tokens, &e);
+        break;
+    case API_DECODE:
+        rc = api_parse_decode(ctx, req, &parsed, &tokens, &e);
+        break;
+    default:
+        rc = api_parse_score(ctx, req, &parsed, &e);
+        break;
+    }
     if (rc) {
-        job->tokens = tokens; /* /v1/tokenize logs what it counted before refusing */
+        job->tokens = tokens; /* /v1/tokenize, /v1/decode log what they counted */
         answer_fail(job, e.err, e.message);
     } else {
         job_adopt(job, parsed);

@@ -15,7 +15,9 @@
  * Bounds per request, besides the shape limits: inputs x [MASK]s x top_k
  * (limits.max_predictions_per_request, 422 too_many_predictions), the answer
  * (limits.max_answer_bytes, 413 answer_too_large) and /v1/tokenize's tokens
- * (limits.max_tokenize_tokens, 422 too_many_tokens). */
+ * (limits.max_tokenize_tokens, 422 too_many_tokens), /v1/decode's ids
+ * (limits.max_decode_ids, 422 too_many_tokens) and /v1/score's word pieces
+ * per input (limits.max_score_tokens, 422 input_too_long). */
 #ifndef BERT_SERVER_API_H
 #define BERT_SERVER_API_H
 
@@ -51,7 +53,13 @@ typedef struct api_error {
     char message[512];
 } api_error;
 
-typedef enum { API_FILL_MASK = 0, API_NEXT_SENTENCE = 1, API_TOKENIZE = 2 } api_kind;
+typedef enum {
+    API_FILL_MASK = 0,
+    API_NEXT_SENTENCE = 1,
+    API_TOKENIZE = 2,
+    API_DECODE = 3, /* ids -> text: no forward pass, decoded by the parse */
+    API_SCORE = 4   /* pseudo-log-likelihood: its own forward passes (infer.c) */
+} api_kind;
 
 /* One input of a job: what the parse found (api.c), then the numbers the
  * worker computed for it (infer.c), which answer.c renders. */
@@ -69,6 +77,9 @@ typedef struct api_input {
     double loss;       /* mean cross-entropy over the labelled tokens; NAN: none */
     int n_labelled;    /* MLM tokens labelled (not -100) */
     float nsp_logits[2];
+    char *text;      /* /v1/decode: the decoded string */
+    double *logprob; /* /v1/score: seq.len entries, 0 at [CLS]/[SEP] */
+    double pll;      /* /v1/score: their sum */
 } api_input;
 
 typedef struct api_job {
@@ -110,12 +121,24 @@ int api_parse_next_sentence(const api_ctx *ctx, json_t *req, api_job **out, api_
  * a refusal. More than limits.max_tokenize_tokens tokens over all inputs is
  * 422 too_many_tokens. */
 int api_parse_tokenize(const api_ctx *ctx, json_t *req, api_job **out, long *tokens, api_error *e);
+/* /v1/decode: {"ids": [int...] | [[int...]...], "skip_special_tokens": bool}.
+ * Each list is decoded here (tok_decode) into its input's text. More than
+ * limits.max_decode_ids ids over all lists is 422 too_many_tokens; an id
+ * outside the vocabulary is 422 invalid_input. *tokens: ids counted. */
+int api_parse_decode(const api_ctx *ctx, json_t *req, api_job **out, long *tokens, api_error *e);
+/* /v1/score: each input tokenized as one sequence; more than
+ * limits.max_score_tokens word pieces in one input is 422 input_too_long, an
+ * input with none 422 invalid_input, a model without an MLM head 422
+ * head_unavailable. The worker (infer.c) computes the scores. */
+int api_parse_score(const api_ctx *ctx, json_t *req, api_job **out, api_error *e);
 /* The three POST routes as jobs for the worker pool, parsed there: on an
  * HTTP polling thread, which also answers /healthz, tokenizing a 1 MB body
  * held every probe of that thread up for as long. The job keeps a reference
  * to req. Its batching cost is an upper bound of the tokens parsing can give
  * (per input min(max_len, text bytes + 3); /v1/tokenize, which runs no
- * forward pass: body_bytes / 4), so batches stay within batch_max_cost. */
+ * forward pass, and /v1/decode: body_bytes / 4; /v1/score: the square of
+ * that bound per input, as it runs one masked copy per word piece), so
+ * batches stay within batch_max_cost. */
 int api_defer(const api_ctx *ctx, api_kind kind, json_t *req, size_t body_bytes, api_job **out,
               api_error *e);
 /* Worker thread: parses a deferred job (req set) in place. Returns 1 when the

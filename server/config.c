@@ -69,6 +69,8 @@ static const key_def KEYS[] = {
      NULL, NULL},
     {"limits", "max_answer_bytes", K_LONG, F(max_answer_bytes), 4096, 1L << 32, NULL, NULL},
     {"limits", "max_tokenize_tokens", K_INT, F(max_tokenize_tokens), 1, 1 << 24, NULL, NULL},
+    {"limits", "max_decode_ids", K_INT, F(max_decode_ids), 1, 1 << 24, NULL, NULL},
+    {"limits", "max_score_tokens", K_INT, F(max_score_tokens), 1, 4096, NULL, NULL},
     {"shutdown", "grace_period_s", K_INT, F(grace_period_s), 0, 86400, NULL, NULL},
     {"logging", "level", K_LEVEL, F(log_level), 0, 0, "BERT_LOG_LEVEL", "log-level"},
 };
@@ -117,6 +119,8 @@ void cfg_defaults(cfg *c) {
     c->max_predictions_per_request = 4096;
     c->max_answer_bytes = 16L << 20;
     c->max_tokenize_tokens = 16384;
+    c->max_decode_ids = 16384;
+    c->max_score_tokens = 128;
     c->grace_period_s = 20;
     c->log_level = LOG_INFO;
 }

@@ -60,6 +60,8 @@ typedef struct cfg {
     int max_predictions_per_request; /* fill-mask: inputs x masks x top_k */
     long max_answer_bytes;           /* any /v1 answer body */
     int max_tokenize_tokens;         /* /v1/tokenize: tokens over all inputs */
+    int max_decode_ids;              /* /v1/decode: ids over all lists */
+    int max_score_tokens;            /* /v1/score: word pieces per input */
     /* shutdown */
     int grace_period_s;
     /* logging */

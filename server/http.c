@@ -533,6 +533,14 @@ static enum MHD_Result post_tokenize(http_server *s, req_ctx *r) {
     return post_job(s, r, API_TOKENIZE);
 }
 
+static enum MHD_Result post_decode(http_server *s, req_ctx *r) {
+    return post_job(s, r, API_DECODE);
+}
+
+static enum MHD_Result post_score(http_server *s, req_ctx *r) {
+    return post_job(s, r, API_SCORE);
+}
+
 /* ---- routing ---- */
 
 struct route {
@@ -548,6 +556,8 @@ static const route ROUTES[] = {
     {"/v1/fill-mask", ROUTE_FILL_MASK, 1, 1, post_fill_mask},
     {"/v1/next-sentence", ROUTE_NEXT_SENTENCE, 1, 1, post_next_sentence},
     {"/v1/tokenize", ROUTE_TOKENIZE, 1, 1, post_tokenize},
+    {"/v1/decode", ROUTE_DECODE, 1, 1, post_decode},
+    {"/v1/score", ROUTE_SCORE, 1, 1, post_score},
     {"/v1/models", ROUTE_MODELS, 0, 1, get_models},
     {"/healthz", ROUTE_HEALTHZ, 0, 0, get_healthz},
     {"/readyz", ROUTE_READYZ, 0, 0, get_readyz},
@@ -570,11 +580,12 @@ static const route *find_route(const char *url) {
 
 static enum MHD_Result first_call(http_server *s, req_ctx *r, const char *method) {
     if (!r->route)
-        return send_error(r, ERR_NOT_FOUND,
-                          "no such route; the routes are POST /v1/fill-mask, /v1/next-sentence, "
-                          "/v1/tokenize and GET /v1/models, /healthz, /readyz, /metrics, "
-                          "/openapi.json, /docs, /",
-                          NULL);
+        return send_error(
+            r, ERR_NOT_FOUND,
+            "no such route; the routes are POST /v1/fill-mask, /v1/next-sentence, "
+            "/v1/tokenize, /v1/decode, /v1/score and GET /v1/models, /healthz, /readyz, /metrics, "
+            "/openapi.json, /docs, /",
+            NULL);
     if (strcmp(method, "OPTIONS") == 0 && s->cfg->cors_allow_origin[0] &&
         strncmp(r->route->path, "/v1/", 4) == 0) {
         /* A CORS preflight: browsers send it without credentials. */

@@ -12,6 +12,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "objectives.h"
+#include "score.h"
 
 /* MLM rows turned into vocabulary logits at once: 64 x 30522 floats = 7.8 MB
  * per worker for bert-base, however many positions a batch labels. */
@@ -178,10 +179,74 @@ static void fail_all(api_job **jobs, int n, errcode err, const char *message) {
     }
 }
 
-/* Completes what needs no forward pass (aborting, client gone, deadline
- * passed, refused by the parse, /v1/tokenize) and moves the rest to the front
- * of jobs; returns how many are left. */
-static int take_live(infer_ctx *ctx, api_job **jobs, int n) {
+/* /v1/score: each input's pseudo-log-likelihood (core/score.c), one input at
+ * a time on this worker's workspace, in sub-batches of at most
+ * workers.batch_max_tokens tokens. It stops when the client goes or the
+ * server aborts, as a batch does; then answers the job. */
+static void score_job(infer_worker *w, infer_ctx *ctx, api_job *job) {
+    const api_ctx *api = ctx->api;
+    int32_t mask_id = tok_specials(api->tok)->mask;
+    batch_watch watch = {ctx, &job, 1};
+    uint8_t *scored = NULL;
+    char err[512] = "";
+    int rc = BERT_OK;
+    long copies = 0, tokens = 0;
+    bert_workspace_set_cancel(w->ws, batch_abandoned, &watch);
+    for (int i = 0; i < job->n_inputs && rc == BERT_OK; i++) {
+        api_input *in = &job->inputs[i];
+        const tok_sequence *s = &in->seq;
+        free(scored);
+        scored = malloc((size_t)s->len);
+        in->logprob = malloc(sizeof(double) * (size_t)s->len);
+        if (!scored || !in->logprob) {
+            rc = BERT_ERR_NOMEM;
+            break;
+        }
+        int n = 0;
+        for (int p = 0; p < s->len; p++) {
+            scored[p] = s->source[p] >= 0; /* word pieces, not [CLS]/[SEP] */
+            n += scored[p];
+        }
+        rc = score_pll(api->model, w->ws, s->ids, s->type_ids, s->len, scored, mask_id,
+                       api->cfg->batch_max_tokens, in->logprob, &in->pll, err, sizeof(err));
+        copies += n;
+        tokens += (long)n * s->len;
+    }
+    bert_workspace_set_cancel(w->ws, NULL, NULL);
+    free(scored);
+    if (rc == BERT_ERR_CANCELLED) {
+        log_json(LOG_INFO, "batch cancelled",
+                 json_pack("{s:s,s:s,s:i,s:I}", "reason",
+                           atomic_load(&ctx->aborting) ? "shutting down" : "every client has gone",
+                           "route", "/v1/score", "worker", w->idx, "word_pieces",
+                           (json_int_t)copies));
+        if (atomic_load(&ctx->aborting))
+            answer_fail(job, ERR_SHUTTING_DOWN,
+                        "the server is shutting down; retry on another instance");
+        else
+            answer_fail_gone(job);
+        return;
+    }
+    if (rc == BERT_ERR_NO_HEAD) {
+        answer_fail(job, ERR_HEAD_UNAVAILABLE,
+                    "this model has no masked-LM head (cls.predictions); score is not available");
+        return;
+    }
+    if (rc != BERT_OK) {
+        log_json(LOG_ERROR, "scoring failed",
+                 json_pack("{s:s,s:i}", "error", err[0] ? err : "out of memory", "worker", w->idx));
+        answer_fail(job, ERR_INTERNAL, "the model failed on this request");
+        return;
+    }
+    metrics_observe_batch((int)copies, tokens);
+    answer_render(api, job);
+}
+
+/* Completes what needs no shared forward pass (aborting, client gone,
+ * deadline passed, refused by the parse, /v1/tokenize, /v1/decode, /v1/score
+ * with its own passes) and moves the rest to the front of jobs; returns how
+ * many are left. */
+static int take_live(infer_worker *w, infer_ctx *ctx, api_job **jobs, int n) {
     const api_ctx *api = ctx->api;
     int64_t now = infer_now_ns();
     int aborting = atomic_load(&ctx->aborting);
@@ -205,11 +270,15 @@ static int take_live(infer_ctx *ctx, api_job **jobs, int n) {
         }
         job->complete(job);
     }
-    /* /v1/tokenize needs no forward pass: its answer is rendered now. */
+    /* /v1/tokenize and /v1/decode need no forward pass: their answers are
+     * rendered now; /v1/score runs its own (n masked copies per input). */
     int fwd = 0;
     for (int j = 0; j < live; j++) {
-        if (jobs[j]->kind == API_TOKENIZE) {
+        if (jobs[j]->kind == API_TOKENIZE || jobs[j]->kind == API_DECODE) {
             answer_render(api, jobs[j]);
+            jobs[j]->complete(jobs[j]);
+        } else if (jobs[j]->kind == API_SCORE) {
+            score_job(w, ctx, jobs[j]);
             jobs[j]->complete(jobs[j]);
         } else {
             jobs[fwd++] = jobs[j];
@@ -249,7 +318,7 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
     infer_ctx *ctx = user;
     const api_ctx *api = ctx->api;
     api_job **jobs = (api_job **)items; /* pool_item is the first member */
-    int live = take_live(ctx, jobs, n);
+    int live = take_live(w, ctx, jobs, n);
     if (live == 0) return;
     int want_nsp = 0;
     long tokens = 0;

@@ -16,8 +16,8 @@
 #include "config.h"
 
 static const char *ROUTE_PATHS[ROUTE_COUNT] = {
-    "/v1/fill-mask", "/v1/next-sentence", "/v1/tokenize",  "/v1/models",
-    "/healthz",      "/readyz",           "/metrics",      "/",
+    "/v1/fill-mask", "/v1/next-sentence", "/v1/tokenize",  "/v1/decode", "/v1/score",
+    "/v1/models",    "/healthz",          "/readyz",       "/metrics",   "/",
     "/docs",         "/openapi.json",     "/openapi.yaml", "other",
 };
 
@@ -87,9 +87,10 @@ void metrics_observe_batch(int sequences, long tokens) {
     atomic_fetch_add(&M.tokens, (uint_fast64_t)tokens);
 }
 
+static int route_has_tokens(int r);
+
 void metrics_observe_request_tokens(metrics_route r, long tokens) {
-    if ((r != ROUTE_FILL_MASK && r != ROUTE_NEXT_SENTENCE && r != ROUTE_TOKENIZE) || tokens < 0)
-        return;
+    if (!route_has_tokens(r) || tokens < 0) return;
     int b = 0;
     while (b < N_TOKEN_B && tokens > TOKEN_BUCKETS[b])
         b++;
@@ -147,7 +148,8 @@ static void sb_label(sbuf *b, const char *s) {
 
 /* Routes whose requests carry tokens (metrics_observe_request_tokens). */
 static int route_has_tokens(int r) {
-    return r == ROUTE_FILL_MASK || r == ROUTE_NEXT_SENTENCE || r == ROUTE_TOKENIZE;
+    return r == ROUTE_FILL_MASK || r == ROUTE_NEXT_SENTENCE || r == ROUTE_TOKENIZE ||
+           r == ROUTE_DECODE || r == ROUTE_SCORE;
 }
 
 static void render_request_tokens(sbuf *b) {

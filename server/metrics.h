@@ -15,6 +15,8 @@ typedef enum {
     ROUTE_FILL_MASK = 0,
     ROUTE_NEXT_SENTENCE,
     ROUTE_TOKENIZE,
+    ROUTE_DECODE,
+    ROUTE_SCORE,
     ROUTE_MODELS,
     ROUTE_HEALTHZ,
     ROUTE_READYZ,
@@ -35,7 +37,8 @@ void metrics_init(void);
  * under the status in bert_requests_total. */
 void metrics_observe_request(metrics_route r, int status, double seconds, int delivered);
 void metrics_observe_batch(int sequences, long tokens);
-/* An answered inference request (fill-mask, next-sentence, tokenize) and its
+/* An answered inference request (fill-mask, next-sentence, tokenize,
+ * decode, score) and its
  * tokens over all inputs: bert_request_tokens. Other routes are ignored. */
 void metrics_observe_request_tokens(metrics_route r, long tokens);
 void metrics_add_inflight(int delta);

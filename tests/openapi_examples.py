@@ -34,6 +34,7 @@ SPEC = REPO / "openapi.yaml"
 TOKEN = "example-token"
 
 FM, NS, TK = "/v1/fill-mask", "/v1/next-sentence", "/v1/tokenize"
+DC, SC = "/v1/decode", "/v1/score"
 
 
 def case(name, path, status, body=None, method="post", server="default", raw=None,
@@ -106,6 +107,23 @@ CASES = [
     case("text_pair", TK, 200, {"inputs": {"text": "How are you?", "text_pair": "Très bien."}}),
     case("tk_batch", TK, 200, {"inputs": ["one", "two words"]}),
     case("tk_invalid_request", TK, 400, {"inputs": 42}),
+    # decode
+    case("ids", DC, 200, {"ids": [101, 7592, 1010, 2088, 999, 2009, 1005, 1055, 102]},
+         summary="special tokens skipped, punctuation cleaned up"),
+    case("keep_special", DC, 200, {"ids": [101, 7592, 103, 102], "skip_special_tokens": False}),
+    case("dc_batch", DC, 200, {"ids": [[101, 2028, 102], [2048, 2616, 1012]]},
+         summary="a list of lists"),
+    case("dc_invalid_input", DC, 422, {"ids": [7592, 40000]}, summary="an id outside the vocabulary"),
+    case("dc_too_many_tokens", DC, 422, {"ids": [1996] * 16385},
+         summary="more than limits.max_decode_ids ids"),
+    # score
+    case("sentence", SC, 200, {"inputs": "The cat sat on the mat."}),
+    case("sc_batch", SC, 200, {"inputs": ["I like music.", "Music like I."]},
+         summary="a list of inputs"),
+    case("sc_input_too_long", SC, 422, {"inputs": "word " * 129},
+         summary="more than limits.max_score_tokens word pieces"),
+    case("sc_head_unavailable", SC, 422, {"inputs": "a sentence"}, server="base",
+         summary="a checkpoint without the masked-LM head"),
     # GET routes
     case("model", "/v1/models", 200, method="get"),
     case("models_unauthorized", "/v1/models", 401, method="get", server="auth"),
@@ -171,6 +189,21 @@ def mlm_only_copy(model_dir, dst):
     tensors = load_file(str(Path(model_dir) / "model.safetensors"))
     kept = {k: v for k, v in tensors.items() if "seq_relationship" not in k}
     assert len(kept) < len(tensors), "no NSP head found to drop"
+    save_file(kept, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return dst
+
+
+def no_mlm_copy(model_dir, dst):
+    """The checkpoint without its masked-LM head (cls.predictions)."""
+    from safetensors.numpy import load_file, save_file
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in Path(model_dir).iterdir():
+        if f.is_file() and f.name != "model.safetensors":
+            shutil.copy(f, dst / f.name)
+    tensors = load_file(str(Path(model_dir) / "model.safetensors"))
+    kept = {k: v for k, v in tensors.items() if "cls.predictions" not in k}
+    assert len(kept) < len(tensors), "no MLM head found to drop"
     save_file(kept, str(dst / "model.safetensors"), metadata={"format": "pt"})
     return dst
 
@@ -275,6 +308,8 @@ def collect(model_dir, tmp):
         mdir = model_dir
         if name == "mlm_only":
             mdir = mlm_only_copy(model_dir, tmp / "mlm_only_model")
+        if name == "base":
+            mdir = no_mlm_copy(model_dir, tmp / "no_mlm_model")
         cfg = configs.get(name) or default_config(mdir)
         with Server(tmp, mdir, cfg, name=name) as srv:
             for c in cases:

@@ -70,6 +70,8 @@ NON_DEFAULT = {
     "limits.max_predictions_per_request": 999,
     "limits.max_answer_bytes": 65536,
     "limits.max_tokenize_tokens": 555,
+    "limits.max_decode_ids": 777,
+    "limits.max_score_tokens": 64,
     "shutdown.grace_period_s": 9,
     "logging.level": "warn",
 }

@@ -9,6 +9,7 @@ from http_helpers import shared_checkpoint
 from test_http_concurrency import same_answer
 
 ROUTES = {"/v1/fill-mask": "post", "/v1/next-sentence": "post", "/v1/tokenize": "post",
+          "/v1/decode": "post", "/v1/score": "post",
           "/v1/models": "get", "/healthz": "get", "/readyz": "get", "/metrics": "get",
           "/openapi.json": "get", "/openapi.yaml": "get", "/docs": "get", "/": "get"}
 
@@ -23,8 +24,10 @@ def test_spec_covers_every_route_and_error(spec):
     assert set(spec["paths"]) == set(ROUTES)
     for path, method in ROUTES.items():
         assert set(spec["paths"][path]) == {method}, path
-    # /v1/tokenize is queued for the workers too, so it can time out (504)
-    for path in ("/v1/fill-mask", "/v1/next-sentence", "/v1/tokenize"):
+    # /v1/tokenize, /v1/decode and /v1/score are queued for the workers too, so they can
+    # time out (504)
+    for path in ("/v1/fill-mask", "/v1/next-sentence", "/v1/tokenize", "/v1/decode",
+                 "/v1/score"):
         statuses = set(spec["paths"][path]["post"]["responses"])
         assert statuses == {"200", "400", "401", "413", "415", "422", "503", "504"}, path
     for name in ("NotFound", "MethodNotAllowed"):

@@ -56,6 +56,10 @@ def test_every_curl_example_answers(default_server):
     nsp = answers["/v1/next-sentence"]
     assert 0.0 <= nsp["is_next_probability"] <= 1.0
     assert answers["/v1/tokenize"]["tokens"] == ["[CLS]", "hello", ",", "world", "!", "[SEP]"]
+    assert answers["/v1/decode"] == "hello, world!"
+    natural, shuffled = answers["/v1/score"]
+    assert [t["token"] for t in natural["tokens"]] == ["the", "cat", "sat", "on", "the", "mat", "."]
+    assert natural["score"] > shuffled["score"]
     assert answers["/v1/models"]["data"][0]["heads"] == {"masked_lm": True,
                                                          "next_sentence": True}
     assert answers["/readyz"]["status"] == "ready"
