@@ -96,6 +96,12 @@ typedef struct api_job {
     long predictions;    /* fill-mask: sum over inputs of [MASK]s x top_k */
     json_t *req;         /* API_TOKENIZE: the request, tokenized by the worker */
     int64_t deadline_ns; /* CLOCK_MONOTONIC */
+    /* Where the request's time went (CLOCK_MONOTONIC ns; durations in ns), for
+     * bert_request_stage_seconds and the x-*-time response headers: set by
+     * http.c (queued_ns) and by the worker (the rest; started_ns 0 when no
+     * worker took the job). */
+    int64_t queued_ns, started_ns;
+    int64_t tokenize_ns, inference_ns, serialize_ns;
     /* filled by the worker */
     int status;
     char *body;

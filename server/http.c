@@ -122,7 +122,10 @@ static enum MHD_Result send_buf(req_ctx *r, int status, char *buf, size_t len,
         MHD_add_response_header(resp, "Access-Control-Allow-Origin",
                                 r->srv->cfg->cors_allow_origin);
         /* so a page can quote the id in a bug report, and back off as told */
-        MHD_add_response_header(resp, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+                                "X-Request-Id, Retry-After, X-Queue-Time, X-Tokenization-Time, "
+                                "X-Inference-Time, X-Serialization-Time, X-Compute-Time, "
+                                "X-Total-Time");
     }
     for (const char *const *h = headers; h && h[0]; h += 2)
         MHD_add_response_header(resp, h[0], h[1]);
@@ -450,16 +453,57 @@ static int job_client_gone(api_job *job) {
     return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
+/* Milliseconds of ns, as the x-*-time headers carry them. */
+static void fmt_ms(char *buf, size_t cap, int64_t ns) {
+    snprintf(buf, cap, "%.3f", (double)(ns > 0 ? ns : 0) / 1e6);
+}
+
+/* Where the job's time went: bert_request_stage_seconds, and the same as
+ * response headers in text-embeddings-inference's style (milliseconds). h
+ * receives name/value pairs, NULL-terminated; bufs holds the values. */
+static void job_timing(const api_job *job, const char **h, char bufs[6][24]) {
+    int n = 0;
+    if (job->started_ns > 0) {
+        int64_t queue = job->started_ns - job->queued_ns;
+        int64_t compute = job->tokenize_ns + job->inference_ns + job->serialize_ns;
+        metrics_observe_stage(STAGE_QUEUE, (double)queue / 1e9);
+        metrics_observe_stage(STAGE_TOKENIZATION, (double)job->tokenize_ns / 1e9);
+        metrics_observe_stage(STAGE_INFERENCE, (double)job->inference_ns / 1e9);
+        metrics_observe_stage(STAGE_SERIALIZATION, (double)job->serialize_ns / 1e9);
+        static const char *const names[6] = {"X-Queue-Time",     "X-Tokenization-Time",
+                                             "X-Inference-Time", "X-Serialization-Time",
+                                             "X-Compute-Time",   "X-Total-Time"};
+        int64_t vals[6] = {queue,
+                           job->tokenize_ns,
+                           job->inference_ns,
+                           job->serialize_ns,
+                           compute,
+                           clock_now_ns() - job->queued_ns};
+        for (int i = 0; i < 6; i++) {
+            fmt_ms(bufs[i], sizeof(bufs[i]), vals[i]);
+            h[n++] = names[i];
+            h[n++] = bufs[i];
+        }
+    }
+    if (job->status == 503) {
+        h[n++] = "Retry-After";
+        h[n++] = "1";
+    }
+    h[n] = NULL;
+}
+
 static enum MHD_Result send_job_result(req_ctx *r) {
     api_job *job = r->job;
     r->tokens = job->tokens; /* counted by the worker, which tokenizes */
-    static const char *const retry[] = {"Retry-After", "1", NULL};
     char *body = job->body;
     size_t len = job->body_len;
     job->body = NULL; /* the response owns it now */
     r->err_code = job->err_code;
     if (!body) return send_error(r, ERR_INTERNAL, "no answer was produced", NULL);
-    return send_json(r, job->status, body, len, job->status == 503 ? retry : NULL);
+    const char *h[15];
+    char bufs[6][24];
+    job_timing(job, h, bufs);
+    return send_json(r, job->status, body, len, h);
 }
 
 static enum MHD_Result submit_job(http_server *s, req_ctx *r, api_job *job) {
@@ -470,7 +514,8 @@ static enum MHD_Result submit_job(http_server *s, req_ctx *r, api_job *job) {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     r->fd = ci ? ci->connect_fd : -1;
-    job->deadline_ns = clock_now_ns() + (int64_t)s->cfg->request_timeout_ms * 1000000LL;
+    job->queued_ns = clock_now_ns();
+    job->deadline_ns = job->queued_ns + (int64_t)s->cfg->request_timeout_ms * 1000000LL;
     int rc = pool_submit(s->pool, &job->item);
     if (rc == POOL_FULL) return send_overloaded(r);
     if (rc != POOL_OK) return send_draining(r);

@@ -126,13 +126,20 @@ static int job_gone(api_job *job) {
     return job->gone && job->gone(job);
 }
 
+/* answer_render, timed as the job's serialization. */
+static void render_timed(const api_ctx *api, api_job *job) {
+    int64_t t0 = clock_now_ns();
+    answer_render(api, job);
+    job->serialize_ns = clock_now_ns() - t0;
+}
+
 /* A job's numbers from the batch's outputs, then its answer (answer.c). */
 static void finish_job(infer_worker *w, const api_ctx *api, api_job *job, int *mlm_row,
                        const float *nsp_rows) {
     if (job->kind == API_NEXT_SENTENCE) {
         for (int i = 0; i < job->n_inputs; i++)
             nsp_input(&job->inputs[i], nsp_rows + (size_t)i * 2);
-        answer_render(api, job);
+        render_timed(api, job);
         return;
     }
     /* Every row of this job is skipped past, also when it stops early: the
@@ -153,7 +160,7 @@ static void finish_job(infer_worker *w, const api_ctx *api, api_job *job, int *m
         }
         row += in->n_mlm;
     }
-    answer_render(api, job);
+    render_timed(api, job);
 }
 
 typedef struct batch_watch {
@@ -239,13 +246,21 @@ static void score_job(infer_worker *w, infer_ctx *ctx, api_job *job) {
         return;
     }
     metrics_observe_batch((int)copies, tokens);
-    answer_render(api, job);
+    render_timed(api, job);
 }
 
 /* Completes what needs no shared forward pass (aborting, client gone,
  * deadline passed, refused by the parse, /v1/tokenize, /v1/decode, /v1/score
  * with its own passes) and moves the rest to the front of jobs; returns how
  * many are left. */
+/* api_prepare (validate + tokenize), timed as the job's tokenization. */
+static int api_prepare_timed(const api_ctx *api, api_job *job) {
+    int64_t t0 = clock_now_ns();
+    int rc = api_prepare(api, job);
+    job->tokenize_ns = clock_now_ns() - t0;
+    return rc;
+}
+
 static int take_live(infer_worker *w, infer_ctx *ctx, api_job **jobs, int n) {
     const api_ctx *api = ctx->api;
     int64_t now = infer_now_ns();
@@ -253,6 +268,7 @@ static int take_live(infer_worker *w, infer_ctx *ctx, api_job **jobs, int n) {
     int live = 0;
     for (int j = 0; j < n; j++) {
         api_job *job = jobs[j];
+        job->started_ns = now;
         if (aborting) {
             answer_fail(job, ERR_SHUTTING_DOWN,
                         "the server is shutting down; retry on another instance");
@@ -262,7 +278,7 @@ static int take_live(infer_worker *w, infer_ctx *ctx, api_job **jobs, int n) {
             answer_fail(job, ERR_TIMEOUT,
                         "the request waited longer than the server's request timeout before a "
                         "worker was free; retry later or send smaller batches");
-        } else if (api_prepare(api, job)) {
+        } else if (api_prepare_timed(api, job)) {
             /* refused by the parse */
         } else {
             jobs[live++] = job;
@@ -275,10 +291,12 @@ static int take_live(infer_worker *w, infer_ctx *ctx, api_job **jobs, int n) {
     int fwd = 0;
     for (int j = 0; j < live; j++) {
         if (jobs[j]->kind == API_TOKENIZE || jobs[j]->kind == API_DECODE) {
-            answer_render(api, jobs[j]);
+            render_timed(api, jobs[j]);
             jobs[j]->complete(jobs[j]);
         } else if (jobs[j]->kind == API_SCORE) {
+            int64_t t0 = clock_now_ns();
             score_job(w, ctx, jobs[j]);
+            jobs[j]->inference_ns = clock_now_ns() - t0 - jobs[j]->serialize_ns;
             jobs[j]->complete(jobs[j]);
         } else {
             jobs[fwd++] = jobs[j];
@@ -336,7 +354,9 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
     char err[512] = "";
     batch_watch watch = {ctx, jobs, live};
     bert_workspace_set_cancel(w->ws, batch_abandoned, &watch);
+    int64_t t_fwd = clock_now_ns();
     int rc = bert_forward(api->model, w->ws, w->seqs, B, want_nsp, &out, err, sizeof(err));
+    int64_t forward_ns = clock_now_ns() - t_fwd;
     bert_workspace_set_cancel(w->ws, NULL, NULL);
     if (rc == BERT_ERR_CANCELLED) {
         int aborting_now = atomic_load(&ctx->aborting);
@@ -375,7 +395,11 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
         api_job *job = jobs[j];
         const float *nsp_rows = out.nsp_logits ? out.nsp_logits + (size_t)seq_base * 2 : NULL;
         seq_base += job->n_inputs;
+        /* The batch's forward pass counts whole for each of its jobs (each
+         * waited for all of it), plus the job's own top-k / losses. */
+        int64_t t_fin = clock_now_ns();
         finish_job(w, api, job, &mlm_row, nsp_rows);
+        job->inference_ns = forward_ns + (clock_now_ns() - t_fin) - job->serialize_ns;
         job->complete(job);
     }
 }

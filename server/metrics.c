@@ -46,6 +46,8 @@ static struct {
     atomic_uint_fast64_t undelivered[ROUTE_COUNT];
     atomic_uint_fast64_t lat_bucket[ROUTE_COUNT][N_LAT + 1];
     atomic_uint_fast64_t lat_sum_ns[ROUTE_COUNT];
+    atomic_uint_fast64_t stage_bucket[STAGE_COUNT][N_LAT + 1];
+    atomic_uint_fast64_t stage_sum_ns[STAGE_COUNT];
     atomic_uint_fast64_t batch_bucket[N_BATCH + 1];
     atomic_uint_fast64_t batch_sum, batch_count;
     atomic_uint_fast64_t tokens;
@@ -96,6 +98,18 @@ void metrics_observe_request_tokens(metrics_route r, long tokens) {
         b++;
     atomic_fetch_add(&M.tok_bucket[r][b], 1);
     atomic_fetch_add(&M.tok_sum[r], (uint_fast64_t)tokens);
+}
+
+static const char *const STAGE_NAMES[STAGE_COUNT] = {"queue", "tokenization", "inference",
+                                                     "serialization"};
+
+void metrics_observe_stage(metrics_stage st, double seconds) {
+    if (st < 0 || st >= STAGE_COUNT || !(seconds >= 0)) return;
+    int b = 0;
+    while (b < N_LAT && seconds > LAT_BUCKETS[b])
+        b++;
+    atomic_fetch_add(&M.stage_bucket[st][b], 1);
+    atomic_fetch_add(&M.stage_sum_ns[st], (uint_fast64_t)(seconds * 1e9));
 }
 
 void metrics_add_inflight(int delta) {
@@ -322,6 +336,27 @@ char *metrics_render(const metrics_gauges *g, size_t *len) {
     for (int r = 0; r < ROUTE_COUNT; r++)
         sb_printf(&b, "bert_requests_undelivered_total{route=\"%s\"} %llu\n", ROUTE_PATHS[r],
                   (unsigned long long)atomic_load(&M.undelivered[r]));
+
+    sb_printf(&b, "# HELP bert_request_stage_seconds Where a request's time went once accepted: "
+                  "queue, tokenization, inference (its forward pass, top-k and losses), "
+                  "serialization.\n"
+                  "# TYPE bert_request_stage_seconds histogram\n");
+    for (int st = 0; st < STAGE_COUNT; st++) {
+        uint64_t cum = 0;
+        for (int i = 0; i <= N_LAT; i++) {
+            cum += atomic_load(&M.stage_bucket[st][i]);
+            if (i < N_LAT)
+                sb_printf(&b, "bert_request_stage_seconds_bucket{stage=\"%s\",le=\"%g\"} %llu\n",
+                          STAGE_NAMES[st], LAT_BUCKETS[i], (unsigned long long)cum);
+            else
+                sb_printf(&b, "bert_request_stage_seconds_bucket{stage=\"%s\",le=\"+Inf\"} %llu\n",
+                          STAGE_NAMES[st], (unsigned long long)cum);
+        }
+        sb_printf(&b, "bert_request_stage_seconds_sum{stage=\"%s\"} %.9f\n", STAGE_NAMES[st],
+                  (double)atomic_load(&M.stage_sum_ns[st]) / 1e9);
+        sb_printf(&b, "bert_request_stage_seconds_count{stage=\"%s\"} %llu\n", STAGE_NAMES[st],
+                  (unsigned long long)cum);
+    }
 
     sb_printf(&b, "# HELP bert_request_duration_seconds Time from request start to response, "
                   "by route.\n"

@@ -41,6 +41,18 @@ void metrics_observe_batch(int sequences, long tokens);
  * decode, score) and its
  * tokens over all inputs: bert_request_tokens. Other routes are ignored. */
 void metrics_observe_request_tokens(metrics_route r, long tokens);
+/* Where one request's time went, in seconds, for requests a worker took:
+ * bert_request_stage_seconds{stage} (queue: submitted -> a worker took it;
+ * tokenization: validation and tokenization; inference: the forward pass it
+ * was part of plus its top-k / losses; serialization: rendering the JSON). */
+typedef enum {
+    STAGE_QUEUE = 0,
+    STAGE_TOKENIZATION,
+    STAGE_INFERENCE,
+    STAGE_SERIALIZATION,
+    STAGE_COUNT
+} metrics_stage;
+void metrics_observe_stage(metrics_stage st, double seconds);
 void metrics_add_inflight(int delta);
 
 typedef struct metrics_model_info {
