@@ -136,3 +136,50 @@ void fuzz_remove_file(const char *dir, const char *name) {
     snprintf(p, sizeof(p), "%s/%s", dir, name);
     unlink(p);
 }
+
+void fuzz_check_tensor(const st_tensor *t, const uint8_t *data, size_t size) {
+    const uint8_t *end = data + size;
+    FUZZ_CHECK(t->name != NULL, "a tensor has no name");
+    size_t esize = st_dtype_size(t->dtype);
+    FUZZ_CHECK(esize > 0, "tensor '%s': dtype %d has no size", t->name, (int)t->dtype);
+    FUZZ_CHECK(t->ndim >= 0 && t->ndim <= ST_MAX_DIMS, "tensor '%s': ndim %d", t->name, t->ndim);
+    int64_t prod = 1;
+    for (int d = 0; d < t->ndim; d++) {
+        FUZZ_CHECK(t->shape[d] >= 0, "tensor '%s': shape[%d] < 0", t->name, d);
+        FUZZ_CHECK(!__builtin_mul_overflow(prod, t->shape[d], &prod),
+                   "tensor '%s': shape product overflows", t->name);
+    }
+    FUZZ_CHECK(prod == t->numel, "tensor '%s': numel %lld but shape product %lld", t->name,
+               (long long)t->numel, (long long)prod);
+    /* The contract the loader relies on: numel elements of the dtype are
+     * exactly nbytes, computed without wrap-around. */
+    uint64_t need;
+    FUZZ_CHECK(!__builtin_mul_overflow((uint64_t)t->numel, (uint64_t)esize, &need),
+               "tensor '%s': numel %lld x %zu-byte %s overflows 64 bits but was accepted "
+               "with nbytes %zu",
+               t->name, (long long)t->numel, esize, st_dtype_name(t->dtype), t->nbytes);
+    FUZZ_CHECK(need == t->nbytes, "tensor '%s': numel x dtype size = %llu but nbytes = %zu",
+               t->name, (unsigned long long)need, t->nbytes);
+    const uint8_t *p = t->data;
+    FUZZ_CHECK(t->nbytes == 0 || (p >= data && p <= end && t->nbytes <= (size_t)(end - p)),
+               "tensor '%s': bytes outside the input", t->name);
+    if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) {
+        float dummy;
+        FUZZ_CHECK(st_to_f32(t, &dummy) == ST_ERR_FORMAT,
+                   "tensor '%s': st_to_f32 accepted dtype %s", t->name, st_dtype_name(t->dtype));
+        return;
+    }
+    /* numel floats is at most 2x the input size once the checks above
+     * hold, so this allocation is bounded by the input. */
+    float *dst = malloc((size_t)t->numel * sizeof(float) + 1);
+    if (!dst) return;
+    FUZZ_CHECK(st_to_f32(t, dst) == ST_OK, "tensor '%s': st_to_f32 refused %s", t->name,
+               st_dtype_name(t->dtype));
+    /* Touch every value so MSan-style uninitialised reads would show and
+     * the conversion cannot be optimised away. */
+    volatile float sink = 0;
+    for (int64_t k = 0; k < t->numel; k++)
+        sink += dst[k];
+    (void)sink;
+    free(dst);
+}

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "safetensors.h"
+
 /* libFuzzer treats abort() as a crash and saves the input; the message says
  * which contract broke, since the stack alone would only show the harness. */
 #define FUZZ_CHECK(cond, ...)                                                                      \
@@ -42,6 +44,12 @@ int fuzz_tmpdir(const char *prefix, char *dir, size_t cap);
  * finding) when it cannot; removes dir/name, ignoring a missing file. */
 void fuzz_write_file(const char *dir, const char *name, const void *data, size_t len);
 void fuzz_remove_file(const char *dir, const char *name);
+
+/* The st_file contract for one tensor of a file parsed from data (size
+ * bytes): a name, a known dtype, shape product = numel, numel x dtype size =
+ * nbytes without wrap-around, bytes inside the input, and st_to_f32 accepting
+ * exactly the float dtypes (every value converted and read). */
+void fuzz_check_tensor(const st_tensor *t, const uint8_t *data, size_t size);
 
 /* 1 when s[0..len) is UTF-8 as RFC 3629 defines it (no overlongs, no
  * surrogates, nothing above U+10FFFF); NUL bytes are valid characters. */

@@ -28,41 +28,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     FUZZ_CHECK(f != NULL && f->n_tensors >= 0, "tz_parse succeeded without a file");
-    const uint8_t *end = data + size;
     for (int i = 0; i < f->n_tensors; i++) {
         const st_tensor *t = &f->tensors[i];
         FUZZ_CHECK(t->name != NULL, "tensor %d has no name", i);
         FUZZ_CHECK(i == 0 || strcmp(f->tensors[i - 1].name, t->name) < 0,
                    "tensor names not sorted and unique at '%s'", t->name);
-        size_t esize = st_dtype_size(t->dtype);
-        FUZZ_CHECK(esize > 0, "tensor '%s': dtype %d has no size", t->name, (int)t->dtype);
-        FUZZ_CHECK(t->ndim >= 0 && t->ndim <= ST_MAX_DIMS, "tensor '%s': ndim %d", t->name,
-                   t->ndim);
-        int64_t prod = 1;
-        for (int d = 0; d < t->ndim; d++) {
-            FUZZ_CHECK(t->shape[d] >= 0, "tensor '%s': shape[%d] < 0", t->name, d);
-            FUZZ_CHECK(!__builtin_mul_overflow(prod, t->shape[d], &prod),
-                       "tensor '%s': shape product overflows", t->name);
-        }
-        FUZZ_CHECK(prod == t->numel, "tensor '%s': numel %lld but shape product %lld", t->name,
-                   (long long)t->numel, (long long)prod);
-        uint64_t need;
-        FUZZ_CHECK(!__builtin_mul_overflow((uint64_t)t->numel, (uint64_t)esize, &need) &&
-                       need == t->nbytes,
-                   "tensor '%s': numel %lld x %zu != nbytes %zu", t->name, (long long)t->numel,
-                   esize, t->nbytes);
-        const uint8_t *p = t->data;
-        FUZZ_CHECK(t->nbytes == 0 || (p >= data && p <= end && t->nbytes <= (size_t)(end - p)),
-                   "tensor '%s': bytes outside the input", t->name);
-        if (t->dtype != ST_F32 && t->dtype != ST_F16 && t->dtype != ST_BF16) continue;
-        float *dst = malloc((size_t)t->numel * sizeof(float) + 1);
-        if (!dst) continue;
-        FUZZ_CHECK(st_to_f32(t, dst) == ST_OK, "tensor '%s': st_to_f32 refused", t->name);
-        volatile float sink = 0;
-        for (int64_t k = 0; k < t->numel; k++)
-            sink += dst[k];
-        (void)sink;
-        free(dst);
+        fuzz_check_tensor(t, data, size);
     }
     st_close(f);
     return 0;
