@@ -22,7 +22,7 @@ FUZZ = REPO / "fuzz"
 OUT = FUZZ / "out"
 HARNESSES = ["safetensors", "model_config", "tokenizer", "vocab", "yaml_config", "request_json",
              "checkpoint", "tokenizer_config", "torch_zip",
-             "tokenizer_json"]
+             "tokenizer_json", "http_head"]
 SAN_ENV = {
     "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=1:allocator_may_return_null=1",
     "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
