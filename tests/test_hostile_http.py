@@ -396,6 +396,8 @@ def test_connections_beyond_the_cap_are_closed_at_once(tmp_path, model_dir):
     cap = 4
     cfg = default_config(model_dir, server={"max_connections": cap, "connection_timeout_s": 30})
     with Server(tmp_path, model_dir, cfg) as s:
+        # the readiness probes' kept-alive connections must be gone before the hogs come
+        wait_until(lambda: len(server_side_queues(s.port)) == 0, timeout=30)
         hogs = []
         for _ in range(cap):
             h = socket.create_connection(("127.0.0.1", s.port), timeout=5)

@@ -206,10 +206,24 @@ def test_slow_trickle_under_the_timeout_keeps_its_slot_but_starves_nobody(tmp_pa
         assert still_open == 8
 
 
+def server_connections(port):
+    """Server-side sockets on port the server still holds (established, or closed by the
+    client but not yet by the server), from /proc/net/tcp."""
+    held = 0
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        f = line.split()
+        if int(f[1].split(":")[1], 16) == port and f[3] in ("01", "08"):
+            held += 1
+    return held
+
+
 def test_connection_cap_holds(tmp_path, small_model):
     cap = 8
     cfg = default_config(small_model, server={"connection_timeout_s": 30, "max_connections": cap})
     with Server(tmp_path, small_model, cfg) as srv:
+        # The readiness probes' connections must be gone before the hogs take every slot
+        # (keep-alive holds a connection until the server sees the client close it).
+        wait_until(lambda: server_connections(srv.port) == 0, timeout=30)
         hogs = [raw_conn(srv) for _ in range(cap)]
         # each hog is accepted: the server answers one request on it and keeps it open
         for s in hogs:
