@@ -523,13 +523,16 @@ SLOW = {"inputs": ["[MASK] " + "token " * 500] * 8, "parameters": {"top_k": 100}
 
 @pytest.fixture(scope="module")
 def slow_model_dir(tmp_path_factory):
-    return shared_checkpoint(tmp_path_factory, name="http_slow_model", hidden_size=256,
-                             num_hidden_layers=4, intermediate_size=1024,
+    # Large enough that six SLOW requests (about 1.5 TFLOP) outlast the 2 s grace period on
+    # any machine this runs on, fast and quiet ones included: the 4-layer, 256-wide model of
+    # the lifecycle tests finished inside 2 s on a quiet 2-core machine.
+    return shared_checkpoint(tmp_path_factory, name="http_slower_model", hidden_size=512,
+                             num_hidden_layers=8, num_attention_heads=8, intermediate_size=2048,
                              max_position_embeddings=512)
 
 
 def test_sigterm_exits_within_the_grace_period(tmp_path, slow_model_dir):
-    """Six slow requests on one worker (about a second of work each, batched) outlast a 2 s
+    """Six slow requests on one worker (several seconds of work each, batched) outlast a 2 s
     grace period. The server used to wait for the running batch with no deadline (41.6 s after
     SIGTERM with grace 20 s in the review); it now exits at the deadline with status 3 and
     says what it abandoned."""
