@@ -46,6 +46,7 @@ RUN apt-get update \
         curl \
         libjansson4 \
         libmicrohttpd12 \
+        libdnnl2 \
         libopenblas0-pthread \
         libutf8proc2 \
         libyaml-0-2 \

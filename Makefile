@@ -36,7 +36,8 @@ CFLAGS    ?= -O3 -g
 CFLAGS    += -fno-math-errno -fno-trapping-math
 CFLAGS    += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wformat=2 -pthread \
              -fno-strict-aliasing -Icore -Iserver -Itools $(PKG_CFLAGS)
-LDLIBS    += $(PKG_LIBS) -lm -pthread
+# oneDNN (int8 products, core/qlinear.c) ships no pkg-config file in Debian 12.
+LDLIBS    += $(PKG_LIBS) -ldnnl -lm -pthread
 
 ifeq ($(SAN),1)
 CFLAGS    += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -80,7 +81,7 @@ $(BUILD)/bert-server: $(BUILD)/server/main.o $(SERVER_OBJ) $(BUILD)/libbertcore.
 # ---- dependencies (Debian 12 as root; idempotent, skipped when present) ----
 # What building and serving need (make run, the Dockerfile's build stage) ...
 BUILD_PACKAGES := build-essential pkg-config libmicrohttpd-dev libjansson-dev libyaml-dev \
-                  libutf8proc-dev libopenblas-dev
+                  libutf8proc-dev libopenblas-dev libdnnl-dev
 # ... and what the tests, sanitizer builds, fuzzing and benchmarks add.
 TEST_PACKAGES  := clang clang-format libclang-rt-14-dev curl jq wrk valgrind shellcheck strace \
                   python3 python3-venv python3-pip chromium chromium-driver openssl
@@ -109,6 +110,7 @@ deps-test-system:
 # line in either requirements file is installed without touching this rule.
 deps-python: $(VENV)/.created
 	$(PYTHON) -m pip install -q -r tests/requirements.txt -r bench/requirements.txt
+	$(PYTHON) -m pip install -q --no-deps -r bench/requirements-nodeps.txt
 
 $(VENV)/.created:
 	$(BASE_PYTHON) -m venv --system-site-packages $(VENV)

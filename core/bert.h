@@ -58,11 +58,30 @@ int bert_config_parse(const char *json, size_t len, const char *path, bert_confi
 
 typedef struct bert_model bert_model;
 
+/* How the encoder's linear layers compute. FP32: OpenBLAS sgemm, the same
+ * numbers as transformers (1e-4). INT8: dynamic quantization on oneDNN
+ * (dnnl_linear.h), opt-in, faster, approximately the same answers
+ * (bench/README.md has the agreement figures). Embeddings, attention, layer
+ * norms, the pooler and the heads stay float32 either way. */
+typedef enum { BERT_COMPUTE_FP32 = 0, BERT_COMPUTE_INT8 = 1 } bert_compute;
+
+/* "fp32" / "int8" <-> bert_compute; parse returns -1 for anything else. */
+int bert_compute_parse(const char *name);
+const char *bert_compute_name(bert_compute c);
+
+typedef struct bert_load_options {
+    bert_compute compute;
+} bert_load_options;
+
 /* Loads <dir>/config.json, the weights in any layout checkpoint.h resolves
  * (model.safetensors, pytorch_model.bin, or either sharded with an index) and
  * the tokenizer files (tok_load_dir). Every failure names the file and the
- * key or tensor at fault. */
+ * key or tensor at fault. Same as bert_model_load_opts with fp32. */
 int bert_model_load(const char *dir, bert_model **out, char *err, size_t errlen);
+/* The same with options (NULL: the defaults). With INT8 the encoder's
+ * float32 weights are quantized at load and then dropped from memory. */
+int bert_model_load_opts(const char *dir, const bert_load_options *opts, bert_model **out,
+                         char *err, size_t errlen);
 void bert_model_free(bert_model *m);
 
 const bert_config *bert_model_config(const bert_model *m);
@@ -71,8 +90,14 @@ int bert_model_has_mlm(const bert_model *m);
 int bert_model_has_nsp(const bert_model *m);
 const char *bert_model_dtype(const bert_model *m); /* dtype in the file: "F32", "F16", "BF16" */
 size_t bert_model_param_count(const bert_model *m);
-size_t bert_model_weight_bytes(const bert_model *m); /* bytes of weights resident (f32) */
-const char *bert_model_name(const bert_model *m);    /* directory basename */
+/* Bytes of weights as computed with: float32, or int8 parts for the
+ * quantized layers. */
+size_t bert_model_weight_bytes(const bert_model *m);
+bert_compute bert_model_compute(const bert_model *m);
+/* What runs the encoder's products: "openblas sgemm" or oneDNN's int8 kernel
+ * name (e.g. "onednn brg:avx512_core_amx_int8"). */
+const char *bert_model_kernel(const bert_model *m);
+const char *bert_model_name(const bert_model *m); /* directory basename */
 /* The weights file or index the model was read from, its format
  * ("safetensors" or "pytorch") and how many files hold the tensors. */
 const char *bert_model_weights_path(const bert_model *m);
@@ -124,5 +149,10 @@ int bert_forward(const bert_model *m, bert_workspace *ws, const bert_seq_input *
  * holds (rows x vocab) floats at once: callers take a few rows at a time.
  * NULL when the range is outside the last forward or memory runs out. */
 const float *bert_mlm_logits(const bert_model *m, bert_workspace *ws, int first, int n);
+
+/* The encoder's last hidden states (rows, hidden_size) of the last
+ * bert_forward on ws, sequences packed back to back in batch order; *rows is
+ * their number. Valid until the next call with ws. */
+const float *bert_hidden_states(const bert_workspace *ws, int *rows);
 
 #endif

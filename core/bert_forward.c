@@ -42,6 +42,18 @@ struct bert_workspace {
     int starts_cap;
     int (*cancel)(void *arg); /* checked before each layer: nonzero stops the pass */
     void *cancel_arg;
+    int hidden_rows; /* rows of WS_X from the last forward */
+    /* A model with products on oneDNN (dnnl_linear.h): one context per
+     * thread, made on the first forward with that model, and for int8 the
+     * quantized input of the product at hand: (rows rounded up to whole
+     * tiles, max(C, I)). */
+    dl_ctx **qctx;
+    const dl_engine *qctx_engine;
+    uint8_t *qx;
+    size_t qx_cap; /* bytes */
+    float *qscale;
+    int32_t *qzp;
+    size_t qrows_cap;
 };
 
 bert_workspace *bert_workspace_new(void) {
@@ -58,8 +70,20 @@ bert_workspace *bert_workspace_new_threads(int n_threads) {
     return ws;
 }
 
+static void ws_free_qctx(bert_workspace *ws) {
+    for (int i = 0; ws->qctx && i < team_size(ws->team); i++)
+        dl_ctx_free(ws->qctx[i]);
+    free(ws->qctx);
+    ws->qctx = NULL;
+    ws->qctx_engine = NULL;
+}
+
 void bert_workspace_free(bert_workspace *ws) {
     if (!ws) return;
+    ws_free_qctx(ws);
+    free(ws->qx);
+    free(ws->qscale);
+    free(ws->qzp);
     team_free(ws->team);
     for (int i = 0; i < WS_NBUF; i++)
         free(ws->buf[i]);
@@ -89,6 +113,46 @@ static int ws_reserve(bert_workspace *ws, int i, size_t n) {
     ws->bytes += (n - ws->cap[i]) * sizeof(float);
     ws->buf[i] = p;
     ws->cap[i] = n;
+    return 1;
+}
+
+/* Products on oneDNN: a context per thread for engine e, and for int8 room for
+ * the quantized input of any product of a batch of N rows. */
+static int ws_reserve_dnnl(bert_workspace *ws, const dl_engine *e, size_t N, size_t K) {
+    const int n = team_size(ws->team);
+    if (ws->qctx_engine != e) {
+        ws_free_qctx(ws);
+        if (!(ws->qctx = calloc((size_t)n, sizeof(*ws->qctx)))) return 0;
+        ws->bytes += (size_t)n * sizeof(*ws->qctx);
+        ws->qctx_engine = e;
+        for (int i = 0; i < n; i++)
+            if (!(ws->qctx[i] = dl_ctx_new(e))) return 0;
+    }
+    if (dl_engine_mode(e) != DL_INT8) return 1;
+    const size_t R = (size_t)dl_engine_row_tile(e), rows = (N + R - 1) / R * R;
+    if (rows * K > ws->qx_cap) {
+        uint8_t *q = malloc(rows * K);
+        if (!q) return 0;
+        free(ws->qx);
+        ws->bytes += rows * K - ws->qx_cap;
+        ws->qx = q;
+        ws->qx_cap = rows * K;
+    }
+    if (rows > ws->qrows_cap) {
+        float *sc = malloc(rows * sizeof(float));
+        int32_t *zp = malloc(rows * sizeof(int32_t));
+        if (!sc || !zp) {
+            free(sc);
+            free(zp);
+            return 0;
+        }
+        free(ws->qscale);
+        free(ws->qzp);
+        ws->bytes += (rows - ws->qrows_cap) * (sizeof(float) + sizeof(int32_t));
+        ws->qscale = sc;
+        ws->qzp = zp;
+        ws->qrows_cap = rows;
+    }
     return 1;
 }
 
@@ -213,6 +277,81 @@ static void par_linear(bert_workspace *ws, float *out, const float *inp, const f
     par_linear_run(ws->team, &j);
 }
 
+/* The same products on oneDNN. For int8 the input is first quantized once
+ * per product (by rows, on every thread). Tasks are (product, column part,
+ * row tile) triples, consecutive tasks sharing a part so that its weights stay
+ * in the cache. */
+typedef struct par_dnnl_job {
+    bert_workspace *ws;
+    int n_prod;
+    float *out[3];
+    const dl_weight *w[3];
+    const float *inp;
+    int N, IC, OC;
+    int act; /* bert_activation, or -1 */
+    int tiles, parts, n_tasks;
+    int rows; /* per quantization chunk */
+    atomic_int next;
+    atomic_int failed;
+} par_dnnl_job;
+
+static void par_quantize_part(void *arg, int idx, int n) {
+    (void)idx, (void)n;
+    par_dnnl_job *j = arg;
+    bert_workspace *ws = j->ws;
+    for (int c; (c = atomic_fetch_add(&j->next, 1)) * j->rows < j->N;) {
+        const int r0 = c * j->rows, r1 = r0 + j->rows < j->N ? r0 + j->rows : j->N;
+        dl_quantize_rows(j->inp, j->IC, r0, r1, ws->qx, ws->qscale, ws->qzp);
+    }
+}
+
+static void par_dnnl_part(void *arg, int idx, int n) {
+    (void)n;
+    par_dnnl_job *j = arg;
+    bert_workspace *ws = j->ws;
+    const int per_prod = j->parts * j->tiles;
+    const int R = dl_engine_row_tile(ws->qctx_engine);
+    const dl_input in = {j->inp, ws->qx, ws->qscale, ws->qzp};
+    for (int t; (t = atomic_fetch_add(&j->next, 1)) < j->n_tasks;) {
+        const int p = t / per_prod, part = t % per_prod / j->tiles, tile = t % j->tiles;
+        if (dl_run_tile(ws->qctx[idx], j->w[p], tile, part, &in, j->N, j->out[p], j->OC)) {
+            atomic_store(&j->failed, 1);
+            continue;
+        }
+        if (j->act < 0) continue;
+        int o0, o1;
+        dl_weight_part_cols(j->w[p], part, &o0, &o1);
+        const int r1 = (tile + 1) * R < j->N ? (tile + 1) * R : j->N;
+        for (int r = tile * R; r < r1; r++)
+            ops_activation(j->out[p] + (size_t)r * j->OC + o0, (size_t)(o1 - o0),
+                           (bert_activation)j->act);
+    }
+}
+
+// out[p] (N,OC) = act(inp (N,IC) @ w[p]^T + b) for each of n_prod products (int8: w dequantized)
+static int par_dnnl(bert_workspace *ws, int n_prod, float *const *out, dl_weight *const *w,
+                    const float *inp, int N, int IC, int OC, int act) {
+    const int R = dl_engine_row_tile(ws->qctx_engine), n = team_size(ws->team);
+    par_dnnl_job j = {
+        .ws = ws, .n_prod = n_prod, .inp = inp, .N = N, .IC = IC, .OC = OC, .act = act};
+    for (int p = 0; p < n_prod; p++)
+        j.out[p] = out[p], j.w[p] = w[p];
+    j.tiles = (N + R - 1) / R;
+    j.parts = dl_weight_parts(w[0]);
+    j.n_tasks = n_prod * j.parts * j.tiles;
+    atomic_init(&j.next, 0);
+    atomic_init(&j.failed, 0);
+    if (dl_engine_mode(ws->qctx_engine) == DL_INT8) {
+        /* Rows past N in the last tile: zeros, so oneDNN never reads stale bytes. */
+        memset(ws->qx + (size_t)N * IC, 0, ((size_t)j.tiles * R - (size_t)N) * IC);
+        j.rows = n > 1 && N >= 8 ? (N + n * PAR_CHUNKS - 1) / (n * PAR_CHUNKS) : N;
+        team_run(n > 1 && N >= 8 ? ws->team : NULL, par_quantize_part, &j);
+        atomic_store(&j.next, 0);
+    }
+    team_run(j.n_tasks > 1 ? ws->team : NULL, par_dnnl_part, &j);
+    return atomic_load(&j.failed) ? BERT_ERR_NOMEM : BERT_OK;
+}
+
 typedef struct par_ln_job {
     float *x;
     const float *residual, *w, *b;
@@ -285,6 +424,29 @@ static void forward_embeddings(const bert_model *m, const bert_seq_input *seqs, 
     }
 }
 
+// x (N,C) -> x (N,C) after one post-LN transformer layer, products on oneDNN
+static int forward_layer_dnnl(const bert_model *m, const bert_layer *L, bert_workspace *ws,
+                              const bert_seq_input *seqs, int B, int N, int Lmax) {
+    const bert_config *c = &m->cfg;
+    const int C = c->hidden_size, I = c->intermediate_size, H = c->num_attention_heads;
+    float *qkv_out[3] = {ws->buf[WS_Q], ws->buf[WS_K], ws->buf[WS_V]};
+    int rc = par_dnnl(ws, 3, qkv_out, &L->qw[QP_Q], ws->buf[WS_X], N, C, C, -1);
+    if (rc) return rc;
+    par_attn_job attn = {ws, seqs, H, C / H, C, Lmax, B * H, 0};
+    team_run(ws->team, par_attn_part, &attn);
+    if ((rc = par_dnnl(ws, 1, &ws->buf[WS_TMP], &L->qw[QP_ATTN_OUT], ws->buf[WS_CTX], N, C, C, -1)))
+        return rc;
+    par_layernorm(ws, ws->buf[WS_X], ws->buf[WS_TMP], L->attn_ln_w, L->attn_ln_b, N, C,
+                  c->layer_norm_eps);
+    if ((rc = par_dnnl(ws, 1, &ws->buf[WS_INTER], &L->qw[QP_INTER], ws->buf[WS_X], N, C, I,
+                       (int)c->hidden_act)) ||
+        (rc = par_dnnl(ws, 1, &ws->buf[WS_TMP], &L->qw[QP_OUT], ws->buf[WS_INTER], N, I, C, -1)))
+        return rc;
+    par_layernorm(ws, ws->buf[WS_X], ws->buf[WS_TMP], L->out_ln_w, L->out_ln_b, N, C,
+                  c->layer_norm_eps);
+    return BERT_OK;
+}
+
 // x (N,C) -> x (N,C) after one post-LN transformer layer
 static void forward_layer(const bert_model *m, const bert_layer *L, bert_workspace *ws,
                           const bert_seq_input *seqs, int B, int N, int Lmax) {
@@ -345,6 +507,11 @@ const float *bert_mlm_logits(const bert_model *m, bert_workspace *ws, int first,
     return ws->buf[WS_MLM_LOGITS];
 }
 
+const float *bert_hidden_states(const bert_workspace *ws, int *rows) {
+    *rows = ws->hidden_rows;
+    return ws->buf[WS_X];
+}
+
 // x (N,C) at each sequence's [CLS] -> nsp_logits (B,2)
 static void forward_nsp(const bert_model *m, bert_workspace *ws, const bert_seq_input *seqs,
                         int B) {
@@ -397,18 +564,26 @@ int bert_forward(const bert_model *m, bert_workspace *ws, const bert_seq_input *
     }
     for (int b = 0, row = 0; b < B; row += seqs[b].len, b++)
         ws->starts[b] = (size_t)row;
+    if (m->dl && !ws_reserve_dnnl(ws, m->dl, N, C > I ? C : I)) goto nomem;
 
     forward_embeddings(m, seqs, B, ws->buf[WS_X]);
     par_layernorm(ws, ws->buf[WS_X], NULL, m->emb_ln_w, m->emb_ln_b, (int)N, (int)C,
                   c->layer_norm_eps);
     ws->mlm_rows = 0;
+    ws->hidden_rows = 0;
     for (int l = 0; l < c->num_hidden_layers; l++) {
         if (ws->cancel && ws->cancel(ws->cancel_arg)) {
             snprintf(err, errlen, "cancelled before layer %d of %d", l, c->num_hidden_layers);
             return BERT_ERR_CANCELLED;
         }
-        forward_layer(m, &m->layers[l], ws, seqs, B, (int)N, Lmax);
+        if (!m->dl) {
+            forward_layer(m, &m->layers[l], ws, seqs, B, (int)N, Lmax);
+        } else if (forward_layer_dnnl(m, &m->layers[l], ws, seqs, B, (int)N, Lmax)) {
+            snprintf(err, errlen, "the oneDNN kernel failed in layer %d", l);
+            return BERT_ERR_NOMEM;
+        }
     }
+    ws->hidden_rows = (int)N;
     if (M > 0) {
         forward_mlm_transform(m, ws, seqs, B, (int)M);
         ws->mlm_rows = (int)M;

@@ -6,6 +6,7 @@
 
 #include "bert.h"
 #include "checkpoint.h"
+#include "dnnl_linear.h"
 #include "safetensors.h"
 
 /* One encoder layer. Matrices are PyTorch nn.Linear layout: (out, in). */
@@ -16,7 +17,12 @@ typedef struct bert_layer {
     const float *inter_w, *inter_b;                 /* (I,C), (I) */
     const float *out_w, *out_b;                     /* (C,I), (C) */
     const float *out_ln_w, *out_ln_b;               /* (C) */
+    /* The six products above on oneDNN (dnnl_linear.h), when the model has a
+     * dl engine: their float weights are then NULL. Indexed by bert_qprod. */
+    dl_weight *qw[6];
 } bert_layer;
+
+typedef enum { QP_Q, QP_K, QP_V, QP_ATTN_OUT, QP_INTER, QP_OUT, QP_N } bert_qprod;
 
 struct bert_model {
     bert_config cfg;
@@ -27,6 +33,11 @@ struct bert_model {
     int n_owned, cap_owned;
     size_t resident_bytes; /* bytes of owned copies */
     size_t param_count;
+    bert_compute compute;
+    dl_engine *dl;    /* the encoder's products on oneDNN; NULL: OpenBLAS */
+    size_t qbytes;    /* bytes of those products' reordered weights */
+    size_t qparams;   /* parameters those layers had */
+    char kernel[112]; /* bert_model_kernel */
     tok_tokenizer *tok;
 
     const float *word_emb, *pos_emb, *type_emb; /* (V,C), (P,C), (TV,C) */

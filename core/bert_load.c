@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* config.json: a regular file of at most FIO_MAX_CONFIG_BYTES. */
 static char *load_read_file(const char *path, size_t *len, char *err, size_t errlen) {
@@ -206,7 +208,84 @@ static const char *load_basename(const char *dir) {
     return buf;
 }
 
+int bert_compute_parse(const char *name) {
+    return strcmp(name, "fp32") == 0   ? BERT_COMPUTE_FP32
+           : strcmp(name, "int8") == 0 ? BERT_COMPUTE_INT8
+                                       : -1;
+}
+
+const char *bert_compute_name(bert_compute c) {
+    return c == BERT_COMPUTE_INT8 ? "int8" : "fp32";
+}
+
+/* Gives back the memory of float weights a quantized layer no longer reads:
+ * a converted copy is freed; a tensor mapped from the file loses its pages
+ * (the file stays mapped, so the pages would only come back if read). */
+static void load_release(bert_model *m, const float *p, size_t nfloats) {
+    for (int i = 0; i < m->n_owned; i++) {
+        if (m->owned[i] == p) {
+            free(m->owned[i]);
+            m->owned[i] = NULL;
+            m->resident_bytes -= nfloats * sizeof(float);
+            return;
+        }
+    }
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = ((uintptr_t)p + page - 1) / page * page;
+    const uintptr_t hi = ((uintptr_t)(p + nfloats)) / page * page;
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+/* Moves the six products of every encoder layer onto oneDNN: always for
+ * int8; for fp32 where oneDNN has brgemm kernels for this CPU (else the
+ * forward pass keeps OpenBLAS). */
+static int load_dnnl_linear(bert_model *m, char *err, size_t errlen) {
+    const bert_config *c = &m->cfg;
+    const int C = c->hidden_size, I = c->intermediate_size;
+    const int int8 = m->compute == BERT_COMPUTE_INT8;
+    char msg[256];
+    int rc = dl_engine_new(int8 ? DL_INT8 : DL_F32, &m->dl, msg, sizeof(msg));
+    if (rc == DL_UNSUPPORTED) return BERT_OK;
+    if (rc) {
+        snprintf(err, errlen, "model.compute %s: %s", bert_compute_name(m->compute), msg);
+        return BERT_ERR_NOMEM;
+    }
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        bert_layer *L = &m->layers[l];
+        struct {
+            const float **w, *b;
+            int OC, IC;
+        } prods[QP_N] = {
+            [QP_Q] = {&L->q_w, L->q_b, C, C},
+            [QP_K] = {&L->k_w, L->k_b, C, C},
+            [QP_V] = {&L->v_w, L->v_b, C, C},
+            [QP_ATTN_OUT] = {&L->attn_out_w, L->attn_out_b, C, C},
+            [QP_INTER] = {&L->inter_w, L->inter_b, I, C},
+            [QP_OUT] = {&L->out_w, L->out_b, C, I},
+        };
+        for (int p = 0; p < QP_N; p++) {
+            if (dl_weight_new(m->dl, *prods[p].w, prods[p].b, prods[p].OC, prods[p].IC, &L->qw[p],
+                              msg, sizeof(msg))) {
+                snprintf(err, errlen, "model.compute %s: layer %d: %s",
+                         bert_compute_name(m->compute), l, msg);
+                return BERT_ERR_NOMEM;
+            }
+            m->qbytes += dl_weight_bytes(L->qw[p]);
+            m->qparams += (size_t)prods[p].OC * prods[p].IC + (size_t)prods[p].OC;
+            load_release(m, *prods[p].w, (size_t)prods[p].OC * prods[p].IC);
+            *prods[p].w = NULL;
+        }
+    }
+    snprintf(m->kernel, sizeof(m->kernel), "onednn %s", dl_engine_kernel(m->dl));
+    return BERT_OK;
+}
+
 int bert_model_load(const char *dir, bert_model **out, char *err, size_t errlen) {
+    return bert_model_load_opts(dir, NULL, out, err, errlen);
+}
+
+int bert_model_load_opts(const char *dir, const bert_load_options *opts, bert_model **out,
+                         char *err, size_t errlen) {
     char path[4096];
     char *json = NULL;
     size_t json_len = 0;
@@ -218,6 +297,8 @@ int bert_model_load(const char *dir, bert_model **out, char *err, size_t errlen)
         return BERT_ERR_NOMEM;
     }
     snprintf(m->name, sizeof(m->name), "%s", load_basename(dir));
+    m->compute = opts ? opts->compute : BERT_COMPUTE_FP32;
+    snprintf(m->kernel, sizeof(m->kernel), "openblas sgemm");
 
     snprintf(path, sizeof(path), "%s/config.json", dir);
     if (!(json = load_read_file(path, &json_len, err, errlen))) {
@@ -259,6 +340,7 @@ int bert_model_load(const char *dir, bert_model **out, char *err, size_t errlen)
     for (int i = 0; i < c->num_hidden_layers; i++)
         if ((rc = load_layer(m, prefix, i, &m->layers[i], err, errlen))) goto cleanup;
     if ((rc = load_nsp(m, prefix, err, errlen)) || (rc = load_mlm(m, err, errlen))) goto cleanup;
+    if ((rc = load_dnnl_linear(m, err, errlen))) goto cleanup;
 
     if ((rc = tok_load_dir_capped(dir, c->vocab_size, &m->tok, err, errlen)) != TOK_OK) {
         rc = rc == TOK_ERR_IO ? BERT_ERR_IO : BERT_ERR_FORMAT;
@@ -286,6 +368,10 @@ void bert_model_free(bert_model *m) {
     for (int i = 0; i < m->n_owned; i++)
         free(m->owned[i]);
     free(m->owned);
+    for (int l = 0; m->layers && l < m->cfg.num_hidden_layers; l++)
+        for (int p = 0; p < QP_N; p++)
+            dl_weight_free(m->layers[l].qw[p]);
+    dl_engine_free(m->dl);
     free(m->layers);
     ckpt_close(m->ck);
     tok_free(m->tok);
@@ -325,5 +411,13 @@ int bert_model_weights_files(const bert_model *m) {
 }
 
 size_t bert_model_weight_bytes(const bert_model *m) {
-    return m->param_count * sizeof(float);
+    return (m->param_count - m->qparams) * sizeof(float) + m->qbytes;
+}
+
+bert_compute bert_model_compute(const bert_model *m) {
+    return m->compute;
+}
+
+const char *bert_model_kernel(const bert_model *m) {
+    return m->kernel;
 }

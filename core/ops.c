@@ -55,11 +55,6 @@ void ops_layernorm(float *x, const float *residual, const float *weight, const f
  * cloned for AVX-512 and AVX2 and picked at load time, so one binary runs on
  * any x86-64. Accuracy: |error| <= 5e-7 absolute against double precision,
  * the same as glibc's erff-based GELU in float. */
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(OPS_NO_CLONES)
-#define OPS_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define OPS_VECTOR_CLONES
-#endif
 
 /* exp(a): a = n*ln2 + r with |r| <= ln2/2 (ln2 split in two for precision),
  * e^r by its Taylor polynomial to degree 6, 2^n put into the exponent bits. */

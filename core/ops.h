@@ -7,6 +7,15 @@
 
 #include "bert.h"
 
+/* Elementwise loops are cloned for AVX-512 and AVX2 and the best clone picked at
+ * load time, so one binary built for baseline x86-64 still runs them wide.
+ * Not under ASan (its interceptors and ifuncs do not mix). */
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(OPS_NO_CLONES)
+#define OPS_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define OPS_VECTOR_CLONES
+#endif
+
 /* inp (N,IC), weight (OC,IC) as stored by PyTorch's nn.Linear, bias (OC) or NULL
  * -> out (N,OC) with row stride ldo = inp @ weight^T + bias. ldo > OC writes a
  * column slice of a wider output (one thread's share of a split product). */

@@ -842,17 +842,18 @@ int api_prepare(const api_ctx *ctx, api_job *job) {
 char *api_models(const api_ctx *ctx, size_t *len) {
     const bert_config *c = bert_model_config(ctx->model);
     json_t *m = json_pack(
-        "{s:s,s:s,s:s,s:{s:b,s:b},s:s,s:I,s:I,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:s,s:b}", "id",
-        bert_model_name(ctx->model), "object", "model", "architecture", "BertForPreTraining",
+        "{s:s,s:s,s:s,s:{s:b,s:b},s:s,s:I,s:I,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:s,s:b}",
+        "id", bert_model_name(ctx->model), "object", "model", "architecture", "BertForPreTraining",
         "heads", "masked_lm", bert_model_has_mlm(ctx->model), "next_sentence",
         bert_model_has_nsp(ctx->model), "dtype", bert_model_dtype(ctx->model), "parameters",
         (json_int_t)bert_model_param_count(ctx->model), "weight_bytes",
-        (json_int_t)bert_model_weight_bytes(ctx->model), "max_sequence_length", ctx->max_len,
-        "max_position_embeddings", c->max_position_embeddings, "vocab_size", c->vocab_size,
-        "hidden_size", c->hidden_size, "num_hidden_layers", c->num_hidden_layers,
-        "num_attention_heads", c->num_attention_heads, "intermediate_size", c->intermediate_size,
-        "type_vocab_size", c->type_vocab_size, "hidden_act", c->hidden_act_name, "do_lower_case",
-        tok_get_options(ctx->tok)->lowercase);
+        (json_int_t)bert_model_weight_bytes(ctx->model), "compute",
+        bert_compute_name(bert_model_compute(ctx->model)), "kernel", bert_model_kernel(ctx->model),
+        "max_sequence_length", ctx->max_len, "max_position_embeddings", c->max_position_embeddings,
+        "vocab_size", c->vocab_size, "hidden_size", c->hidden_size, "num_hidden_layers",
+        c->num_hidden_layers, "num_attention_heads", c->num_attention_heads, "intermediate_size",
+        c->intermediate_size, "type_vocab_size", c->type_vocab_size, "hidden_act",
+        c->hidden_act_name, "do_lower_case", tok_get_options(ctx->tok)->lowercase);
     json_t *root = json_pack("{s:s,s:[o]}", "object", "list", "data", m);
     char *s = answer_dump(root, len);
     json_decref(root);

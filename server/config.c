@@ -21,7 +21,8 @@
 
 /* K_AUTO: an integer, or the word auto (stored as 0) for "let the server choose".
  * K_FILE: a path that may be empty (off); K_PATH: a path that may not. */
-typedef enum { K_INT, K_LONG, K_AUTO, K_STR, K_ADDR, K_PATH, K_FILE, K_LEVEL } key_kind;
+/* K_COMPUTE: fp32 or int8 (cfg_compute). */
+typedef enum { K_INT, K_LONG, K_AUTO, K_STR, K_ADDR, K_PATH, K_FILE, K_LEVEL, K_COMPUTE } key_kind;
 
 /* One setting. env_alias / flag_alias: the older short names, kept because
  * deployments and scripts use them; the full names are BERT_SECTION_KEY and
@@ -61,6 +62,7 @@ static const key_def KEYS[] = {
     {"workers", "batch_wait_us", K_INT, F(batch_wait_us), 0, 10000000, NULL, NULL},
     {"model", "dir", K_PATH, F(model_dir), 0, 0, NULL, "model"},
     {"model", "max_sequence_length", K_INT, F(max_sequence_length), 2, 1 << 20, NULL, NULL},
+    {"model", "compute", K_COMPUTE, F(compute), 0, 0, "BERT_COMPUTE", "compute"},
     {"limits", "max_inputs_per_request", K_INT, F(max_inputs_per_request), 1, 65536, NULL, NULL},
     {"limits", "default_top_k", K_INT, F(default_top_k), 1, 1 << 20, NULL, NULL},
     {"limits", "max_top_k", K_INT, F(max_top_k), 1, 1 << 20, NULL, NULL},
@@ -91,6 +93,11 @@ __attribute__((format(printf, 3, 4))) static void set_origin(cfg *c, const key_d
 }
 
 static const char *LEVEL_NAMES[] = {"debug", "info", "warn", "error"};
+static const char *COMPUTE_NAMES[] = {"fp32", "int8"};
+
+const char *cfg_compute_name(cfg_compute m) {
+    return m == CFG_COMPUTE_INT8 ? "int8" : "fp32";
+}
 
 const char *cfg_log_level_name(cfg_log_level l) {
     return (l >= LOG_DEBUG && l <= LOG_ERROR) ? LEVEL_NAMES[l] : "info";
@@ -226,6 +233,15 @@ static int set_value(cfg *c, const key_def *k, const char *text, int plain_scala
             }
         }
         errf(why, whylen, "must be one of debug, info, warn, error, got '%s'", text);
+        return -1;
+    case K_COMPUTE:
+        for (int i = 0; i < 2; i++) {
+            if (plain_scalar && !is_null && strcmp(text, COMPUTE_NAMES[i]) == 0) {
+                *(cfg_compute *)(base + k->off) = (cfg_compute)i;
+                return 0;
+            }
+        }
+        errf(why, whylen, "must be fp32 or int8, got '%s'", text);
         return -1;
     }
     return -1;
@@ -642,6 +658,9 @@ void cfg_print(const cfg *c, FILE *f) {
             break;
         case K_LEVEL:
             fputs(cfg_log_level_name(*(const cfg_log_level *)p), f);
+            break;
+        case K_COMPUTE:
+            fputs(cfg_compute_name(*(const cfg_compute *)p), f);
             break;
         case K_STR:
             print_string(f, k->off == F(auth_token) && *p ? "<redacted>" : p);

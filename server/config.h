@@ -25,6 +25,8 @@
 #define CFG_ORIGIN_MAX 96
 
 typedef enum { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 } cfg_log_level;
+/* model.compute: same values as bert_compute (bert.h). */
+typedef enum { CFG_COMPUTE_FP32 = 0, CFG_COMPUTE_INT8 = 1 } cfg_compute;
 
 typedef struct cfg {
     /* server */
@@ -52,6 +54,7 @@ typedef struct cfg {
     /* model */
     char model_dir[CFG_PATH_MAX];
     int max_sequence_length;
+    cfg_compute compute; /* fp32 (default, transformers' numbers) or int8 (opt-in) */
     /* limits */
     int max_inputs_per_request;
     int default_top_k;
@@ -105,6 +108,7 @@ int cfg_from_args(cfg *c, int argc, char **argv, char *err, size_t errlen);
 int cfg_validate(const cfg *c, char *err, size_t errlen);
 
 const char *cfg_log_level_name(cfg_log_level l);
+const char *cfg_compute_name(cfg_compute m);
 
 /* Writes every key as YAML ("section:" blocks, "  key: value  # origin")
  * to f; the auth token is shown as "<redacted>" when set. */

@@ -32,6 +32,7 @@
 #include "assets.h"
 #include "auth.h"
 #include "bert.h"
+#include "blas_cpu.h"
 #include "config.h"
 #include "http.h"
 #include "infer.h"
@@ -272,6 +273,8 @@ static metrics_model_info model_info(const bert_model *model, int max_len) {
         .has_nsp = bert_model_has_nsp(model),
         .params = bert_model_param_count(model),
         .weight_bytes = bert_model_weight_bytes(model),
+        .compute = bert_compute_name(bert_model_compute(model)),
+        .kernel = bert_model_kernel(model),
     };
 }
 
@@ -343,6 +346,7 @@ static int shut_down(http_server *srv, pool *workers, infer_ctx *ictx, int grace
 }
 
 int main(int argc, char **argv) {
+    blas_cpu_fix(argv); /* may execute the program again, with the kernels the CPU deserves */
     cfg c;
     char err[2048] = "";
     int rc = cfg_from_args(&c, argc, argv, err, sizeof(err));
@@ -392,7 +396,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bert-server: cannot start the signal watcher thread\n");
         goto cleanup;
     }
-    int load_failed = bert_model_load(c.model_dir, &model, err, sizeof(err)) != BERT_OK ||
+    const bert_load_options lo = {.compute = c.compute == CFG_COMPUTE_INT8 ? BERT_COMPUTE_INT8
+                                                                           : BERT_COMPUTE_FP32};
+    int load_failed = bert_model_load_opts(c.model_dir, &lo, &model, err, sizeof(err)) != BERT_OK ||
                       api_ctx_init(&api, model, c.model_dir, &c, err, sizeof(err));
     end_watch(watcher);
     if (load_failed) {
@@ -429,13 +435,19 @@ int main(int argc, char **argv) {
     char url[128];
     snprintf(url, sizeof(url), strchr(c.listen, ':') ? "%s://[%s]:%d" : "%s://%s:%d",
              c.tls_cert_file[0] ? "https" : "http", c.listen, http_port(srv));
-    log_json_always(LOG_INFO, "ready",
-                    json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:I,s:f}", "url", url, "auth",
-                              auth_enabled() ? "bearer token" : "off", "model", mi.name, "dtype",
-                              mi.dtype, "workers", c.workers, "threads", ictx.threads, "cpus", cpus,
-                              "blas_threads", blas_threads, "max_sequence_length", api.max_len,
-                              "weight_bytes", (json_int_t)mi.weight_bytes, "load_ms",
-                              (double)(infer_now_ns() - t0) / 1e6));
+    const char *blas_how, *blas_was;
+    const char *blas_core = blas_cpu_core(&blas_how, &blas_was);
+    if (*blas_was)
+        log_json(LOG_INFO, "OpenBLAS kernels corrected",
+                 json_pack("{s:s,s:s}", "detected", blas_was, "using", blas_core));
+    log_json_always(
+        LOG_INFO, "ready",
+        json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:s,s:i,s:I,s:f}", "url", url, "auth",
+                  auth_enabled() ? "bearer token" : "off", "model", mi.name, "dtype", mi.dtype,
+                  "compute", mi.compute, "kernel", mi.kernel, "workers", c.workers, "threads",
+                  ictx.threads, "cpus", cpus, "blas_threads", blas_threads, "blas_core", blas_core,
+                  "max_sequence_length", api.max_len, "weight_bytes", (json_int_t)mi.weight_bytes,
+                  "load_ms", (double)(infer_now_ns() - t0) / 1e6));
 
     int sig = next_event(-1, 0);
     exit_code = shut_down(srv, workers, &ictx, c.grace_period_s, sig);

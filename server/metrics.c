@@ -434,6 +434,10 @@ char *metrics_render(const metrics_gauges *g, size_t *len) {
         sb_label(&b, m->dtype);
         sb_printf(&b, "\",hidden_act=\"");
         sb_label(&b, m->hidden_act);
+        sb_printf(&b, "\",compute=\"");
+        sb_label(&b, m->compute ? m->compute : "fp32");
+        sb_printf(&b, "\",kernel=\"");
+        sb_label(&b, m->kernel ? m->kernel : "");
         sb_printf(&b,
                   "\",vocab_size=\"%d\",hidden_size=\"%d\",num_hidden_layers=\"%d\","
                   "num_attention_heads=\"%d\",max_sequence_length=\"%d\",mlm_head=\"%s\","

@@ -57,6 +57,7 @@ void metrics_add_inflight(int delta);
 
 typedef struct metrics_model_info {
     const char *name, *dtype, *hidden_act;
+    const char *compute, *kernel; /* model.compute and what runs its products */
     int vocab_size, hidden_size, layers, heads, max_sequence_length;
     int has_mlm, has_nsp;
     size_t params, weight_bytes;

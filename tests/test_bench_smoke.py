@@ -49,7 +49,7 @@ def run(tmp_path_factory):
 def test_tables_are_well_formed(run):
     _, res, md = run
     t = tables(md)
-    assert len(t) == 4, list(t)
+    assert len(t) == 6, list(t)
     for heading, rows in t.items():
         assert len(rows) >= 3, heading
         width = len(rows[0])
@@ -65,10 +65,12 @@ def test_latency_table(run):
     assert header[1:] == ["fill-mask 16 tok", "fill-mask 64 tok", "next-sentence 32 tok"]
     systems = [r[0] for r in body]
     n_servers = len(res["server"])
-    assert n_servers in (2, 4)
+    assert n_servers in (3, 4)
+    assert {s["compute"] for s in res["server"]} == {"fp32", "int8"}
     assert all(s.startswith("bert-serve over HTTP") for s in systems[:n_servers])
     for needle in ("`bert-cli bench`", "pipeline(\"fill-mask\")", "stock forward",
-                   "heads on needed rows only", "ONNX Runtime", "GEMM limit"):
+                   "heads on needed rows only", "ONNX Runtime", "ONNX Runtime int8",
+                   ", int8, ", "GEMM limit"):
         assert any(needle in s for s in systems), needle
     for r in body[:-1]:
         no_nsp = "bert-cli" in r[0] or "pipeline" in r[0]
@@ -85,17 +87,35 @@ def test_throughput_and_memory_tables(run):
     t = tables(md)
     thr = next(rows for h, rows in t.items() if h.startswith("Throughput"))
     body = thr[2:]
-    # two wrk concurrencies for each configuration with the detected BLAS kernels, two peers
-    assert len(body) == sum(len(s["throughput"]) for s in res["server"]) + 2
-    assert all(len(s["throughput"]) == 2 for s in res["server"] if s["coretype"] == "default")
+    # two wrk concurrencies for the fp32 and int8 default configurations, three peers
+    assert len(body) == sum(len(s["throughput"]) for s in res["server"]) + 3
+    assert [len(s["throughput"]) for s in res["server"] if s["wrk"]] == [2, 2]
     for r in body:
         assert float(r[2]) > 0 and float(r[3]) > 0, r
         assert r[6] == "0", f"non-200 answers or socket errors under wrk: {r}"
     mem = next(rows for h, rows in t.items() if h.startswith("Memory"))
-    assert [r[0] for r in mem[2:]] == ["1", "2"]
+    assert [r[0] for r in mem[2:]] == ["fp32", "int8"]
     for r in mem[2:]:
-        assert 0 < float(r[1]) <= float(r[3]) and float(r[2]) <= float(r[3]), r
-        assert float(r[5]) > 0, r
+        weights, bound, ready, hwm1, hwm16, hwm_long = map(float, r[1:7])
+        assert 0 < weights < bound and 0 < ready <= hwm1 <= hwm16 <= hwm_long, r
+        assert float(r[8]) > 0, r
+    # int8 keeps fewer weight bytes than fp32
+    assert res["memory"][1]["weight_bytes"] < res["memory"][0]["weight_bytes"]
+
+
+def test_int8_accuracy_and_targets_tables(run):
+    _, res, md = run
+    t = tables(md)
+    acc = next(rows for h, rows in t.items() if h.startswith("int8 against fp32"))
+    models = [r[0] for r in acc[2:]]
+    assert len(models) == 3 and "models/default" in models
+    for r in acc[2:]:
+        m = re.fullmatch(rf"({NUM}) / ({NUM}) \(\d+ tokens\)", r[-1])
+        assert m and -1 <= float(m.group(1)) <= float(m.group(2)) <= 1.0001, r
+        if not r[1].startswith("—"):
+            assert r[2].endswith("%") and r[6].endswith("%"), r
+    tgt = next(rows for h, rows in t.items() if h.startswith("Issue 11"))
+    assert len(tgt) > 10 and all(r[2] in ("met", "missed") for r in tgt[2:]), tgt
 
 
 def test_gemm_table_and_plot(run):

@@ -63,6 +63,7 @@ NON_DEFAULT = {
     "workers.batch_wait_us": 44,
     "model.dir": "some/where",
     "model.max_sequence_length": 128,
+    "model.compute": "int8",
     "limits.max_inputs_per_request": 7,
     "limits.default_top_k": 3,
     "limits.max_top_k": 50,

@@ -91,10 +91,16 @@ def hf_forward(model, batch):
                 nsp_loss=float(nsp_loss), loss=float(out.loss))
 
 
-def run_cli(model_dir, lines, threads=1):
+# Where the encoder's products run: oneDNN's brgemm kernels where the CPU has AVX-512 (the
+# default there), OpenBLAS elsewhere. DNNL_MAX_CPU_ISA=AVX2 makes oneDNN decline float32 as on
+# such a CPU, so both paths are checked on this machine.
+KERNEL_ENV = {"default": {}, "openblas": {"DNNL_MAX_CPU_ISA": "AVX2"}}
+
+
+def run_cli(model_dir, lines, threads=1, kernels="default"):
     """threads: BERT_THREADS, the forward pass split across that many threads (products by
     output columns, attention by head, layer norms by rows), as the server's workers.threads."""
-    env = {**os.environ, "BERT_THREADS": str(threads)}
+    env = {**os.environ, "BERT_THREADS": str(threads), **KERNEL_ENV[kernels]}
     proc = subprocess.run([str(build_dir() / "bert-cli"), "forward", "--model", str(model_dir)],
                           input="".join(json.dumps(l) + "\n" for l in lines), text=True,
                           capture_output=True, timeout=600, env=env)
@@ -109,9 +115,9 @@ def checkpoints(tmp_path_factory):
 
 
 # 3 threads: slices of uneven width and more threads than some batches have heads' work.
-@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("threads,kernels", [(1, "default"), (3, "default"), (3, "openblas")])
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_forward_parity(checkpoints, name, threads):
+def test_forward_parity(checkpoints, name, threads, kernels):
     from transformers import BertForPreTraining
 
     kw, n_inputs = CONFIGS[name]
@@ -122,7 +128,8 @@ def test_forward_parity(checkpoints, name, threads):
     if max_len == 512:  # sequences at the model's full length
         items += random_inputs(rng, 2, 512, min_len=510)
     groups = list(batches(items, rng))
-    ours = run_cli(checkpoints[name], [{"inputs": g, "nsp": True} for g in groups], threads)
+    ours = run_cli(checkpoints[name], [{"inputs": g, "nsp": True} for g in groups], threads,
+                   kernels)
     worst = dict(mlm_logits=0.0, nsp_logits=0.0, mlm_loss=0.0, nsp_loss=0.0, loss=0.0)
     for g, got in zip(groups, ours):
         assert "error" not in got, got
@@ -130,6 +137,6 @@ def test_forward_parity(checkpoints, name, threads):
         for key in worst:
             diff = float(np.max(np.abs(np.asarray(got[key], dtype=np.float64) - ref[key])))
             worst[key] = max(worst[key], diff)
-    print(f"\n{name}, {threads} threads: {len(items)} inputs in {len(groups)} batches, max abs diff {worst}")
+    print(f"\n{name}, {threads} threads, {kernels} kernels: {len(items)} inputs in {len(groups)} batches, max abs diff {worst}")
     for key, diff in worst.items():
         assert diff <= TOL, f"{name}: {key} differs by {diff:.3g} (> {TOL})"

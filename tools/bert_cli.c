@@ -1,8 +1,11 @@
 /* bert-cli: command-line front end of core/. Dispatches to the subcommands
  * declared in cli.h. */
+#include "blas_cpu.h"
 #include "cli.h"
 
+#include <cblas.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const struct {
@@ -18,6 +21,18 @@ static const struct {
     {"tokenize", cli_tokenize, "JSON-lines texts in, token ids and offsets out"},
 };
 
+int cli_compute_env(bert_compute *out) {
+    const char *env = getenv("BERT_COMPUTE");
+    if (!env) return 1;
+    int mode = bert_compute_parse(env);
+    if (mode < 0) {
+        fprintf(stderr, "bert-cli: BERT_COMPUTE must be fp32 or int8, got '%s'\n", env);
+        return 0;
+    }
+    *out = (bert_compute)mode;
+    return 1;
+}
+
 static void cli_usage(FILE *fp) {
     fprintf(fp, "usage: bert-cli COMMAND [options]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(cli_commands) / sizeof(cli_commands[0]); i++)
@@ -25,6 +40,11 @@ static void cli_usage(FILE *fp) {
 }
 
 int main(int argc, char **argv) {
+    blas_cpu_fix(argv);
+    /* The forward pass splits work across its own threads (BERT_THREADS,
+     * --threads), each calling single-threaded OpenBLAS, as the server does;
+     * an explicit OPENBLAS_NUM_THREADS still wins. */
+    if (!getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(1);
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         cli_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -17,7 +17,8 @@
  *         or {"error": "..."} for that line. */
 int cli_tokenize(int argc, char **argv);
 
-/* bert-cli forward --model DIR: JSON lines of batches in, logits and losses out. */
+/* bert-cli forward --model DIR: JSON lines of batches in, logits and losses out
+ * ("hidden": true in a line adds the encoder's last hidden states). */
 int cli_forward(int argc, char **argv);
 
 /* bert-cli check --model DIR: loads the checkpoint, prints a summary, exit 1 with
@@ -36,5 +37,9 @@ int cli_mask(int argc, char **argv);
  * latency (p50/p99) and achieved GFLOP/s, one JSON line. */
 int cli_bench(int argc, char **argv);
 double bench_flops(const bert_config *c, int B, int T);
+
+/* Reads BERT_COMPUTE (fp32 or int8; unset: *out unchanged) for the model
+ * commands. Returns 0 after printing a message when the value is bad. */
+int cli_compute_env(bert_compute *out);
 
 #endif

@@ -29,6 +29,8 @@ double bench_flops(const bert_config *c, int B, int T) {
 int cli_bench(int argc, char **argv) {
     const char *dir = NULL;
     int T = 128, B = 1, iters = 20, threads = 1;
+    bert_load_options lo = {.compute = BERT_COMPUTE_FP32};
+    if (!cli_compute_env(&lo.compute)) return 2;
     for (int i = 0; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--model") == 0)
             dir = argv[i + 1];
@@ -40,7 +42,14 @@ int cli_bench(int argc, char **argv) {
             iters = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--threads") == 0)
             threads = atoi(argv[i + 1]);
-        else {
+        else if (strcmp(argv[i], "--compute") == 0) {
+            int mode = bert_compute_parse(argv[i + 1]);
+            if (mode < 0) {
+                fprintf(stderr, "bert-cli bench: --compute must be fp32 or int8\n");
+                return 2;
+            }
+            lo.compute = (bert_compute)mode;
+        } else {
             fprintf(stderr, "bert-cli bench: unknown option '%s'\n", argv[i]);
             return 2;
         }
@@ -48,7 +57,7 @@ int cli_bench(int argc, char **argv) {
     if (!dir || T < 2 || B < 1 || iters < 1 || threads < 1) {
         fprintf(stderr,
                 "usage: bert-cli bench --model DIR [--tokens T] [--batch B] [--iters N] "
-                "[--threads N]\n"
+                "[--threads N] [--compute fp32|int8]\n"
                 "  --threads N: the forward pass's own threads (bert_workspace_new_threads);\n"
                 "  OpenBLAS's come from OPENBLAS_NUM_THREADS, best 1 when N > 1\n");
         return 2;
@@ -56,7 +65,7 @@ int cli_bench(int argc, char **argv) {
     char err[512];
     bert_model *m = NULL;
     double t0 = bench_now();
-    if (bert_model_load(dir, &m, err, sizeof(err)) != BERT_OK) {
+    if (bert_model_load_opts(dir, &lo, &m, err, sizeof(err)) != BERT_OK) {
         fprintf(stderr, "bert-cli: %s\n", err);
         return 1;
     }
@@ -96,8 +105,10 @@ int cli_bench(int argc, char **argv) {
         double gflops = bench_flops(c, B, T) / (p50 * 1e-3) / 1e9;
         printf("{\"tokens\":%d,\"batch\":%d,\"iters\":%d,\"load_s\":%.4f,\"p50_ms\":%.3f,"
                "\"p99_ms\":%.3f,\"min_ms\":%.3f,\"gflops_at_p50\":%.2f,\"workspace_bytes\":%zu,"
-               "\"threads\":%d}\n",
-               T, B, iters, load_s, p50, p99, ms[0], gflops, bert_workspace_bytes(ws), threads);
+               "\"threads\":%d,\"compute\":\"%s\",\"kernel\":\"%s\",\"weight_bytes\":%zu}\n",
+               T, B, iters, load_s, p50, p99, ms[0], gflops, bert_workspace_bytes(ws), threads,
+               bert_compute_name(bert_model_compute(m)), bert_model_kernel(m),
+               bert_model_weight_bytes(m));
     }
     bert_workspace_free(ws);
     free(ids), free(seqs), free(ms);

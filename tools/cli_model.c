@@ -28,10 +28,14 @@ static int cli_parse_model_args(int argc, char **argv, const char **model, int *
     return *model != NULL;
 }
 
+/* BERT_COMPUTE=int8 loads the model quantized, as the server's
+ * model.compute does (default fp32). */
 static bert_model *cli_load(const char *dir) {
     char err[CLI_ERRLEN];
     bert_model *m = NULL;
-    if (bert_model_load(dir, &m, err, sizeof(err)) != BERT_OK) {
+    bert_load_options lo = {.compute = BERT_COMPUTE_FP32};
+    if (!cli_compute_env(&lo.compute)) return NULL;
+    if (bert_model_load_opts(dir, &lo, &m, err, sizeof(err)) != BERT_OK) {
         fprintf(stderr, "bert-cli: %s\n", err);
         return NULL;
     }
@@ -56,6 +60,9 @@ int cli_check(int argc, char **argv) {
     json_object_set_new(o, "weights", json_string(bert_model_weights_path(m)));
     json_object_set_new(o, "weights_format", json_string(bert_model_weights_format(m)));
     json_object_set_new(o, "weight_files", json_integer(bert_model_weights_files(m)));
+    json_object_set_new(o, "compute", json_string(bert_compute_name(bert_model_compute(m))));
+    json_object_set_new(o, "kernel", json_string(bert_model_kernel(m)));
+    json_object_set_new(o, "weight_bytes", json_integer((json_int_t)bert_model_weight_bytes(m)));
     json_dumpf(o, stdout, JSON_COMPACT);
     fputc('\n', stdout);
     json_decref(o);
@@ -174,6 +181,17 @@ static json_t *cli_forward_line(const bert_model *m, bert_workspace *ws, const j
         res = json_pack("{s:s}", "error", err);
         goto cleanup;
     }
+    /* "hidden": true adds the encoder's last hidden states, one array of
+     * rows per input (what the int8 accuracy benchmark compares). */
+    json_t *hidden = NULL;
+    if (json_is_true(json_object_get(req, "hidden"))) {
+        int rows;
+        const float *h = bert_hidden_states(ws, &rows);
+        const int C = bert_model_config(m)->hidden_size;
+        hidden = json_array();
+        for (int b = 0, r = 0; b < B; r += seqs[b].len, b++)
+            json_array_append_new(hidden, cli_float_rows(h + (size_t)r * C, seqs[b].len, C));
+    }
     const int V = bert_model_config(m)->vocab_size;
     /* The CLI is for tests and scripts: one block of every row is fine here. */
     const float *logits = out.n_mlm_rows ? bert_mlm_logits(m, ws, 0, out.n_mlm_rows) : NULL;
@@ -182,6 +200,7 @@ static json_t *cli_forward_line(const bert_model *m, bert_workspace *ws, const j
         goto cleanup;
     }
     res = json_object();
+    if (hidden) json_object_set_new(res, "hidden_states", hidden);
     json_object_set_new(res, "mlm_logits", cli_float_rows(logits, out.n_mlm_rows, V));
     if (want_nsp) json_object_set_new(res, "nsp_logits", cli_float_rows(out.nsp_logits, B, 2));
     double mlm_loss = 0.0, nsp_loss = 0.0;
