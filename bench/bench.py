@@ -616,6 +616,8 @@ def main():
         res["load"]["sections"][name] = loadavg()
         res[name] = fn()
         res["section_seconds"][name] = round(time.perf_counter() - t0, 1)
+        # kept as it goes, so a section that fails does not lose the ones before it
+        (out / "results.partial.json").write_text(json.dumps(res, indent=1))
     res["meta"].update(DETECTED)
     res["load"]["end"] = loadavg()
     res["load"]["other_processes_at_end"] = other_load()

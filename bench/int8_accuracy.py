@@ -87,7 +87,8 @@ def fill_answers(url, texts):
     with requests.Session() as s:
         res = []
         for chunk in _batched(texts, 16):
-            ans = _post(s, url, "fill-mask", {"inputs": chunk, "parameters": {"top_k": 5}})
+            ans = _post(s, url, "fill-mask", {"inputs": chunk,
+                                              "parameters": {"top_k": 5, "truncate": True}})
             res += ans
         return res
 
@@ -96,7 +97,9 @@ def nsp_answers(url, pairs):
     with requests.Session() as s:
         res = []
         for chunk in _batched(pairs, 16):
-            res += _post(s, url, "next-sentence", {"inputs": chunk})
+            # truncate: models/default has 128 positions, some held-out pairs are longer
+            res += _post(s, url, "next-sentence", {"inputs": chunk,
+                                                   "parameters": {"truncate": True}})
         return res
 
 
