@@ -115,6 +115,8 @@ def test_examples_are_live_answers_of_the_default_model(spec, tmp_path):
         for m in (body.get("data", []) if isinstance(body, dict) else []):
             if isinstance(m, dict) and "kernel" in m:
                 m["kernel"] = example["data"][0]["kernel"]
-        assert same_answer(body, example), (
+        # float32 answers of different builds (gcc or clang, with or without sanitizers, the
+        # oneDNN or the OpenBLAS path) differ by ~1e-6; parity with transformers is 1e-4
+        assert same_answer(body, example, abs_=2e-6), (
             f"{c['name']}: models/default now answers differently from openapi.yaml's example;"
             " regenerate with python3 tests/openapi_examples.py --write", body, example)
