@@ -72,7 +72,7 @@ PROFILES = {
         "wrk_s": {1: 1, 4: 1},
         "rss_workers": [1, 2],
         "gemm_tokens": [16, 64],
-        "gemm_min_ms": 2,
+        "gemm_min_ms": 10,   # a 2 ms window could be preempted whole on a loaded machine
         "gemm_pool_mib": 16,
         "peer_batch": 2,
         "batch_iters": 3,
