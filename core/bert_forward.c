@@ -49,6 +49,7 @@ struct bert_workspace {
      * tiles, max(C, I)). */
     dl_ctx **qctx;
     const dl_engine *qctx_engine;
+    uint64_t qctx_engine_id; /* dl_engine_id of qctx_engine: addresses are reused */
     uint8_t *qx;
     size_t qx_cap; /* bytes */
     float *qscale;
@@ -120,11 +121,12 @@ static int ws_reserve(bert_workspace *ws, int i, size_t n) {
  * the quantized input of any product of a batch of N rows. */
 static int ws_reserve_dnnl(bert_workspace *ws, const dl_engine *e, size_t N, size_t K) {
     const int n = team_size(ws->team);
-    if (ws->qctx_engine != e) {
+    if (!ws->qctx || ws->qctx_engine_id != dl_engine_id(e)) {
         ws_free_qctx(ws);
         if (!(ws->qctx = calloc((size_t)n, sizeof(*ws->qctx)))) return 0;
         ws->bytes += (size_t)n * sizeof(*ws->qctx);
         ws->qctx_engine = e;
+        ws->qctx_engine_id = dl_engine_id(e);
         for (int i = 0; i < n; i++)
             if (!(ws->qctx[i] = dl_ctx_new(e))) return 0;
     }

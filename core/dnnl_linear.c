@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@ typedef struct dl_prim {
 } dl_prim;
 
 struct dl_engine {
+    uint64_t id;
     dnnl_engine_t eng;
     dl_mode mode;
     dnnl_data_type_t src_dt, wei_dt, dst_dt;
@@ -163,7 +165,9 @@ int dl_engine_new(dl_mode mode, dl_engine **out, char *err, size_t errlen) {
         snprintf(err, errlen, "out of memory");
         return DL_ERROR;
     }
+    static atomic_uint_fast64_t next_id = 1;
     pthread_mutex_init(&e->lock, NULL);
+    e->id = atomic_fetch_add(&next_id, 1);
     e->mode = mode;
     e->src_dt = mode == DL_INT8 ? dnnl_u8 : dnnl_f32;
     e->wei_dt = mode == DL_INT8 ? dnnl_s8 : dnnl_f32;
@@ -197,6 +201,9 @@ void dl_engine_free(dl_engine *e) {
     free(e);
 }
 
+uint64_t dl_engine_id(const dl_engine *e) {
+    return e->id;
+}
 dl_mode dl_engine_mode(const dl_engine *e) {
     return e->mode;
 }

@@ -63,6 +63,9 @@ const char *dl_engine_kernel(const dl_engine *e);
 int dl_engine_row_tile(const dl_engine *e);
 /* int8 weights' qmax: 127, or 63 without VNNI. */
 int dl_engine_qmax(const dl_engine *e);
+/* A number no other engine of this process has had: a dl_ctx belongs to one
+ * engine, and a new engine may reuse a freed one's address. */
+uint64_t dl_engine_id(const dl_engine *e);
 
 /* w (OC, IC) as PyTorch's nn.Linear stores it, bias (OC) or NULL -> a copy in
  * the kernel's layout (w is not kept). DL_OK, else a message in err. */
