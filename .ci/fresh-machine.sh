@@ -96,7 +96,7 @@ in_root 'apt-get update -qq && apt-get install -y -qq make git >/dev/null'
 # The clone, and ../shared beside it as CI lays it out.
 git clone -q "$repo" "$root/root/bert-serve"
 if [ -d "$repo/../shared" ]; then
-    cp -r "$repo/../shared" "$root/root/shared"
+    cp -rL "$repo/../shared" "$root/root/shared" # -L: a symlinked ../shared is copied, not linked
 fi
 
 if [ "$what" = run ] || [ "$what" = all ]; then
