@@ -426,58 +426,43 @@ static void forward_embeddings(const bert_model *m, const bert_seq_input *seqs, 
     }
 }
 
-// x (N,C) -> x (N,C) after one post-LN transformer layer, products on oneDNN
-static int forward_layer_dnnl(const bert_model *m, const bert_layer *L, bert_workspace *ws,
-                              const bert_seq_input *seqs, int B, int N, int Lmax) {
+/* out[p] (N,OC) = act(inp (N,IC) @ W^T + b) for the layer's products first ..
+ * first + n_prod - 1 (bert_qprod order): on oneDNN when the model put them
+ * there, else on OpenBLAS. Nonzero only if oneDNN failed. */
+static int layer_products(bert_workspace *ws, const bert_layer *L, int first, int n_prod,
+                          float *const *out, const float *inp, int N, int IC, int OC, int act) {
+    if (L->qw[first]) return par_dnnl(ws, n_prod, out, &L->qw[first], inp, N, IC, OC, act);
+    const float *w[QP_N] = {L->q_w, L->k_w, L->v_w, L->attn_out_w, L->inter_w, L->out_w};
+    const float *b[QP_N] = {L->q_b, L->k_b, L->v_b, L->attn_out_b, L->inter_b, L->out_b};
+    par_linear_job j = {.n_prod = n_prod, .inp = inp, .N = N, .IC = IC, .OC = OC, .act = act};
+    for (int p = 0; p < n_prod; p++)
+        j.out[p] = out[p], j.w[p] = w[first + p], j.b[p] = b[first + p];
+    par_linear_run(ws->team, &j);
+    return BERT_OK;
+}
+
+// x (N,C) -> x (N,C) after one post-LN transformer layer; nonzero if oneDNN failed
+static int forward_layer(const bert_model *m, const bert_layer *L, bert_workspace *ws,
+                         const bert_seq_input *seqs, int B, int N, int Lmax) {
     const bert_config *c = &m->cfg;
     const int C = c->hidden_size, I = c->intermediate_size, H = c->num_attention_heads;
     float *qkv_out[3] = {ws->buf[WS_Q], ws->buf[WS_K], ws->buf[WS_V]};
-    int rc = par_dnnl(ws, 3, qkv_out, &L->qw[QP_Q], ws->buf[WS_X], N, C, C, -1);
+    int rc = layer_products(ws, L, QP_Q, 3, qkv_out, ws->buf[WS_X], N, C, C, -1);
     if (rc) return rc;
     par_attn_job attn = {ws, seqs, H, C / H, C, Lmax, B * H, 0};
     team_run(ws->team, par_attn_part, &attn);
-    if ((rc = par_dnnl(ws, 1, &ws->buf[WS_TMP], &L->qw[QP_ATTN_OUT], ws->buf[WS_CTX], N, C, C, -1)))
+    if ((rc =
+             layer_products(ws, L, QP_ATTN_OUT, 1, &ws->buf[WS_TMP], ws->buf[WS_CTX], N, C, C, -1)))
         return rc;
     par_layernorm(ws, ws->buf[WS_X], ws->buf[WS_TMP], L->attn_ln_w, L->attn_ln_b, N, C,
                   c->layer_norm_eps);
-    if ((rc = par_dnnl(ws, 1, &ws->buf[WS_INTER], &L->qw[QP_INTER], ws->buf[WS_X], N, C, I,
-                       (int)c->hidden_act)) ||
-        (rc = par_dnnl(ws, 1, &ws->buf[WS_TMP], &L->qw[QP_OUT], ws->buf[WS_INTER], N, I, C, -1)))
+    if ((rc = layer_products(ws, L, QP_INTER, 1, &ws->buf[WS_INTER], ws->buf[WS_X], N, C, I,
+                             (int)c->hidden_act)) ||
+        (rc = layer_products(ws, L, QP_OUT, 1, &ws->buf[WS_TMP], ws->buf[WS_INTER], N, I, C, -1)))
         return rc;
     par_layernorm(ws, ws->buf[WS_X], ws->buf[WS_TMP], L->out_ln_w, L->out_ln_b, N, C,
                   c->layer_norm_eps);
     return BERT_OK;
-}
-
-// x (N,C) -> x (N,C) after one post-LN transformer layer
-static void forward_layer(const bert_model *m, const bert_layer *L, bert_workspace *ws,
-                          const bert_seq_input *seqs, int B, int N, int Lmax) {
-    const bert_config *c = &m->cfg;
-    const int C = c->hidden_size, I = c->intermediate_size, H = c->num_attention_heads;
-    par_linear_job qkv = {3,
-                          {ws->buf[WS_Q], ws->buf[WS_K], ws->buf[WS_V]},
-                          {L->q_w, L->k_w, L->v_w},
-                          {L->q_b, L->k_b, L->v_b},
-                          ws->buf[WS_X],
-                          N,
-                          C,
-                          C,
-                          -1,
-                          0,
-                          0,
-                          0,
-                          0};
-    par_linear_run(ws->team, &qkv);
-    par_attn_job attn = {ws, seqs, H, C / H, C, Lmax, B * H, 0};
-    team_run(ws->team, par_attn_part, &attn);
-    par_linear(ws, ws->buf[WS_TMP], ws->buf[WS_CTX], L->attn_out_w, L->attn_out_b, N, C, C, -1);
-    par_layernorm(ws, ws->buf[WS_X], ws->buf[WS_TMP], L->attn_ln_w, L->attn_ln_b, N, C,
-                  c->layer_norm_eps);
-    par_linear(ws, ws->buf[WS_INTER], ws->buf[WS_X], L->inter_w, L->inter_b, N, C, I,
-               (int)c->hidden_act);
-    par_linear(ws, ws->buf[WS_TMP], ws->buf[WS_INTER], L->out_w, L->out_b, N, I, C, -1);
-    par_layernorm(ws, ws->buf[WS_X], ws->buf[WS_TMP], L->out_ln_w, L->out_ln_b, N, C,
-                  c->layer_norm_eps);
 }
 
 // x (N,C) at the requested positions -> mlm_rows (M,C) = LN(act(x W^T + b))
@@ -578,9 +563,7 @@ int bert_forward(const bert_model *m, bert_workspace *ws, const bert_seq_input *
             snprintf(err, errlen, "cancelled before layer %d of %d", l, c->num_hidden_layers);
             return BERT_ERR_CANCELLED;
         }
-        if (!m->dl) {
-            forward_layer(m, &m->layers[l], ws, seqs, B, (int)N, Lmax);
-        } else if (forward_layer_dnnl(m, &m->layers[l], ws, seqs, B, (int)N, Lmax)) {
+        if (forward_layer(m, &m->layers[l], ws, seqs, B, (int)N, Lmax)) {
             snprintf(err, errlen, "the oneDNN kernel failed in layer %d", l);
             return BERT_ERR_NOMEM;
         }

@@ -83,10 +83,34 @@ static void dl_single_threaded(void) {
         }                                                                                          \
     } while (0)
 
+/* The matmul of one tile, (rows, K) x (K, W), in e's types: the weights in the
+ * layout the kernel chooses, and our own scratchpad per thread, so that one
+ * primitive may run on several threads at once. */
+static dnnl_status_t dl_tile_pd(const dl_engine *e, int rows, int K, int W,
+                                dnnl_memory_desc_t *src_md, dnnl_memory_desc_t *dst_md,
+                                dnnl_primitive_desc_t *pd) {
+    dnnl_memory_desc_t wany;
+    dnnl_dims_t sd = {rows, K}, wd = {K, W}, dd = {rows, W};
+    dnnl_matmul_desc_t md;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_status_t st;
+    *pd = NULL;
+    if ((st = dnnl_memory_desc_init_by_tag(src_md, 2, sd, e->src_dt, dnnl_ab)) ||
+        (st = dnnl_memory_desc_init_by_tag(&wany, 2, wd, e->wei_dt, dnnl_format_tag_any)) ||
+        (st = dnnl_memory_desc_init_by_tag(dst_md, 2, dd, e->dst_dt, dnnl_ab)) ||
+        (st = dnnl_matmul_desc_init(&md, src_md, &wany, NULL, dst_md)) ||
+        (st = dnnl_primitive_attr_create(&attr)) ||
+        (st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user)))
+        goto cleanup;
+    st = dnnl_primitive_desc_create(pd, &md, attr, e->eng, NULL);
+cleanup:
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return st;
+}
+
 /* Finds or creates the primitive for tiles (row_tile, K) x (K, W). */
 static int dl_prim_get(dl_engine *e, int K, int W, char *err, size_t errlen) {
     int found = -1;
-    dnnl_primitive_attr_t attr = NULL;
     dnnl_primitive_desc_t pd = NULL;
     pthread_mutex_lock(&e->lock);
     for (int i = 0; i < e->n_prims; i++)
@@ -97,20 +121,7 @@ static int dl_prim_get(dl_engine *e, int K, int W, char *err, size_t errlen) {
         goto cleanup;
     }
     dl_prim *p = &e->prims[e->n_prims];
-    dnnl_memory_desc_t wany;
-    dnnl_dims_t sd = {e->row_tile, K}, wd = {K, W}, dd = {e->row_tile, W};
-    DL_CHECK(dnnl_memory_desc_init_by_tag(&p->src_md, 2, sd, e->src_dt, dnnl_ab), "source desc");
-    DL_CHECK(dnnl_memory_desc_init_by_tag(&wany, 2, wd, e->wei_dt, dnnl_format_tag_any),
-             "weights desc");
-    DL_CHECK(dnnl_memory_desc_init_by_tag(&p->dst_md, 2, dd, e->dst_dt, dnnl_ab), "output desc");
-    dnnl_matmul_desc_t md;
-    DL_CHECK(dnnl_matmul_desc_init(&md, &p->src_md, &wany, NULL, &p->dst_md), "matmul desc");
-    DL_CHECK(dnnl_primitive_attr_create(&attr), "attributes");
-    /* Our own scratchpad per thread: then one primitive may run on several
-     * threads at once. */
-    DL_CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user),
-             "scratchpad mode");
-    DL_CHECK(dnnl_primitive_desc_create(&pd, &md, attr, e->eng, NULL), "matmul");
+    DL_CHECK(dl_tile_pd(e, e->row_tile, K, W, &p->src_md, &p->dst_md, &pd), "matmul");
     p->wei_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     size_t scratch =
         dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
@@ -126,7 +137,6 @@ static int dl_prim_get(dl_engine *e, int K, int W, char *err, size_t errlen) {
 cleanup:
     pthread_mutex_unlock(&e->lock);
     if (pd) dnnl_primitive_desc_destroy(pd);
-    if (attr) dnnl_primitive_attr_destroy(attr);
     return found;
 }
 
@@ -136,17 +146,11 @@ cleanup:
  * packs the weights on every call, so its tiles are four times as tall; float32
  * returns DL_UNSUPPORTED (OpenBLAS does as well as that gemm). */
 static int dl_probe(dl_engine *e) {
-    dnnl_memory_desc_t s, w, d;
-    dnnl_dims_t sd = {16, 768}, wd = {768, DL_PART_COLS}, dd = {16, DL_PART_COLS};
-    dnnl_matmul_desc_t md;
+    dnnl_memory_desc_t src_md, dst_md;
     dnnl_primitive_desc_t pd = NULL;
     int brgemm = 0;
     e->row_tile = 64;
-    if (dnnl_memory_desc_init_by_tag(&s, 2, sd, e->src_dt, dnnl_ab) ||
-        dnnl_memory_desc_init_by_tag(&w, 2, wd, e->wei_dt, dnnl_format_tag_any) ||
-        dnnl_memory_desc_init_by_tag(&d, 2, dd, e->dst_dt, dnnl_ab) ||
-        dnnl_matmul_desc_init(&md, &s, &w, NULL, &d) ||
-        dnnl_primitive_desc_create(&pd, &md, NULL, e->eng, NULL))
+    if (dl_tile_pd(e, 16, 768, DL_PART_COLS, &src_md, &dst_md, &pd))
         return e->mode == DL_INT8 ? DL_OK : DL_UNSUPPORTED;
     const char *impl = NULL;
     dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
