@@ -229,6 +229,7 @@ typedef struct par_linear_job {
     int n_prod;
     float *out[3];
     const float *w[3], *b[3];
+    const uint16_t *w_bf16; /* instead of w[0] (one product): a bfloat16 weight */
     const float *inp;
     int N, IC, OC;
     int act;   /* bert_activation, or -1 */
@@ -242,8 +243,12 @@ static void par_linear_chunk(par_linear_job *j, int c) {
     const int o0 = (c % j->per_prod) * j->width;
     const int o1 = o0 + j->width < j->OC ? o0 + j->width : j->OC;
     float *out = j->out[p] + o0;
-    ops_linear(out, j->OC, j->inp, j->w[p] + (size_t)o0 * j->IC, j->b[p] ? j->b[p] + o0 : NULL,
-               j->N, j->IC, o1 - o0);
+    const float *b = j->b[p] ? j->b[p] + o0 : NULL;
+    if (j->w_bf16)
+        ops_linear_bf16(out, j->OC, j->inp, j->w_bf16 + (size_t)o0 * j->IC, b, j->N, j->IC,
+                        o1 - o0);
+    else
+        ops_linear(out, j->OC, j->inp, j->w[p] + (size_t)o0 * j->IC, b, j->N, j->IC, o1 - o0);
     if (j->act >= 0)
         for (int r = 0; r < j->N; r++)
             ops_activation(out + (size_t)r * j->OC, (size_t)(o1 - o0), (bert_activation)j->act);
@@ -275,7 +280,15 @@ static void par_linear_run(team *t, par_linear_job *j) {
 // out (N,OC) = act(inp (N,IC) @ w^T + b) on every thread of ws
 static void par_linear(bert_workspace *ws, float *out, const float *inp, const float *w,
                        const float *b, int N, int IC, int OC, int act) {
-    par_linear_job j = {1, {out}, {w}, {b}, inp, N, IC, OC, act, 0, 0, 0, 0};
+    par_linear_job j = {.n_prod = 1,
+                        .out = {out},
+                        .w = {w},
+                        .b = {b},
+                        .inp = inp,
+                        .N = N,
+                        .IC = IC,
+                        .OC = OC,
+                        .act = act};
     par_linear_run(ws->team, &j);
 }
 
@@ -489,8 +502,17 @@ const float *bert_mlm_logits(const bert_model *m, bert_workspace *ws, int first,
     const int C = m->cfg.hidden_size, V = m->cfg.vocab_size;
     if (first < 0 || n <= 0 || first > ws->mlm_rows - n) return NULL;
     if (!ws_reserve(ws, WS_MLM_LOGITS, (size_t)n * V)) return NULL;
-    par_linear(ws, ws->buf[WS_MLM_LOGITS], ws->buf[WS_MLM_ROWS] + (size_t)first * C, m->mlm_dec_w,
-               m->mlm_bias, n, C, V, -1);
+    par_linear_job j = {.n_prod = 1,
+                        .out = {ws->buf[WS_MLM_LOGITS]},
+                        .w = {m->mlm_dec_w},
+                        .w_bf16 = m->mlm_dec_bf16,
+                        .b = {m->mlm_bias},
+                        .inp = ws->buf[WS_MLM_ROWS] + (size_t)first * C,
+                        .N = n,
+                        .IC = C,
+                        .OC = V,
+                        .act = -1};
+    par_linear_run(ws->team, &j);
     return ws->buf[WS_MLM_LOGITS];
 }
 

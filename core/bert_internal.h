@@ -51,7 +51,8 @@ struct bert_model {
     const float *mlm_dense_w, *mlm_dense_b; /* (C,C), (C) */
     const float *mlm_ln_w, *mlm_ln_b;       /* (C) */
     const float *mlm_dec_w;                 /* (V,C), the word embeddings when tied */
-    const float *mlm_bias;                  /* (V) */
+    uint16_t *mlm_dec_bf16; /* (V,C) bf16, owned; int8 compute (then no mlm_dec_w) */
+    const float *mlm_bias;  /* (V) */
 
     int has_nsp;
     const float *nsp_w, *nsp_b; /* (2,C), (2) */

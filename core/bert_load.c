@@ -3,6 +3,7 @@
  * against the config before use. */
 #include "bert_internal.h"
 #include "file_io.h"
+#include "ops.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -236,6 +237,30 @@ static void load_release(bert_model *m, const float *p, size_t nfloats) {
     if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
+/* int8 only: the MLM decoder (V,C) as bfloat16. Each [MASK] streams the whole
+ * decoder once (94 MB in float32 for bert-base), so halving its bytes halves
+ * that pass; bf16 keeps 8 bits of mantissa, far finer than int8 would, since
+ * the vocabulary logits decide the answer. A tied decoder's float32 copy stays
+ * (it is also the word embeddings, of which a request reads a few rows). */
+static int load_decoder_bf16(bert_model *m, char *err, size_t errlen) {
+    const size_t V = (size_t)m->cfg.vocab_size, C = (size_t)m->cfg.hidden_size;
+    uint16_t *d = malloc(V * C * sizeof(uint16_t));
+    if (!d) {
+        snprintf(err, errlen, "model.compute int8: out of memory for the bf16 decoder (%zu, %zu)",
+                 V, C);
+        return BERT_ERR_NOMEM;
+    }
+    ops_to_bf16(m->mlm_dec_w, d, V * C);
+    m->mlm_dec_bf16 = d;
+    m->qbytes += V * C * sizeof(uint16_t);
+    if (m->mlm_dec_w != m->word_emb) {
+        m->qparams += V * C;
+        load_release(m, m->mlm_dec_w, V * C);
+    }
+    m->mlm_dec_w = NULL;
+    return BERT_OK;
+}
+
 /* Moves the six products of every encoder layer onto oneDNN: always for
  * int8; for fp32 where oneDNN has brgemm kernels for this CPU (else the
  * forward pass keeps OpenBLAS). */
@@ -276,6 +301,7 @@ static int load_dnnl_linear(bert_model *m, char *err, size_t errlen) {
             *prods[p].w = NULL;
         }
     }
+    if (int8 && m->has_mlm && (rc = load_decoder_bf16(m, err, errlen))) return rc;
     snprintf(m->kernel, sizeof(m->kernel), "onednn %s", dl_engine_kernel(m->dl));
     return BERT_OK;
 }
@@ -372,6 +398,7 @@ void bert_model_free(bert_model *m) {
         for (int p = 0; p < QP_N; p++)
             dl_weight_free(m->layers[l].qw[p]);
     dl_engine_free(m->dl);
+    free(m->mlm_dec_bf16);
     free(m->layers);
     ckpt_close(m->ck);
     tok_free(m->tok);

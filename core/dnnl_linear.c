@@ -2,6 +2,7 @@
  * See dnnl_linear.h for the arithmetic and the reasons. */
 #include "dnnl_linear.h"
 #include "ops.h"
+#include "vec.h"
 
 #include <oneapi/dnnl/dnnl.h>
 
@@ -47,9 +48,9 @@ typedef struct dl_part {
 struct dl_weight {
     int OC, IC, n_parts;
     dl_part *parts;
-    float *scale;    /* int8: (OC) */
-    int32_t *colsum; /* int8: (OC) sum over k of the int8 weights */
-    float *bias;     /* (OC), zeros when the layer has none */
+    float *scale;   /* int8: (OC) */
+    float *zp_coef; /* int8: (OC) scale[n] * sum over k of the int8 weights */
+    float *bias;    /* (OC), zeros when the layer has none */
     size_t bytes;
 };
 
@@ -221,9 +222,9 @@ int dl_engine_qmax(const dl_engine *e) {
     return e->qmax;
 }
 
-// w rows [o0, o1) (W, IC) -> q (W, IC) int8, scale (W), colsum (W)
+// w rows [o0, o1) (W, IC) -> q (W, IC) int8, scale (W), zp_coef (W) = scale * row sum of q
 static void dl_quantize_weight_rows(const float *w, int IC, int o0, int o1, int qmax, int8_t *q,
-                                    float *scale, int32_t *colsum) {
+                                    float *scale, float *zp_coef) {
     for (int n = o0; n < o1; n++) {
         const float *row = w + (size_t)n * IC;
         float amax = 0.0f;
@@ -239,7 +240,7 @@ static void dl_quantize_weight_rows(const float *w, int IC, int o0, int o1, int 
             sum += (int32_t)v;
         }
         scale[n] = s;
-        colsum[n] = sum;
+        zp_coef[n] = s * (float)sum; /* |sum| <= 127 * IC: exact in float */
     }
 }
 
@@ -262,7 +263,7 @@ static int dl_part_build(dl_engine *e, dl_weight *qw, const float *w, int p, cha
             snprintf(err, errlen, "out of memory quantizing a (%d, %d) weight", qw->OC, IC);
             goto cleanup;
         }
-        dl_quantize_weight_rows(w, IC, part->o0, part->o1, e->qmax, q, qw->scale, qw->colsum);
+        dl_quantize_weight_rows(w, IC, part->o0, part->o1, e->qmax, q, qw->scale, qw->zp_coef);
         rows = q;
     }
     if ((part->prim = dl_prim_get(e, IC, W, err, errlen)) < 0) goto cleanup;
@@ -301,7 +302,7 @@ int dl_weight_new(dl_engine *e, const float *w, const float *bias, int OC, int I
     const int int8 = e->mode == DL_INT8;
     if (!qw || !(qw->parts = calloc((size_t)n_parts, sizeof(dl_part))) ||
         (int8 && !(qw->scale = malloc((size_t)OC * sizeof(float)))) ||
-        (int8 && !(qw->colsum = malloc((size_t)OC * sizeof(int32_t)))) ||
+        (int8 && !(qw->zp_coef = malloc((size_t)OC * sizeof(float)))) ||
         !(qw->bias = calloc((size_t)OC, sizeof(float)))) {
         snprintf(err, errlen, "out of memory quantizing a (%d, %d) weight", OC, IC);
         dl_weight_free(qw);
@@ -332,7 +333,7 @@ void dl_weight_free(dl_weight *w) {
         if (w->parts[p].wei) dnnl_memory_destroy(w->parts[p].wei);
     free(w->parts);
     free(w->scale);
-    free(w->colsum);
+    free(w->zp_coef);
     free(w->bias);
     free(w);
 }
@@ -389,15 +390,16 @@ OPS_VECTOR_CLONES static void dl_quantize_rows_loop(const float *restrict x, int
         const float *row = x + (size_t)r * K;
         /* The range always holds 0, so that zero (padding, ReLU) is exact. Plain
          * comparisons, not fminf/fmaxf, so that both loops vectorise. */
-        float lo = 0.0f, hi = 0.0f, lo16[16] = {0}, hi16[16] = {0};
+        float lo = 0.0f, hi = 0.0f;
         int k = 0;
-        /* 16 lanes side by side: a min/max reduction written as one running
-         * value would not vectorise (NaN order), element-wise lanes do. */
-        for (; k + 16 <= K; k += 16)
-            for (int j = 0; j < 16; j++) {
-                lo16[j] = row[k + j] < lo16[j] ? row[k + j] : lo16[j];
-                hi16[j] = row[k + j] > hi16[j] ? row[k + j] : hi16[j];
-            }
+        /* 16 lanes side by side (vec.h): a min/max written as one running value
+         * does not vectorise (NaN order). */
+        vec_f16 lo16 = {0}, hi16 = {0}, x16;
+        for (; k + 16 <= K; k += 16) {
+            VEC_LOAD(x16, row + k);
+            lo16 = VEC_MIN(x16, lo16);
+            hi16 = VEC_MAX(x16, hi16);
+        }
         for (int j = 0; j < 16; j++) {
             lo = lo16[j] < lo ? lo16[j] : lo;
             hi = hi16[j] > hi ? hi16[j] : hi;
@@ -411,7 +413,15 @@ OPS_VECTOR_CLONES static void dl_quantize_rows_loop(const float *restrict x, int
         /* -lo * inv is in [0, 255]; + 0.5 then truncation rounds half up */
         const float zf = (float)(int)(-lo * inv + 0.5f);
         uint8_t *qrow = q + (size_t)r * K;
-        for (k = 0; k < K; k++) {
+        for (k = 0; k + 16 <= K; k += 16) {
+            VEC_LOAD(x16, row + k);
+            x16 = x16 * inv + (zf + 0.5f);
+            x16 = VEC_MAX(x16, (vec_f16){0});
+            x16 = VEC_MIN(x16, (vec_f16){0} + 255.0f);
+            vec_u8x16 b = __builtin_convertvector(__builtin_convertvector(x16, vec_i16), vec_u8x16);
+            VEC_STORE(qrow + k, b);
+        }
+        for (; k < K; k++) {
             float v = row[k] * inv + zf + 0.5f;
             v = v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v;
             qrow[k] = (uint8_t)(int)v;
@@ -429,14 +439,18 @@ void dl_quantize_rows(const float *x, int K, int r0, int r1, uint8_t *q, float *
 // acc (rows, W) int32 -> out (rows, W), row stride ldo: the formula of dnnl_linear.h
 OPS_VECTOR_CLONES static void
 dl_dequantize_tile(const int32_t *restrict acc, int rows, int W, const int32_t *restrict zp,
-                   const float *restrict xs, const int32_t *restrict colsum,
+                   const float *restrict xs, const float *restrict zp_coef,
                    const float *restrict ws, const float *restrict bias, float *restrict out,
                    int ldo) {
+    /* xs * ws * (acc - zp * colsum) + bias, as xs * ws * acc + (bias - xs * zp *
+     * ws * colsum): no int32 multiply per element, and the second term is one
+     * multiply-add with a per-row scalar. */
     for (int r = 0; r < rows; r++) {
         const int32_t *a = acc + (size_t)r * W;
         float *o = out + (size_t)r * ldo;
+        const float xsr = xs[r], zxs = (float)zp[r] * xs[r];
         for (int n = 0; n < W; n++)
-            o[n] = (float)(a[n] - zp[r] * colsum[n]) * (xs[r] * ws[n]) + bias[n];
+            o[n] = (float)a[n] * (xsr * ws[n]) + (bias[n] - zxs * zp_coef[n]);
     }
 }
 
@@ -482,7 +496,7 @@ int dl_run_tile(dl_ctx *c, const dl_weight *w, int tile, int part, const dl_inpu
     if (dnnl_primitive_execute(p->prim, c->stream, 4, args)) return DL_ERROR;
     float *o = out + (size_t)r0 * ldo + pt->o0;
     if (e->mode == DL_INT8)
-        dl_dequantize_tile(c->acc, rows, W, in->zp + r0, in->scale + r0, w->colsum + pt->o0,
+        dl_dequantize_tile(c->acc, rows, W, in->zp + r0, in->scale + r0, w->zp_coef + pt->o0,
                            w->scale + pt->o0, w->bias + pt->o0, o, ldo);
     else
         dl_bias_tile(c->acc, rows, W, w->bias + pt->o0, o, ldo);

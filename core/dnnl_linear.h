@@ -24,6 +24,7 @@
  *     shares its batch.
  * With acc[m,n] = sum_k xq[m,k] * wq[n,k], exact in int32:
  *   out[m,n] = xs[m] * ws[n] * (acc[m,n] - zp[m] * colsum_n(wq)) + bias[n].
+ * (computed as xs[m] * ws[n] * acc[m,n] + (bias[n] - xs[m] * zp[m] * ws[n] * colsum_n)).
  *
  * The work of one product is tiles of dl_engine_row_tile() rows x one column
  * part (at most DL_PART_COLS columns) of the weight. Tiles are independent and

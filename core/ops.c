@@ -1,4 +1,5 @@
 #include "ops.h"
+#include "vec.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -21,8 +22,48 @@ void ops_linear(float *out, int ldo, const float *inp, const float *weight, cons
                     bias ? 1.0f : 0.0f, out, ldo);
 }
 
-void ops_layernorm(float *x, const float *residual, const float *weight, const float *bias, int N,
-                   int C, float eps) {
+/* Sum of x (n) and of (x - mean)^2, in double: the parity budget is 1e-4 on
+ * logits after a dozen layers, and one-pass variance in float loses digits
+ * for large means. Eight double lanes side by side (vec.h), then the tail. */
+static inline double ops_sum_f64(const float *x, int n) {
+    vec_d8 acc = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        vec_f8 v;
+        VEC_LOAD(v, x + i);
+        acc += __builtin_convertvector(v, vec_d8);
+    }
+    double s = 0.0;
+    for (int j = 0; j < 8; j++)
+        s += acc[j];
+    for (; i < n; i++)
+        s += x[i];
+    return s;
+}
+
+static inline double ops_sq_dev_f64(const float *x, int n, double mean) {
+    vec_d8 acc = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        vec_f8 v;
+        VEC_LOAD(v, x + i);
+        vec_d8 d = __builtin_convertvector(v, vec_d8) - mean;
+        acc += d * d;
+    }
+    double s = 0.0;
+    for (int j = 0; j < 8; j++)
+        s += acc[j];
+    for (; i < n; i++) {
+        double d = x[i] - mean;
+        s += d * d;
+    }
+    return s;
+}
+
+OPS_VECTOR_CLONES
+static void ops_layernorm_loop(float *restrict x, const float *restrict residual,
+                               const float *restrict weight, const float *restrict bias, int N,
+                               int C, float eps) {
     for (int n = 0; n < N; n++) {
         float *row = x + (size_t)n * C;
         if (residual) {
@@ -30,23 +71,69 @@ void ops_layernorm(float *x, const float *residual, const float *weight, const f
             for (int c = 0; c < C; c++)
                 row[c] += r[c];
         }
-        /* Two passes in double: the parity budget is 1e-4 on logits after a dozen
-         * layers, and one-pass variance in float loses digits for large means. */
-        double mean = 0.0;
-        for (int c = 0; c < C; c++)
-            mean += row[c];
-        mean /= C;
-        double var = 0.0;
-        for (int c = 0; c < C; c++) {
-            double d = row[c] - mean;
-            var += d * d;
-        }
-        var /= C;
+        const double mean = ops_sum_f64(row, C) / C;
+        const double var = ops_sq_dev_f64(row, C, mean) / C;
         float rstd = (float)(1.0 / sqrt(var + (double)eps));
         float m = (float)mean;
         for (int c = 0; c < C; c++)
             row[c] = (row[c] - m) * rstd * weight[c] + bias[c];
     }
+}
+
+/* bfloat16: the top 16 bits of a float32 (8 exponent bits, 7 stored mantissa
+ * bits). Widening is a shift; narrowing rounds to nearest, ties to even. */
+void ops_to_bf16(const float *x, uint16_t *out, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &x[i], sizeof(b));
+        if ((b & 0x7f800000u) == 0x7f800000u) /* inf and NaN keep their class */
+            out[i] = (uint16_t)(b >> 16 | ((b & 0xffffu) ? 0x40u : 0u));
+        else
+            out[i] = (uint16_t)((b + 0x7fffu + (b >> 16 & 1u)) >> 16);
+    }
+}
+
+/* One output: x (IC) . w (IC) in bf16 widened to float, in 16 lanes. */
+OPS_VECTOR_CLONES
+static void ops_linear_bf16_loop(float *restrict out, int ldo, const float *restrict inp,
+                                 const uint16_t *restrict weight, const float *restrict bias, int N,
+                                 int IC, int OC) {
+    typedef uint16_t u16x16 __attribute__((vector_size(32)));
+    for (int o = 0; o < OC; o++) {
+        const uint16_t *w = weight + (size_t)o * IC;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * IC;
+            vec_f16 acc = {0}, xv;
+            int k = 0;
+            for (; k + 16 <= IC; k += 16) {
+                u16x16 h;
+                VEC_LOAD(h, w + k);
+                vec_i16 bits = __builtin_convertvector(h, vec_i16) << 16;
+                VEC_LOAD(xv, x + k);
+                acc += xv * (vec_f16)bits;
+            }
+            float sum = 0.0f;
+            for (int j = 0; j < 16; j++)
+                sum += acc[j];
+            for (; k < IC; k++) {
+                uint32_t b = (uint32_t)w[k] << 16;
+                float wf;
+                memcpy(&wf, &b, sizeof(wf));
+                sum += x[k] * wf;
+            }
+            out[(size_t)n * ldo + o] = sum + (bias ? bias[o] : 0.0f);
+        }
+    }
+}
+
+void ops_linear_bf16(float *out, int ldo, const float *inp, const uint16_t *weight,
+                     const float *bias, int N, int IC, int OC) {
+    ops_linear_bf16_loop(out, ldo, inp, weight, bias, N, IC, OC);
+}
+
+void ops_layernorm(float *x, const float *residual, const float *weight, const float *bias, int N,
+                   int C, float eps) {
+    ops_layernorm_loop(x, residual, weight, bias, N, C, eps);
 }
 
 /* Elementwise loops below are written so the compiler vectorises them (no
@@ -146,19 +233,38 @@ void ops_tanh(float *x, size_t n) {
     ops_tanh_loop(x, n);
 }
 
-/* row (n) -> softmax(row) in place */
+/* row (n) -> softmax(row) in place. The max and the sum run in 16 lanes
+ * (vec.h); the exponentials are a plain loop the compiler vectorises. */
 OPS_VECTOR_CLONES
 static void ops_softmax_loop(float *row, int n) {
     float max = row[0];
-    for (int i = 1; i < n; i++)
-        max = row[i] > max ? row[i] : max;
-    float sum = 0.0f;
-    for (int i = 0; i < n; i++) {
-        row[i] = ops_expf(row[i] - max);
-        sum += row[i];
+    int i = 0;
+    if (n >= 16) {
+        vec_f16 m, v;
+        VEC_LOAD(m, row);
+        for (i = 16; i + 16 <= n; i += 16) {
+            VEC_LOAD(v, row + i);
+            m = VEC_MAX(v, m);
+        }
+        for (int j = 0; j < 16; j++)
+            max = m[j] > max ? m[j] : max;
     }
+    for (; i < n; i++)
+        max = row[i] > max ? row[i] : max;
+    for (i = 0; i < n; i++)
+        row[i] = ops_expf(row[i] - max);
+    vec_f16 acc = {0}, v;
+    for (i = 0; i + 16 <= n; i += 16) {
+        VEC_LOAD(v, row + i);
+        acc += v;
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < 16; j++)
+        sum += acc[j];
+    for (; i < n; i++)
+        sum += row[i];
     float inv = 1.0f / sum;
-    for (int i = 0; i < n; i++)
+    for (i = 0; i < n; i++)
         row[i] *= inv;
 }
 

@@ -7,6 +7,9 @@
 
 #include "bert.h"
 
+#include <stddef.h>
+#include <stdint.h>
+
 /* Elementwise loops are cloned for AVX-512 and AVX2 and the best clone picked at
  * load time, so one binary built for baseline x86-64 still runs them wide.
  * Not under ASan (its interceptors and ifuncs do not mix). */
@@ -21,6 +24,16 @@
  * column slice of a wider output (one thread's share of a split product). */
 void ops_linear(float *out, int ldo, const float *inp, const float *weight, const float *bias,
                 int N, int IC, int OC);
+
+/* x (n) float32 -> out (n) bfloat16 (the float's top 16 bits), rounded to
+ * nearest even; NaN stays NaN. */
+void ops_to_bf16(const float *x, uint16_t *out, size_t n);
+
+/* ops_linear with a bfloat16 weight (OC,IC) widened to float32 on the fly:
+ * half the bytes of a float32 weight, for products that only stream their
+ * weight once (the int8 path's vocabulary decoder). Sums in float32. */
+void ops_linear_bf16(float *out, int ldo, const float *inp, const uint16_t *weight,
+                     const float *bias, int N, int IC, int OC);
 
 /* x (N,C) -> x normalised per row, times weight (C) plus bias (C); in place.
  * residual (N,C) or NULL is added to x first (post-LN BERT: LN(x + sublayer)). */
