@@ -514,6 +514,11 @@ def run_accuracy(out, model, prof):
                                         acc.nsp_answers(srv.url, pairs))
             row["fill_mask"] = acc.compare_fill(answers["fp32"][0], answers["int8"][0])
             row["next_sentence"] = acc.compare_nsp(answers["fp32"][1], answers["int8"][1])
+            # the reference method on the same questions: ONNX Runtime's quantize_dynamic
+            ort_fill, ort_nsp = acc.onnx_int8_answers(mdir, out / f"onnx-{Path(mdir).name}",
+                                                      texts, pairs)
+            row["onnx_int8"] = {"fill_mask": acc.compare_fill(answers["fp32"][0], ort_fill),
+                                "next_sentence": acc.compare_nsp(answers["fp32"][1], ort_nsp)}
         row["hidden"] = acc.compare_hidden(build_dir(), mdir, acc.fill_inputs(tok, n_hidden)
                                            if heads else
                                            [t.replace("[MASK]", "it")

@@ -155,3 +155,50 @@ def compare_hidden(build, model, texts, tok):
                           for x, y in zip(a, b)])
     return {"texts": len(texts), "tokens": int(cos.size), "cosine_min": float(cos.min()),
             "cosine_mean": float(cos.mean())}
+
+
+def onnx_int8_answers(model_dir, onnx_dir, texts, pairs):
+    """The same questions put to ONNX Runtime's quantize_dynamic of the same checkpoint (the
+    method the issue names as the reference), answers shaped as the server's, so that
+    compare_fill/compare_nsp measure it against the fp32 server exactly as they measure ours.
+    Truncation to the model's positions as the server's truncate: true."""
+    import onnxruntime as ort
+    from transformers import BertTokenizerFast
+
+    import peers
+
+    onnx_dir = Path(onnx_dir)
+    fp32, q, stamp = onnx_dir / "model.onnx", onnx_dir / "model.int8.onnx", onnx_dir / "stamp.json"
+    # the stamp run_onnx writes and reads: an export of this checkpoint file, made earlier
+    want = {"model": str(Path(model_dir).resolve()),
+            "mtime": os.path.getmtime(Path(model_dir) / "model.safetensors")}
+    if not (q.exists() and stamp.exists() and json.loads(stamp.read_text()).get("src") == want):
+        method, errors = peers.export_onnx(str(model_dir), fp32, lambda msg: None)
+        peers.quantize_onnx(fp32, q)
+        stamp.write_text(json.dumps({"src": want, "method": method, "errors": errors}))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = os.cpu_count() or 1
+    sess = ort.InferenceSession(str(q), so, providers=["CPUExecutionProvider"])
+    tok = BertTokenizerFast.from_pretrained(str(model_dir))
+    cap = json.loads((Path(model_dir) / "config.json").read_text())["max_position_embeddings"]
+
+    def run(enc, mask_pos):
+        f = {k: enc[k].astype(np.int64) for k in ("input_ids", "token_type_ids", "attention_mask")}
+        f["mask_pos"] = np.asarray(mask_pos, np.int64)
+        return sess.run(None, f)
+
+    fills = []
+    for t in texts:
+        enc = tok(t, return_tensors="np", truncation=True, max_length=cap)
+        pos = np.nonzero(enc["input_ids"][0] == tok.mask_token_id)[0]
+        mlm, _ = run(enc, pos[:1])
+        ids, probs = peers.softmax_topk(mlm, 5)
+        fills.append([{"token": int(i), "score": float(p)} for i, p in zip(ids[0], probs[0])])
+    nsps = []
+    for p in pairs:
+        enc = tok(p["text"], p["text_pair"], return_tensors="np", truncation=True, max_length=cap)
+        _, nsp = run(enc, [0])
+        prob = peers.nsp_answer(nsp)[0]
+        nsps.append({"label": "is_next" if prob[0] >= prob[1] else "not_next",
+                     "is_next_probability": float(prob[0])})
+    return fills, nsps

@@ -207,7 +207,9 @@ def export_onnx(model_dir, onnx_path, log):
     import torch
     from transformers import BertForPreTraining
 
-    model = BertForPreTraining.from_pretrained(model_dir).eval()
+    # float32 whatever the checkpoint stores (models/default is float16 on disk): the export
+    # is the float32 model that quantize_dynamic starts from
+    model = BertForPreTraining.from_pretrained(model_dir, dtype=torch.float32).eval()
     w = RowsWrapper.build(model)
     B, T = 2, 16
     ex = (torch.randint(1000, 2000, (B, T)), torch.zeros(B, T, dtype=torch.long),

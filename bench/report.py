@@ -262,6 +262,15 @@ def accuracy_text(res):
               f"{n['max_probability_diff']:.4f}" if n else "— | — | —")
         L.append(f"| {r['model']} | {fm} | {ns} | {h['cosine_min']:.4f} / "
                  f"{h['cosine_mean']:.4f} ({h['tokens']} tokens) |")
+    for r in res["accuracy"]:
+        o = r.get("onnx_int8")
+        if o:
+            f, n = o["fill_mask"], o["next_sentence"]
+            L.append(f"| ONNX Runtime quantize_dynamic of {r['model']}, same questions | "
+                     f"{f['inputs']} | {100 * f['top1_agreement']:.1f}% | "
+                     f"{100 * f['top5_overlap']:.1f}% | {f['max_top1_probability_diff']:.4f} | "
+                     f"{n['pairs']} | {100 * n['label_agreement']:.2f}% | "
+                     f"{n['max_probability_diff']:.4f} | — |")
     L.append("")
     L.append("Held-out text (train/heldout: documents the default model never saw); one word "
              "piece masked per sentence, top_k 5; NSP pairs half consecutive, half from another "
@@ -345,11 +354,16 @@ def targets_text(res):
             f"{worst:.0f} MiB vs {bound:.0f} MiB", worst <= bound)
     for r in res.get("accuracy", []):
         if r.get("fill_mask"):
+            o = r.get("onnx_int8")
+            ref_f = (f" (ONNX Runtime quantize_dynamic: "
+                     f"{100 * o['fill_mask']['top1_agreement']:.1f}%)" if o else "")
+            ref_n = (f" (ONNX Runtime quantize_dynamic: "
+                     f"{100 * o['next_sentence']['label_agreement']:.2f}%)" if o else "")
             add(f"int8, {r['model']}: fill-mask top-1 agreement ≥ 99%",
-                f"{100 * r['fill_mask']['top1_agreement']:.1f}%",
+                f"{100 * r['fill_mask']['top1_agreement']:.1f}%{ref_f}",
                 r["fill_mask"]["top1_agreement"] >= 0.99)
             add(f"int8, {r['model']}: NSP agreement ≥ 99.5%",
-                f"{100 * r['next_sentence']['label_agreement']:.2f}%",
+                f"{100 * r['next_sentence']['label_agreement']:.2f}%{ref_n}",
                 r["next_sentence"]["label_agreement"] >= 0.995)
         else:
             add(f"int8, {r['model']}: hidden-state cosine ≥ 0.99",

@@ -429,12 +429,19 @@ static void forward_embeddings(const bert_model *m, const bert_seq_input *seqs, 
     float *row = x;
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < seqs[b].len; t++, row += C) {
-            const float *w = m->word_emb + (size_t)seqs[b].ids[t] * C;
+            const size_t id = (size_t)seqs[b].ids[t];
             const float *p = m->pos_emb + (size_t)t * C;
             const int type = seqs[b].type_ids ? seqs[b].type_ids[t] : 0;
             const float *ty = m->type_emb + (size_t)type * C;
-            for (int c = 0; c < C; c++)
-                row[c] = w[c] + p[c] + ty[c];
+            if (m->word_emb_bf16) {
+                ops_from_bf16(m->word_emb_bf16 + id * C, row, (size_t)C);
+                for (int c = 0; c < C; c++)
+                    row[c] += p[c] + ty[c];
+            } else {
+                const float *w = m->word_emb + id * C;
+                for (int c = 0; c < C; c++)
+                    row[c] = w[c] + p[c] + ty[c];
+            }
         }
     }
 }

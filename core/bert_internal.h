@@ -41,8 +41,9 @@ struct bert_model {
     tok_tokenizer *tok;
 
     const float *word_emb, *pos_emb, *type_emb; /* (V,C), (P,C), (TV,C) */
-    const float *emb_ln_w, *emb_ln_b;           /* (C) */
-    bert_layer *layers;                         /* (num_hidden_layers) */
+    const uint16_t *word_emb_bf16;    /* (V,C) instead of word_emb: int8, tied (= mlm_dec_bf16) */
+    const float *emb_ln_w, *emb_ln_b; /* (C) */
+    bert_layer *layers;               /* (num_hidden_layers) */
 
     int has_pooler;
     const float *pool_w, *pool_b; /* (C,C), (C) */

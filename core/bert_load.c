@@ -240,8 +240,10 @@ static void load_release(bert_model *m, const float *p, size_t nfloats) {
 /* int8 only: the MLM decoder (V,C) as bfloat16. Each [MASK] streams the whole
  * decoder once (94 MB in float32 for bert-base), so halving its bytes halves
  * that pass; bf16 keeps 8 bits of mantissa, far finer than int8 would, since
- * the vocabulary logits decide the answer. A tied decoder's float32 copy stays
- * (it is also the word embeddings, of which a request reads a few rows). */
+ * the vocabulary logits decide the answer. Its float32 copy is dropped; when
+ * the decoder is tied to the word embeddings, the embedding lookup reads the
+ * bf16 rows too (a 2^-9 relative change, far below the int8 products' error),
+ * so the int8 model holds the vocabulary matrix once, at half its size. */
 static int load_decoder_bf16(bert_model *m, char *err, size_t errlen) {
     const size_t V = (size_t)m->cfg.vocab_size, C = (size_t)m->cfg.hidden_size;
     uint16_t *d = malloc(V * C * sizeof(uint16_t));
@@ -253,9 +255,11 @@ static int load_decoder_bf16(bert_model *m, char *err, size_t errlen) {
     ops_to_bf16(m->mlm_dec_w, d, V * C);
     m->mlm_dec_bf16 = d;
     m->qbytes += V * C * sizeof(uint16_t);
-    if (m->mlm_dec_w != m->word_emb) {
-        m->qparams += V * C;
-        load_release(m, m->mlm_dec_w, V * C);
+    m->qparams += V * C;
+    load_release(m, m->mlm_dec_w, V * C);
+    if (m->mlm_dec_w == m->word_emb) {
+        m->word_emb_bf16 = d;
+        m->word_emb = NULL;
     }
     m->mlm_dec_w = NULL;
     return BERT_OK;

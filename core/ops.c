@@ -93,6 +93,13 @@ void ops_to_bf16(const float *x, uint16_t *out, size_t n) {
     }
 }
 
+void ops_from_bf16(const uint16_t *x, float *out, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t b = (uint32_t)x[i] << 16;
+        memcpy(&out[i], &b, sizeof(b));
+    }
+}
+
 /* One output: x (IC) . w (IC) in bf16 widened to float, in 16 lanes. */
 OPS_VECTOR_CLONES
 static void ops_linear_bf16_loop(float *restrict out, int ldo, const float *restrict inp,

@@ -28,6 +28,8 @@ void ops_linear(float *out, int ldo, const float *inp, const float *weight, cons
 /* x (n) float32 -> out (n) bfloat16 (the float's top 16 bits), rounded to
  * nearest even; NaN stays NaN. */
 void ops_to_bf16(const float *x, uint16_t *out, size_t n);
+/* x (n) bfloat16 -> out (n) float32, exactly. */
+void ops_from_bf16(const uint16_t *x, float *out, size_t n);
 
 /* ops_linear with a bfloat16 weight (OC,IC) widened to float32 on the fly:
  * half the bytes of a float32 weight, for products that only stream their
