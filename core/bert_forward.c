@@ -305,7 +305,8 @@ typedef struct par_dnnl_job {
     int N, IC, OC;
     int act; /* bert_activation, or -1 */
     int tiles, parts, n_tasks;
-    int rows; /* per quantization chunk */
+    int tall, n_tall; /* rows per tall tile, and how many lead (the rest are short) */
+    int rows;         /* per quantization chunk */
     atomic_int next;
     atomic_int failed;
 } par_dnnl_job;
@@ -325,19 +326,22 @@ static void par_dnnl_part(void *arg, int idx, int n) {
     par_dnnl_job *j = arg;
     bert_workspace *ws = j->ws;
     const int per_prod = j->parts * j->tiles;
-    const int R = dl_engine_row_tile(ws->qctx_engine);
+    const int Rs = dl_engine_row_tile(ws->qctx_engine);
     const dl_input in = {j->inp, ws->qx, ws->qscale, ws->qzp};
     for (int t; (t = atomic_fetch_add(&j->next, 1)) < j->n_tasks;) {
         const int p = t / per_prod, part = t % per_prod / j->tiles, tile = t % j->tiles;
-        if (dl_run_tile(ws->qctx[idx], j->w[p], tile, part, &in, j->N, j->out[p], j->OC)) {
+        const int R = tile < j->n_tall ? j->tall : Rs;
+        const int r0 =
+            tile < j->n_tall ? tile * j->tall : j->n_tall * j->tall + (tile - j->n_tall) * Rs;
+        if (dl_run_tile(ws->qctx[idx], j->w[p], r0, R, part, &in, j->N, j->out[p], j->OC)) {
             atomic_store(&j->failed, 1);
             continue;
         }
         if (j->act < 0) continue;
         int o0, o1;
         dl_weight_part_cols(j->w[p], part, &o0, &o1);
-        const int r1 = (tile + 1) * R < j->N ? (tile + 1) * R : j->N;
-        for (int r = tile * R; r < r1; r++)
+        const int r1 = r0 + R < j->N ? r0 + R : j->N;
+        for (int r = r0; r < r1; r++)
             ops_activation(j->out[p] + (size_t)r * j->OC + o0, (size_t)(o1 - o0),
                            (bert_activation)j->act);
     }
@@ -351,14 +355,19 @@ static int par_dnnl(bert_workspace *ws, int n_prod, float *const *out, dl_weight
         .ws = ws, .n_prod = n_prod, .inp = inp, .N = N, .IC = IC, .OC = OC, .act = act};
     for (int p = 0; p < n_prod; p++)
         j.out[p] = out[p], j.w[p] = w[p];
-    j.tiles = (N + R - 1) / R;
     j.parts = dl_weight_parts(w[0]);
+    /* Tall tiles where they leave every thread at least two tasks. */
+    int tall = dl_weight_tall_tile(w[0]);
+    for (int p = 1; p < n_prod; p++)
+        tall = dl_weight_tall_tile(w[p]) == tall ? tall : 0;
+    if (tall && (N / tall) * j.parts * n_prod >= 2 * n) j.tall = tall, j.n_tall = N / tall;
+    j.tiles = j.n_tall + (N - j.n_tall * j.tall + R - 1) / R;
     j.n_tasks = n_prod * j.parts * j.tiles;
     atomic_init(&j.next, 0);
     atomic_init(&j.failed, 0);
     if (dl_engine_mode(ws->qctx_engine) == DL_INT8) {
         /* Rows past N in the last tile: zeros, so oneDNN never reads stale bytes. */
-        memset(ws->qx + (size_t)N * IC, 0, ((size_t)j.tiles * R - (size_t)N) * IC);
+        memset(ws->qx + (size_t)N * IC, 0, ((size_t)(N + R - 1) / R * R - (size_t)N) * IC);
         j.rows = n > 1 && N >= 8 ? (N + n * PAR_CHUNKS - 1) / (n * PAR_CHUNKS) : N;
         team_run(n > 1 && N >= 8 ? ws->team : NULL, par_quantize_part, &j);
         atomic_store(&j.next, 0);

@@ -20,7 +20,7 @@
 #define DL_MAX_PRIMS 32
 
 typedef struct dl_prim {
-    int K, W;
+    int R, K, W;
     dnnl_primitive_t prim;
     dnnl_memory_desc_t src_md, wei_md, dst_md;
 } dl_prim;
@@ -31,6 +31,7 @@ struct dl_engine {
     dl_mode mode;
     dnnl_data_type_t src_dt, wei_dt, dst_dt;
     int row_tile;
+    int tall_tile; /* 0, or taller tiles' rows (float32 brgemm): see dl_engine_tall_tile */
     int qmax;
     char kernel[96];
     dl_prim prims[DL_MAX_PRIMS];
@@ -42,11 +43,13 @@ struct dl_engine {
 
 typedef struct dl_part {
     int o0, o1, prim;
+    int prim_tall;     /* the tall tiles' primitive, or -1 */
     dnnl_memory_t wei; /* reordered by oneDNN, owned */
 } dl_part;
 
 struct dl_weight {
     int OC, IC, n_parts;
+    int tall; /* the tall tile's rows if every part has its primitive, else 0 */
     dl_part *parts;
     float *scale;   /* int8: (OC) */
     float *zp_coef; /* int8: (OC) scale[n] * sum over k of the int8 weights */
@@ -59,8 +62,8 @@ struct dl_ctx {
     dnnl_stream_t stream;
     dnnl_memory_t scratch;
     dnnl_memory_t src[DL_MAX_PRIMS], dst[DL_MAX_PRIMS]; /* created on first use */
-    void *acc;  /* (row_tile, max_width) int32 or float: a tile's products */
-    float *pad; /* f32: (row_tile, max_k), the last tile's rows, zero-padded */
+    void *acc;  /* (max rows, max_width) int32 or float: a tile's products */
+    float *pad; /* f32: (max rows, max_k), the last tile's rows, zero-padded */
 };
 
 /* oneDNN runs its parallel regions on OpenMP threads: every thread that calls
@@ -109,20 +112,20 @@ cleanup:
     return st;
 }
 
-/* Finds or creates the primitive for tiles (row_tile, K) x (K, W). */
-static int dl_prim_get(dl_engine *e, int K, int W, char *err, size_t errlen) {
+/* Finds or creates the primitive for tiles (R, K) x (K, W). */
+static int dl_prim_get(dl_engine *e, int R, int K, int W, char *err, size_t errlen) {
     int found = -1;
     dnnl_primitive_desc_t pd = NULL;
     pthread_mutex_lock(&e->lock);
     for (int i = 0; i < e->n_prims; i++)
-        if (e->prims[i].K == K && e->prims[i].W == W) found = i;
+        if (e->prims[i].R == R && e->prims[i].K == K && e->prims[i].W == W) found = i;
     if (found >= 0) goto cleanup;
     if (e->n_prims == DL_MAX_PRIMS) {
         snprintf(err, errlen, "more than %d distinct layer shapes", DL_MAX_PRIMS);
         goto cleanup;
     }
     dl_prim *p = &e->prims[e->n_prims];
-    DL_CHECK(dl_tile_pd(e, e->row_tile, K, W, &p->src_md, &p->dst_md, &pd), "matmul");
+    DL_CHECK(dl_tile_pd(e, R, K, W, &p->src_md, &p->dst_md, &pd), "matmul");
     p->wei_md = *dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     size_t scratch =
         dnnl_memory_desc_get_size(dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0));
@@ -130,7 +133,7 @@ static int dl_prim_get(dl_engine *e, int K, int W, char *err, size_t errlen) {
     dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
     if (e->n_prims == 0 && impl) snprintf(e->kernel, sizeof(e->kernel), "%s", impl);
     DL_CHECK(dnnl_primitive_create(&p->prim, pd), "matmul primitive");
-    p->K = K, p->W = W;
+    p->R = R, p->K = K, p->W = W;
     e->scratch_bytes = scratch > e->scratch_bytes ? scratch : e->scratch_bytes;
     e->max_width = W > e->max_width ? W : e->max_width;
     e->max_k = K > e->max_k ? K : e->max_k;
@@ -158,6 +161,11 @@ static int dl_probe(dl_engine *e) {
     brgemm = impl && strncmp(impl, "brg", 3) == 0;
     dnnl_primitive_desc_destroy(pd);
     e->row_tile = brgemm ? 16 : 64;
+    /* float32 brgemm: 64-row tiles read each weight part a quarter as often,
+     * which is what counts once a product has many rows (measured at 128
+     * tokens: 140-160 ms against 164-191 ms with 16-row tiles only). int8 on
+     * AMX was slower with them (49 against 44 ms), so it keeps 16. */
+    e->tall_tile = brgemm && e->mode == DL_F32 ? 64 : 0;
     return brgemm || e->mode == DL_INT8 ? DL_OK : DL_UNSUPPORTED;
 }
 
@@ -218,6 +226,9 @@ const char *dl_engine_kernel(const dl_engine *e) {
 int dl_engine_row_tile(const dl_engine *e) {
     return e->row_tile;
 }
+int dl_engine_tall_tile(const dl_engine *e) {
+    return e->tall_tile;
+}
 int dl_engine_qmax(const dl_engine *e) {
     return e->qmax;
 }
@@ -266,8 +277,15 @@ static int dl_part_build(dl_engine *e, dl_weight *qw, const float *w, int p, cha
         dl_quantize_weight_rows(w, IC, part->o0, part->o1, e->qmax, q, qw->scale, qw->zp_coef);
         rows = q;
     }
-    if ((part->prim = dl_prim_get(e, IC, W, err, errlen)) < 0) goto cleanup;
+    if ((part->prim = dl_prim_get(e, e->row_tile, IC, W, err, errlen)) < 0) goto cleanup;
+    part->prim_tall = -1;
+    if (e->tall_tile && (part->prim_tall = dl_prim_get(e, e->tall_tile, IC, W, err, errlen)) < 0)
+        goto cleanup;
     const dl_prim *prim = &e->prims[part->prim];
+    /* Tall tiles share the part's weights only if they read the same layout. */
+    if (part->prim_tall >= 0 &&
+        !dnnl_memory_desc_equal(&prim->wei_md, &e->prims[part->prim_tall].wei_md))
+        part->prim_tall = -1;
     dnnl_memory_desc_t plain_md;
     dnnl_dims_t dims = {IC, W};
     DL_CHECK(dnnl_memory_desc_init_by_tag(&plain_md, 2, dims, e->wei_dt, dnnl_ba), "weights desc");
@@ -322,7 +340,10 @@ int dl_weight_new(dl_engine *e, const float *w, const float *bias, int OC, int I
             return DL_ERROR;
         }
     }
-    qw->bytes += (size_t)OC * (int8 ? 2 * sizeof(float) + sizeof(int32_t) : sizeof(float));
+    qw->tall = e->tall_tile;
+    for (int p = 0; p < n_parts; p++)
+        if (qw->parts[p].prim_tall < 0) qw->tall = 0;
+    qw->bytes += (size_t)OC * (int8 ? 3 : 1) * sizeof(float); /* bias; int8: scale, zp_coef */
     *out = qw;
     return DL_OK;
 }
@@ -341,6 +362,9 @@ void dl_weight_free(dl_weight *w) {
 size_t dl_weight_bytes(const dl_weight *w) {
     return w->bytes;
 }
+int dl_weight_tall_tile(const dl_weight *w) {
+    return w->tall;
+}
 int dl_weight_parts(const dl_weight *w) {
     return w->n_parts;
 }
@@ -352,15 +376,16 @@ void dl_weight_part_cols(const dl_weight *w, int p, int *o0, int *o1) {
 dl_ctx *dl_ctx_new(const dl_engine *e) {
     dl_ctx *c = calloc(1, sizeof(*c));
     if (!c) return NULL;
+    const int rows = e->tall_tile > e->row_tile ? e->tall_tile : e->row_tile;
     c->e = e;
     dnnl_memory_desc_t sp;
     dnnl_dims_t spd = {(dnnl_dim_t)(e->scratch_bytes > 0 ? e->scratch_bytes : 1)};
     if (dnnl_stream_create(&c->stream, e->eng, dnnl_stream_default_flags) ||
         dnnl_memory_desc_init_by_tag(&sp, 1, spd, dnnl_u8, dnnl_a) ||
         dnnl_memory_create(&c->scratch, &sp, e->eng, DNNL_MEMORY_ALLOCATE) ||
-        !(c->acc = malloc((size_t)e->row_tile * (size_t)e->max_width * sizeof(int32_t))) ||
+        !(c->acc = malloc((size_t)rows * (size_t)e->max_width * sizeof(int32_t))) ||
         (e->mode == DL_F32 &&
-         !(c->pad = malloc((size_t)e->row_tile * (size_t)e->max_k * sizeof(float))))) {
+         !(c->pad = malloc((size_t)rows * (size_t)e->max_k * sizeof(float))))) {
         dl_ctx_free(c);
         return NULL;
     }
@@ -466,17 +491,18 @@ OPS_VECTOR_CLONES static void dl_bias_tile(const float *restrict acc, int rows, 
     }
 }
 
-int dl_run_tile(dl_ctx *c, const dl_weight *w, int tile, int part, const dl_input *in, int N,
+int dl_run_tile(dl_ctx *c, const dl_weight *w, int r0, int R, int part, const dl_input *in, int N,
                 float *out, int ldo) {
     dl_single_threaded();
     const dl_engine *e = c->e;
     const dl_part *pt = &w->parts[part];
-    const dl_prim *p = &e->prims[pt->prim];
-    const int R = e->row_tile, r0 = tile * R, W = pt->o1 - pt->o0, K = w->IC;
+    const int pi = R == e->row_tile ? pt->prim : pt->prim_tall;
+    if (pi < 0 || e->prims[pi].R != R) return DL_ERROR;
+    const dl_prim *p = &e->prims[pi];
+    const int W = pt->o1 - pt->o0, K = w->IC;
     const int rows = N - r0 < R ? N - r0 : R;
-    if (!c->src[pt->prim] &&
-        (dnnl_memory_create(&c->src[pt->prim], &p->src_md, e->eng, DNNL_MEMORY_NONE) ||
-         dnnl_memory_create(&c->dst[pt->prim], &p->dst_md, e->eng, c->acc)))
+    if (!c->src[pi] && (dnnl_memory_create(&c->src[pi], &p->src_md, e->eng, DNNL_MEMORY_NONE) ||
+                        dnnl_memory_create(&c->dst[pi], &p->dst_md, e->eng, c->acc)))
         return DL_ERROR;
     const void *src;
     if (e->mode == DL_INT8) {
@@ -488,10 +514,10 @@ int dl_run_tile(dl_ctx *c, const dl_weight *w, int tile, int part, const dl_inpu
         memset(c->pad + (size_t)rows * K, 0, (size_t)(R - rows) * K * sizeof(float));
         src = c->pad;
     }
-    if (dnnl_memory_set_data_handle(c->src[pt->prim], (void *)src)) return DL_ERROR;
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, c->src[pt->prim]},
+    if (dnnl_memory_set_data_handle(c->src[pi], (void *)src)) return DL_ERROR;
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, c->src[pi]},
                                {DNNL_ARG_WEIGHTS, pt->wei},
-                               {DNNL_ARG_DST, c->dst[pt->prim]},
+                               {DNNL_ARG_DST, c->dst[pi]},
                                {DNNL_ARG_SCRATCHPAD, c->scratch}};
     if (dnnl_primitive_execute(p->prim, c->stream, 4, args)) return DL_ERROR;
     float *o = out + (size_t)r0 * ldo + pt->o0;

@@ -26,8 +26,10 @@
  *   out[m,n] = xs[m] * ws[n] * (acc[m,n] - zp[m] * colsum_n(wq)) + bias[n].
  * (computed as xs[m] * ws[n] * acc[m,n] + (bias[n] - xs[m] * zp[m] * ws[n] * colsum_n)).
  *
- * The work of one product is tiles of dl_engine_row_tile() rows x one column
- * part (at most DL_PART_COLS columns) of the weight. Tiles are independent and
+ * The work of one product is tiles of dl_engine_row_tile() rows (or, for
+ * float32 products with many rows, of dl_weight_tall_tile() rows, then the
+ * rest in short tiles) x one column part (at most DL_PART_COLS columns) of
+ * the weight. Every row's result is the same whatever tile it falls in. Tiles are independent and
  * fixed by the shapes alone, so the forward pass hands them to its threads,
  * each thread calls oneDNN single-threaded through its own dl_ctx, and results
  * do not depend on the thread count or on the other rows of a batch.
@@ -62,6 +64,8 @@ dl_mode dl_engine_mode(const dl_engine *e);
 const char *dl_engine_kernel(const dl_engine *e);
 /* Rows per tile; quantized inputs hold a whole number of tiles. */
 int dl_engine_row_tile(const dl_engine *e);
+/* Rows per tall tile (a multiple of the row tile), or 0 if this engine has none. */
+int dl_engine_tall_tile(const dl_engine *e);
 /* int8 weights' qmax: 127, or 63 without VNNI. */
 int dl_engine_qmax(const dl_engine *e);
 /* A number no other engine of this process has had: a dl_ctx belongs to one
@@ -75,6 +79,8 @@ int dl_weight_new(dl_engine *e, const float *w, const float *bias, int OC, int I
 void dl_weight_free(dl_weight *w);
 size_t dl_weight_bytes(const dl_weight *w); /* reordered parts + scales, sums, bias */
 int dl_weight_parts(const dl_weight *w);
+/* Rows per tall tile w can run, or 0 (no tall tiles for w). */
+int dl_weight_tall_tile(const dl_weight *w);
 /* Columns [*o0, *o1) of the output that part p writes. */
 void dl_weight_part_cols(const dl_weight *w, int p, int *o0, int *o1);
 
@@ -95,10 +101,11 @@ typedef struct dl_input {
     const int32_t *zp;
 } dl_input;
 
-/* One tile: rows [tile * R, tile * R + R) of the input (R = row tile) times
- * part `part` of w -> out (N, ldo), the part's columns of the rows below N.
- * DL_OK, or DL_ERROR if oneDNN failed (not expected once built). */
-int dl_run_tile(dl_ctx *c, const dl_weight *w, int tile, int part, const dl_input *in, int N,
+/* One tile: rows [r0, r0 + R) of the input, R the row tile or w's tall tile,
+ * times part `part` of w -> out (N, ldo), the part's columns of the rows below
+ * N. int8: q holds those R rows. DL_OK, or DL_ERROR if oneDNN failed (not
+ * expected once built) or R is neither tile. */
+int dl_run_tile(dl_ctx *c, const dl_weight *w, int r0, int R, int part, const dl_input *in, int N,
                 float *out, int ldo);
 
 #endif
