@@ -47,7 +47,7 @@ PROFILES = {
         "fill_tokens": [16, 64, 128, 512],
         "iters": {16: 50, 64: 40, 128: 30, 512: 10},
         "nsp_tokens": 128,
-        "cap_s": 8.0,           # per latency cell: stop early past this (at least 5 samples)
+        "cap_s": 6.0,           # per latency cell: stop early past this (at least 5 samples)
         "throughput_tokens": 128,
         # wrk counts only the requests that finish inside its window, and with 32 connections
         # one worker batches everything queued into a forward of up to 32 sequences; so the
@@ -55,7 +55,7 @@ PROFILES = {
         "wrk_s": {1: 10, 8: 20, 32: 30},
         "rss_workers": [1, 4, 16],
         "gemm_tokens": [16, 32, 64, 128, 256, 512],
-        "gemm_min_ms": 60,
+        "gemm_min_ms": 40,
         "gemm_pool_mib": 256,
         "peer_batch": 8,
         "batch_iters": 5,
