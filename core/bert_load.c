@@ -239,25 +239,25 @@ const char *bert_compute_name(bert_compute c) {
     return c == BERT_COMPUTE_INT8 ? "int8" : "fp32";
 }
 
-static int load_owns(const bert_model *m, const float *p) {
+/* The index in m->owned of the heap copy p, or -1 when p lies in the mapped file. */
+static int load_owned_index(const bert_model *m, const float *p) {
     for (int i = 0; i < m->n_owned; i++)
-        if (m->owned[i] == p) return 1;
-    return 0;
+        if (m->owned[i] == p) return i;
+    return -1;
 }
 
 /* Gives back the memory of float weights a quantized layer no longer reads:
  * a converted copy is freed; a tensor mapped from the file loses its pages
  * (the file stays mapped, so the pages would only come back if read). */
 static void load_release(bert_model *m, const float *p, size_t nfloats) {
-    for (int i = 0; i < m->n_owned; i++) {
-        if (m->owned[i] == p) {
-            free(m->owned[i]);
-            m->owned[i] = NULL;
-            m->resident_bytes -= nfloats * sizeof(float);
-            return;
-        }
+    const int i = load_owned_index(m, p);
+    if (i < 0) {
+        load_drop_pages(p, nfloats * sizeof(float));
+        return;
     }
-    load_drop_pages(p, nfloats * sizeof(float));
+    free(m->owned[i]);
+    m->owned[i] = NULL;
+    m->resident_bytes -= nfloats * sizeof(float);
 }
 
 /* int8 only: the MLM decoder (V,C) as bfloat16. Each [MASK] streams the whole
@@ -280,7 +280,7 @@ static int load_decoder_bf16(bert_model *m, char *err, size_t errlen) {
      * together (that peak was the int8 server's VmHWM); a converted copy can
      * only be freed whole, after. */
     const size_t slice = (size_t)1 << 20; /* floats: 4 MiB */
-    const int mapped = !load_owns(m, m->mlm_dec_w);
+    const int mapped = load_owned_index(m, m->mlm_dec_w) < 0;
     for (size_t i = 0; i < V * C; i += slice) {
         const size_t n = V * C - i < slice ? V * C - i : slice;
         ops_to_bf16(m->mlm_dec_w + i, d + i, n);

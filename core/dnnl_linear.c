@@ -31,7 +31,7 @@ struct dl_engine {
     dl_mode mode;
     dnnl_data_type_t src_dt, wei_dt, dst_dt;
     int row_tile;
-    int tall_tile; /* 0, or taller tiles' rows (float32 brgemm): see dl_engine_tall_tile */
+    int tall_tile; /* 0, or taller tiles' rows (float32 brgemm): see dl_probe */
     int qmax;
     char kernel[96];
     dl_prim prims[DL_MAX_PRIMS];
@@ -225,9 +225,6 @@ const char *dl_engine_kernel(const dl_engine *e) {
 }
 int dl_engine_row_tile(const dl_engine *e) {
     return e->row_tile;
-}
-int dl_engine_tall_tile(const dl_engine *e) {
-    return e->tall_tile;
 }
 int dl_engine_qmax(const dl_engine *e) {
     return e->qmax;

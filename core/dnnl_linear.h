@@ -64,8 +64,6 @@ dl_mode dl_engine_mode(const dl_engine *e);
 const char *dl_engine_kernel(const dl_engine *e);
 /* Rows per tile; quantized inputs hold a whole number of tiles. */
 int dl_engine_row_tile(const dl_engine *e);
-/* Rows per tall tile (a multiple of the row tile), or 0 if this engine has none. */
-int dl_engine_tall_tile(const dl_engine *e);
 /* int8 weights' qmax: 127, or 63 without VNNI. */
 int dl_engine_qmax(const dl_engine *e);
 /* A number no other engine of this process has had: a dl_ctx belongs to one
