@@ -249,10 +249,6 @@ static void score_job(infer_worker *w, infer_ctx *ctx, api_job *job) {
     render_timed(api, job);
 }
 
-/* Completes what needs no shared forward pass (aborting, client gone,
- * deadline passed, refused by the parse, /v1/tokenize, /v1/decode, /v1/score
- * with its own passes) and moves the rest to the front of jobs; returns how
- * many are left. */
 /* api_prepare (validate + tokenize), timed as the job's tokenization. */
 static int api_prepare_timed(const api_ctx *api, api_job *job) {
     int64_t t0 = clock_now_ns();
@@ -261,33 +257,39 @@ static int api_prepare_timed(const api_ctx *api, api_job *job) {
     return rc;
 }
 
-static int take_live(infer_worker *w, infer_ctx *ctx, api_job **jobs, int n) {
-    const api_ctx *api = ctx->api;
-    int64_t now = infer_now_ns();
-    int aborting = atomic_load(&ctx->aborting);
-    int live = 0;
-    for (int j = 0; j < n; j++) {
-        api_job *job = jobs[j];
-        job->started_ns = now;
-        if (aborting) {
-            answer_fail(job, ERR_SHUTTING_DOWN,
-                        "the server is shutting down; retry on another instance");
-        } else if (job_gone(job)) {
-            answer_fail_gone(job); /* queued work of a client that has gone: not done */
-        } else if (now > job->deadline_ns) {
-            answer_fail(job, ERR_TIMEOUT,
-                        "the request waited longer than the server's request timeout before a "
-                        "worker was free; retry later or send smaller batches");
-        } else if (api_prepare_timed(api, job)) {
-            /* refused by the parse */
-        } else {
-            jobs[live++] = job;
-            continue;
-        }
-        job->complete(job);
+/* pool admit(): a taken job is answered now when the server is shutting
+ * down, its client has gone, its deadline has passed or the parse refuses it
+ * (-1); otherwise it is tokenized and its actual cost returned: its tokens
+ * for a forward pass, its queued bound for the kinds that run on their own. */
+static long worker_admit(void *state, pool_item *item, void *user) {
+    (void)state;
+    infer_ctx *ctx = user;
+    api_job *job = (api_job *)item; /* pool_item is the first member */
+    job->started_ns = infer_now_ns();
+    if (atomic_load(&ctx->aborting)) {
+        answer_fail(job, ERR_SHUTTING_DOWN,
+                    "the server is shutting down; retry on another instance");
+    } else if (job_gone(job)) {
+        answer_fail_gone(job); /* queued work of a client that has gone: not done */
+    } else if (job->started_ns > job->deadline_ns) {
+        answer_fail(job, ERR_TIMEOUT,
+                    "the request waited longer than the server's request timeout before a "
+                    "worker was free; retry later or send smaller batches");
+    } else if (api_prepare_timed(ctx->api, job)) {
+        /* refused by the parse */
+    } else {
+        int forward = job->kind == API_FILL_MASK || job->kind == API_NEXT_SENTENCE;
+        return forward && job->tokens < item->cost ? job->tokens : item->cost;
     }
-    /* /v1/tokenize and /v1/decode need no forward pass: their answers are
-     * rendered now; /v1/score runs its own (n masked copies per input). */
+    job->complete(job);
+    return -1;
+}
+
+/* The admitted jobs that need a forward pass, moved to the front of jobs[];
+ * the others are answered here: /v1/tokenize and /v1/decode need no forward
+ * pass, /v1/score runs its own (n masked copies per input). */
+static int answer_solo_jobs(infer_worker *w, infer_ctx *ctx, api_job **jobs, int live) {
+    const api_ctx *api = ctx->api;
     int fwd = 0;
     for (int j = 0; j < live; j++) {
         if (jobs[j]->kind == API_TOKENIZE || jobs[j]->kind == API_DECODE) {
@@ -336,7 +338,7 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
     infer_ctx *ctx = user;
     const api_ctx *api = ctx->api;
     api_job **jobs = (api_job **)items; /* pool_item is the first member */
-    int live = take_live(w, ctx, jobs, n);
+    int live = answer_solo_jobs(w, ctx, jobs, n);
     if (live == 0) return;
     int want_nsp = 0;
     long tokens = 0;
@@ -405,6 +407,6 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
 }
 
 pool_callbacks infer_pool_callbacks(infer_ctx *ctx) {
-    pool_callbacks cb = {worker_init, worker_run, worker_fini, ctx};
+    pool_callbacks cb = {worker_init, worker_run, worker_fini, worker_admit, ctx};
     return cb;
 }

@@ -42,6 +42,17 @@ static pool_item *pop_locked(pool *p) {
     return it;
 }
 
+/* Pops queued items, oldest first, while their summed cost stays within
+ * budget (and n within max_items); returns how many. Holds p->mu. */
+static int take_fitting_locked(pool *p, pool_item **items, int max_items, long budget) {
+    int n = 0;
+    while (n < max_items && p->head && p->head->cost <= budget) {
+        budget -= p->head->cost;
+        items[n++] = pop_locked(p);
+    }
+    return n;
+}
+
 /* Takes the first item (blocking) and as many followers as fit the budget.
  * Returns 0 when the pool is closed and empty. */
 static int take_batch(pool *p, pool_item **items, int max_items) {
@@ -60,9 +71,12 @@ static int take_batch(pool *p, pool_item **items, int max_items) {
     int have_deadline = 0;
     while (n < max_items) {
         if (p->head) {
-            if (cost + p->head->cost > p->opt.batch_max_cost) break;
-            cost += p->head->cost;
-            items[n++] = pop_locked(p);
+            int got =
+                take_fitting_locked(p, items + n, max_items - n, p->opt.batch_max_cost - cost);
+            if (got == 0) break;
+            for (int i = n; i < n + got; i++)
+                cost += items[i]->cost;
+            n += got;
             continue;
         }
         if (p->opt.batch_wait_us <= 0 || p->closed) break;
@@ -74,6 +88,67 @@ static int take_batch(pool *p, pool_item **items, int max_items) {
     }
     p->active += n;
     pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+/* Runs admit() on items[from..n), compacting the kept ones to the front of
+ * that range and recording their actual costs; adds those to *cost; returns
+ * the new n. */
+static int admit_range(pool *p, void *state, pool_item **items, int from, int n, long *cost) {
+    int kept = from;
+    for (int i = from; i < n; i++) {
+        long c = p->cb.admit(state, items[i], p->cb.user);
+        if (c < 0) continue; /* completed by admit: not ours to touch again */
+        items[i]->cost = c;
+        items[i]->cost_known = 1;
+        *cost += c;
+        items[kept++] = items[i];
+    }
+    return kept;
+}
+
+/* Puts an item taken from the front back there. */
+static void requeue_front(pool *p, pool_item *it) {
+    pthread_mutex_lock(&p->mu);
+    it->next = p->head;
+    p->head = it;
+    if (!p->tail) p->tail = it;
+    p->depth++;
+    p->active--;
+    pthread_cond_signal(&p->not_empty);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* The batch's admitted items, topped up without waiting from the queue while
+ * their actual costs leave room in the budget: queued items whose cost fits
+ * are taken; when the next one's cost is only a bound that does not fit, it
+ * is taken to learn its actual cost, and put back if that does not fit
+ * either. *taken counts the items taken and not put back, for the active
+ * count. Returns the batch's size. */
+static int admit_batch(pool *p, void *state, pool_item **items, int n, int *taken) {
+    const long budget = p->opt.batch_max_cost;
+    const int max_items = p->opt.max_batch_items;
+    long cost = 0;
+    n = admit_range(p, state, items, 0, n, &cost);
+    while (n > 0 && n < max_items && cost < budget) {
+        pthread_mutex_lock(&p->mu);
+        int got = take_fitting_locked(p, items + n, max_items - n, budget - cost);
+        int probe = got == 0 && p->head && !p->head->cost_known;
+        if (probe) items[n + got++] = pop_locked(p);
+        p->active += got;
+        pthread_mutex_unlock(&p->mu);
+        if (got == 0) break;
+        *taken += got;
+        long before = cost;
+        int kept = admit_range(p, state, items, n, n + got, &cost);
+        if (probe && kept > n && cost > budget) {
+            requeue_front(p, items[n]);
+            (*taken)--;
+            cost = before;
+            break;
+        }
+        n = kept;
+    }
     return n;
 }
 
@@ -97,11 +172,12 @@ static void *worker_main(void *arg) {
     pool_item **items = calloc((size_t)p->opt.max_batch_items, sizeof(*items));
     if (!items) goto cleanup;
     for (;;) {
-        int n = take_batch(p, items, p->opt.max_batch_items);
-        if (n == 0) break;
-        p->cb.run(state, items, n, p->cb.user);
+        int taken = take_batch(p, items, p->opt.max_batch_items);
+        if (taken == 0) break;
+        int n = p->cb.admit ? admit_batch(p, state, items, taken, &taken) : taken;
+        if (n > 0) p->cb.run(state, items, n, p->cb.user);
         pthread_mutex_lock(&p->mu);
-        p->active -= n;
+        p->active -= taken;
         pthread_mutex_unlock(&p->mu);
     }
 cleanup:
@@ -165,6 +241,7 @@ int pool_new(const pool_options *opt, const pool_callbacks *cb, pool **out, char
 int pool_submit(pool *p, pool_item *item) {
     int rc = POOL_OK;
     item->next = NULL;
+    item->cost_known = 0;
     pthread_mutex_lock(&p->mu);
     if (p->closed) {
         rc = POOL_CLOSED;

@@ -9,6 +9,14 @@
  * and hands the batch to run(). Each worker has its own state made by init()
  * on its thread and released by fini().
  *
+ * Queued costs are upper bounds (the server tokenizes on the workers, so it
+ * only knows a byte bound when it queues). With an admit() callback the
+ * worker learns each taken item's actual cost before run() and tops the batch
+ * up with more queued items while the actual costs leave room, so a batch
+ * fills its budget by what it really costs. An item taken to learn its cost
+ * that then does not fit goes back to the front of the queue, where the next
+ * batch takes it first; admit() may so see an item more than once.
+ *
  * pool_submit never blocks: a full queue is POOL_FULL. After pool_close no
  * item is accepted; workers finish every queued item, then exit, and
  * pool_free joins them. */
@@ -19,7 +27,8 @@
 
 typedef struct pool_item {
     struct pool_item *next;
-    long cost; /* e.g. tokens; compared against batch_max_cost */
+    long cost;      /* e.g. tokens; compared against batch_max_cost */
+    int cost_known; /* the pool's: cost is admit()'s actual cost, not the bound */
 } pool_item;
 
 typedef enum {
@@ -35,6 +44,11 @@ typedef struct pool_callbacks {
     /* items[0..n) in arrival order; the callee completes every item. */
     void (*run)(void *state, pool_item **items, int n, void *user);
     void (*fini)(void *state, void *user);
+    /* Optional; runs on the worker for each taken item, in arrival order,
+     * before run(): returns the item's actual cost (at most its queued cost),
+     * or -1 when admit() completed the item itself, which then stays out of
+     * the batch. */
+    long (*admit)(void *state, pool_item *item, void *user);
     void *user;
 } pool_callbacks;
 

@@ -192,6 +192,68 @@ def test_request_after_a_refused_one_in_the_same_batch_gets_its_own_answer(tmp_p
         assert same_answer(batched.json(), alone.json()), (batched.text, alone.text)
 
 
+def batch_metrics(srv):
+    """(sum, count) of bert_batch_size: sequences and forward passes so far."""
+    values = {}
+    for line in srv.get("/metrics").text.splitlines():
+        if line.startswith("bert_batch_size_sum ") or line.startswith("bert_batch_size_count "):
+            name, value = line.split()
+            values[name] = float(value)
+    return values["bert_batch_size_sum"], values["bert_batch_size_count"]
+
+
+def post_while_first_waits(srv, first, second):
+    """Posts first, then second once first is accepted; both answers. With one worker and a
+    long batch_wait_us, the worker holds first and waits for company, so second is queued
+    when the worker next looks at the queue."""
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault("first",
+                                                       srv.post("/v1/fill-mask", first)))
+    t.start()
+    wait_until(lambda: "\nbert_requests_in_flight 1\n" in srv.get("/metrics").text,
+               timeout=30)
+    second_answer = srv.post("/v1/fill-mask", second)
+    t.join()
+    return got["first"], second_answer
+
+
+def test_batch_fills_by_actual_tokens_not_the_byte_bound(tmp_path, model_dir):
+    """The server queues a request knowing only a byte bound of its tokens (the workers
+    tokenize). A batch used to stop at that bound, so requests with much text per token (or
+    padding) ran alone however much room the batch had. Now the worker tokenizes what it
+    took and tops the batch up while the actual tokens fit: a request whose bound alone
+    exceeds the budget joins when its tokens fit, and one whose tokens do not fit goes back
+    to the front of the queue and runs next, alone, with its own answer."""
+    short = {"inputs": "paris is the [MASK] of france."}
+    with Server(tmp_path, model_dir, default_config(model_dir), name="probe") as srv:
+        t = len(srv.post("/v1/tokenize", {"inputs": short["inputs"]}).json()["ids"])
+    budget = 4 * t
+    # bytes + [CLS]/[SEP] bound the tokens: short's bound plus padded's passes the budget
+    padded = {"inputs": short["inputs"] + " " * (budget + 10)}
+    long = {"inputs": "word " * (budget - t + 5) + "[MASK] end."}
+    assert len(short["inputs"]) + 3 <= budget < len(short["inputs"]) + len(padded["inputs"])
+    cfg = default_config(model_dir, workers={"count": 1, "batch_wait_us": 3000000,
+                                             "batch_max_tokens": budget})
+    with Server(tmp_path, model_dir, cfg) as srv:
+        alone = {k: srv.post("/v1/fill-mask", body).json()
+                 for k, body in (("short", short), ("padded", padded), ("long", long))}
+        assert alone["padded"] == alone["short"]
+
+        sum0, count0 = batch_metrics(srv)
+        a, b = post_while_first_waits(srv, short, padded)
+        assert a.status_code == b.status_code == 200, (a.text, b.text)
+        assert batch_metrics(srv) == (sum0 + 2, count0 + 1)  # one forward held both
+        assert same_answer(a.json(), alone["short"]) and same_answer(b.json(), alone["short"])
+
+        sum0, count0 = batch_metrics(srv)
+        a, b = post_while_first_waits(srv, short, long)
+        assert a.status_code == b.status_code == 200, (a.text, b.text)
+        assert batch_metrics(srv) == (sum0 + 2, count0 + 2)  # the long one ran on its own
+        assert same_answer(a.json(), alone["short"]), a.text
+        assert same_answer(b.json(), alone["long"]), b.text
+        assert srv.stop() == 0, srv.stderr()
+
+
 def rss_after_warmup(tmp_path, model_dir, workers, name):
     cfg = default_config(model_dir, workers={"count": workers})
     with Server(tmp_path, model_dir, cfg, name=name) as srv:
