@@ -52,9 +52,9 @@ struct bert_workspace {
     uint64_t qctx_engine_id; /* dl_engine_id of qctx_engine: addresses are reused */
     uint8_t *qx;
     size_t qx_cap; /* bytes */
-    float *qscale;
+    float *qscale; /* per row of qx */
     int32_t *qzp;
-    size_t qrows_cap;
+    size_t qscale_cap, qzp_cap; /* rows */
 };
 
 bert_workspace *bert_workspace_new(void) {
@@ -106,14 +106,26 @@ void bert_workspace_set_cancel(bert_workspace *ws, int (*fn)(void *arg), void *a
 }
 
 /* Makes buffer i hold at least n floats (contents not kept). */
-static int ws_reserve(bert_workspace *ws, int i, size_t n) {
-    if (n <= ws->cap[i]) return 1;
-    float *p = malloc(n * sizeof(float));
+/* Room for n elements of elem bytes in a buffer holding *cap: sets *out to
+ * the buffer to use (old itself when it is large enough; a new one replaces
+ * it otherwise, its contents not kept) and counts the growth in *bytes.
+ * Returns 0 when memory runs out; old and *cap are then unchanged. */
+static int ws_grow(size_t *bytes, size_t *cap, size_t n, size_t elem, void *old, void **out) {
+    *out = old;
+    if (n <= *cap) return 1;
+    void *p = malloc(n * elem);
     if (!p) return 0;
-    free(ws->buf[i]);
-    ws->bytes += (n - ws->cap[i]) * sizeof(float);
+    free(old);
+    *bytes += (n - *cap) * elem;
+    *cap = n;
+    *out = p;
+    return 1;
+}
+
+static int ws_reserve(bert_workspace *ws, int i, size_t n) {
+    void *p;
+    if (!ws_grow(&ws->bytes, &ws->cap[i], n, sizeof(float), ws->buf[i], &p)) return 0;
     ws->buf[i] = p;
-    ws->cap[i] = n;
     return 1;
 }
 
@@ -132,29 +144,13 @@ static int ws_reserve_dnnl(bert_workspace *ws, const dl_engine *e, size_t N, siz
     }
     if (dl_engine_mode(e) != DL_INT8) return 1;
     const size_t R = (size_t)dl_engine_row_tile(e), rows = (N + R - 1) / R * R;
-    if (rows * K > ws->qx_cap) {
-        uint8_t *q = malloc(rows * K);
-        if (!q) return 0;
-        free(ws->qx);
-        ws->bytes += rows * K - ws->qx_cap;
-        ws->qx = q;
-        ws->qx_cap = rows * K;
-    }
-    if (rows > ws->qrows_cap) {
-        float *sc = malloc(rows * sizeof(float));
-        int32_t *zp = malloc(rows * sizeof(int32_t));
-        if (!sc || !zp) {
-            free(sc);
-            free(zp);
-            return 0;
-        }
-        free(ws->qscale);
-        free(ws->qzp);
-        ws->bytes += (rows - ws->qrows_cap) * (sizeof(float) + sizeof(int32_t));
-        ws->qscale = sc;
-        ws->qzp = zp;
-        ws->qrows_cap = rows;
-    }
+    void *p;
+    if (!ws_grow(&ws->bytes, &ws->qx_cap, rows * K, 1, ws->qx, &p)) return 0;
+    ws->qx = p;
+    if (!ws_grow(&ws->bytes, &ws->qscale_cap, rows, sizeof(float), ws->qscale, &p)) return 0;
+    ws->qscale = p;
+    if (!ws_grow(&ws->bytes, &ws->qzp_cap, rows, sizeof(int32_t), ws->qzp, &p)) return 0;
+    ws->qzp = p;
     return 1;
 }
 

@@ -152,46 +152,6 @@ def test_concurrent_answers_equal_sequential(tmp_path, model_dir, batch_wait_us,
         assert srv.stop() == 0, srv.stderr()
 
 
-def test_request_after_a_refused_one_in_the_same_batch_gets_its_own_answer(tmp_path,
-                                                                          model_dir):
-    """A fill-mask request whose answer passes limits.max_answer_bytes stops at its first
-    input. The worker used to skip only that input's MLM rows, not the rest of the request's,
-    so the next request of the same forward pass read the rows of the refused one's second
-    input and answered with its predictions."""
-    cfg = default_config(model_dir, workers={"count": 1, "batch_wait_us": 3000000,
-                                             "batch_max_tokens": 8192},
-                         limits={"max_answer_bytes": 4096})
-    refused = {"inputs": ["the " + "long sentence goes on and on " * 8 + "with a [MASK].",
-                          "the capital of france is [MASK]."], "parameters": {"top_k": 30}}
-    other = {"inputs": "i like [MASK] and tea.", "parameters": {"top_k": 5}}
-    with Server(tmp_path, model_dir, cfg) as srv:
-        alone = srv.post("/v1/fill-mask", other)
-        assert alone.status_code == 200, alone.text
-
-        def batch_metric(name):
-            for line in srv.get("/metrics").text.splitlines():
-                if line.startswith(name + " "):
-                    return float(line.split()[1])
-        sum0, count0 = batch_metric("bert_batch_size_sum"), batch_metric("bert_batch_size_count")
-        got = {}
-        t = threading.Thread(target=lambda: got.setdefault("refused",
-                                                           srv.post("/v1/fill-mask", refused)))
-        t.start()
-        # the refused request is accepted (its small body follows in the same write); the
-        # worker holds it and waits batch_wait_us for company
-        wait_until(lambda: "\nbert_requests_in_flight 1\n" in srv.get("/metrics").text,
-                   timeout=30)
-        batched = srv.post("/v1/fill-mask", other)
-        t.join()
-        # one forward pass held all three sequences: the two requests were batched
-        assert batch_metric("bert_batch_size_count") == count0 + 1
-        assert batch_metric("bert_batch_size_sum") == sum0 + 3
-        assert got["refused"].status_code == 413, got["refused"].text
-        assert got["refused"].json()["error"]["code"] == "answer_too_large"
-        assert batched.status_code == 200, batched.text
-        assert same_answer(batched.json(), alone.json()), (batched.text, alone.text)
-
-
 def batch_metrics(srv):
     """(sum, count) of bert_batch_size: sequences and forward passes so far."""
     values = {}
@@ -215,6 +175,34 @@ def post_while_first_waits(srv, first, second):
     second_answer = srv.post("/v1/fill-mask", second)
     t.join()
     return got["first"], second_answer
+
+
+def test_request_after_a_refused_one_in_the_same_batch_gets_its_own_answer(tmp_path,
+                                                                          model_dir):
+    """A fill-mask request whose answer passes limits.max_answer_bytes stops at its first
+    input. The worker used to skip only that input's MLM rows, not the rest of the request's,
+    so the next request of the same forward pass read the rows of the refused one's second
+    input and answered with its predictions."""
+    cfg = default_config(model_dir, workers={"count": 1, "batch_wait_us": 3000000,
+                                             "batch_max_tokens": 8192},
+                         limits={"max_answer_bytes": 4096})
+    refused = {"inputs": ["the " + "long sentence goes on and on " * 8 + "with a [MASK].",
+                          "the capital of france is [MASK]."], "parameters": {"top_k": 30}}
+    other = {"inputs": "i like [MASK] and tea.", "parameters": {"top_k": 5}}
+    with Server(tmp_path, model_dir, cfg) as srv:
+        alone = srv.post("/v1/fill-mask", other)
+        assert alone.status_code == 200, alone.text
+
+        sum0, count0 = batch_metrics(srv)
+        # the refused request is accepted (its small body follows in the same write); the
+        # worker holds it and waits batch_wait_us for company
+        refused_answer, batched = post_while_first_waits(srv, refused, other)
+        # one forward pass held all three sequences: the two requests were batched
+        assert batch_metrics(srv) == (sum0 + 3, count0 + 1)
+        assert refused_answer.status_code == 413, refused_answer.text
+        assert refused_answer.json()["error"]["code"] == "answer_too_large"
+        assert batched.status_code == 200, batched.text
+        assert same_answer(batched.json(), alone.json()), (batched.text, alone.text)
 
 
 def test_batch_fills_by_actual_tokens_not_the_byte_bound(tmp_path, model_dir):
