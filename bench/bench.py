@@ -49,10 +49,10 @@ PROFILES = {
         "nsp_tokens": 128,
         "cap_s": 6.0,           # per latency cell: stop early past this (at least 5 samples)
         "throughput_tokens": 128,
-        # wrk counts only the requests that finish inside its window, and with 32 connections
-        # one worker batches everything queued into a forward of up to 32 sequences; so the
-        # window grows with the concurrency to hold several such batches.
-        "wrk_s": {1: 10, 8: 20, 32: 30},
+        # wrk counts only the requests that finish inside its window; a worker batches up to
+        # batch_max_tokens (1024: 8 of these requests, about 1 s of fp32 forward), so the
+        # windows hold 15-20 such batches.
+        "wrk_s": {1: 10, 8: 15, 32: 20},
         "rss_workers": [1, 4, 16],
         "gemm_tokens": [16, 32, 64, 128, 256, 512],
         "gemm_min_ms": 40,
