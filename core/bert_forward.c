@@ -105,7 +105,6 @@ void bert_workspace_set_cancel(bert_workspace *ws, int (*fn)(void *arg), void *a
     ws->cancel_arg = arg;
 }
 
-/* Makes buffer i hold at least n floats (contents not kept). */
 /* Room for n elements of elem bytes in a buffer holding *cap: sets *out to
  * the buffer to use (old itself when it is large enough; a new one replaces
  * it otherwise, its contents not kept) and counts the growth in *bytes.
@@ -122,6 +121,7 @@ static int ws_grow(size_t *bytes, size_t *cap, size_t n, size_t elem, void *old,
     return 1;
 }
 
+/* Makes buffer i hold at least n floats (contents not kept). */
 static int ws_reserve(bert_workspace *ws, int i, size_t n) {
     void *p;
     if (!ws_grow(&ws->bytes, &ws->cap[i], n, sizeof(float), ws->buf[i], &p)) return 0;

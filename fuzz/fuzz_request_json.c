@@ -116,12 +116,24 @@ static void check_answer(json_t *v, int *n_preds) {
     if (preds) check_answer(preds, n_preds);
 }
 
+/* What a pool worker does with a batch of this one job: admit() (deadline,
+ * client, parse and tokenization when still due; the actual cost, at most the
+ * queued one, or -1 when admit answered the job), then run() if admitted. */
+static void worker_turn(api_job *job) {
+    const long queued_cost = job->item.cost;
+    long cost = g_cb.admit(g_worker, &job->item, g_cb.user);
+    FUZZ_CHECK(cost == -1 || (cost >= 0 && cost <= queued_cost), "admit cost %ld (queued %ld)",
+               cost, queued_cost);
+    if (cost < 0) return;
+    pool_item *items[1] = {&job->item};
+    g_cb.run(g_worker, items, 1, g_cb.user);
+}
+
 static void run_job(api_job *job) {
     job->deadline_ns = infer_now_ns() + 600 * 1000000000LL;
     job->complete = on_complete;
     g_completed = 0;
-    pool_item *items[1] = {&job->item};
-    g_cb.run(g_worker, items, 1, g_cb.user);
+    worker_turn(job);
     FUZZ_CHECK(g_completed == 1, "job completed %d times", g_completed);
     if (job->status == 413) {
         FUZZ_CHECK(job->err_code && strcmp(job->err_code, "answer_too_large") == 0, "413 %s",
@@ -212,7 +224,7 @@ static void check_job(const api_job *job, api_kind kind) {
 }
 
 /* The server's own path for the same request: api_defer on the HTTP thread,
- * parse (or tokenize) and run on a worker. Must answer exactly as the direct
+ * admit (parse or tokenize) and run on a worker. Must answer exactly as the direct
  * calls did: status and body. */
 static void check_deferred(api_kind kind, json_t *req, int status, const char *body, size_t len) {
     api_job *job = NULL;
@@ -224,8 +236,7 @@ static void check_deferred(api_kind kind, json_t *req, int status, const char *b
     job->deadline_ns = infer_now_ns() + 600 * 1000000000LL;
     job->complete = on_complete;
     g_completed = 0;
-    pool_item *items[1] = {&job->item};
-    g_cb.run(g_worker, items, 1, g_cb.user);
+    worker_turn(job);
     FUZZ_CHECK(g_completed == 1, "deferred job completed %d times", g_completed);
     FUZZ_CHECK(job->status == status, "deferred %d, direct %d", job->status, status);
     if (kind != API_TOKENIZE && job->status == 200)
