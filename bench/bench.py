@@ -488,8 +488,9 @@ def gt_minilm_dir():
 
 
 def run_accuracy(out, model, prof):
-    """int8 against fp32 on three checkpoints: the bench's bert-base shape, models/default and
-    the pretrained all-MiniLM-L6-v2 encoder (hidden states only: it has no heads)."""
+    """int8 and int8-checked against fp32 on three checkpoints: the bench's bert-base shape,
+    models/default and the pretrained all-MiniLM-L6-v2 encoder (hidden states only: it has no
+    heads); with the time each server took for the questions."""
     import int8_accuracy as acc
     from transformers import BertTokenizerFast
 
@@ -507,13 +508,16 @@ def run_accuracy(out, model, prof):
         if heads:
             texts = acc.fill_inputs(tok, n_fill)
             pairs = acc.nsp_inputs(n_nsp)
-            answers = {}
-            for compute in ("fp32", "int8"):
+            answers, row["timing"] = {}, {}
+            for compute in ("fp32", "int8", "int8-checked"):
                 with Server(out, mdir, f"accuracy {compute}", 1, None, None, compute) as srv:
-                    answers[compute] = (acc.fill_answers(srv.url, texts),
-                                        acc.nsp_answers(srv.url, pairs))
+                    answers[compute], row["timing"][compute] = acc.timed_answers(srv.url, texts,
+                                                                                 pairs)
             row["fill_mask"] = acc.compare_fill(answers["fp32"][0], answers["int8"][0])
             row["next_sentence"] = acc.compare_nsp(answers["fp32"][1], answers["int8"][1])
+            row["int8_checked"] = {
+                "fill_mask": acc.compare_fill(answers["fp32"][0], answers["int8-checked"][0]),
+                "next_sentence": acc.compare_nsp(answers["fp32"][1], answers["int8-checked"][1])}
             # the reference method on the same questions: ONNX Runtime's quantize_dynamic
             ort_fill, ort_nsp = acc.onnx_int8_answers(mdir, out / f"onnx-{Path(mdir).name}",
                                                       texts, pairs)
@@ -578,6 +582,8 @@ def meta(prof_name, model):
         "openblas": sh("dpkg-query", "-W", "-f=${Version}", "libopenblas0-pthread"),
         "model_dir": str(model),
         "model_config": json.loads((model / "config.json").read_text()),
+        "recheck_logit_gap": yaml.safe_load((REPO / "config" / "default.yaml").read_text())
+        ["model"]["recheck_logit_gap"],
     }
 
 

@@ -1,4 +1,4 @@
-"""How closely `model.compute: int8` answers what the float32 path answers.
+"""How closely `model.compute: int8` (and int8-checked) answers what the float32 path answers.
 
 Both servers run the same checkpoint; both are asked the same held-out questions over HTTP,
 exactly as a client would ask them:
@@ -20,6 +20,7 @@ import json
 import os
 import random
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,29 @@ def nsp_answers(url, pairs):
             res += _post(s, url, "next-sentence", {"inputs": chunk,
                                                    "parameters": {"truncate": True}})
         return res
+
+
+def rechecked_inputs(url):
+    """int8-checked's counter of inputs answered again in float32 (0 on other servers)."""
+    for line in requests.get(f"{url}/metrics", timeout=30).text.splitlines():
+        name, _, v = line.partition(" ")
+        if name == "bert_rechecked_inputs_total":
+            return int(v)
+    raise RuntimeError("no bert_rechecked_inputs_total in /metrics")
+
+
+def timed_answers(url, texts, pairs):
+    """(fill answers, NSP answers) and, for each set, the wall time on one connection (16
+    inputs a request) and how many inputs int8-checked answered again in float32."""
+    stats = {}
+    answers = []
+    for name, fn, xs in (("fill_mask", fill_answers, texts), ("next_sentence", nsp_answers, pairs)):
+        before = rechecked_inputs(url)
+        t0 = time.perf_counter()
+        answers.append(fn(url, xs))
+        stats[name] = {"seconds": time.perf_counter() - t0, "inputs": len(xs),
+                       "rechecked": rechecked_inputs(url) - before}
+    return tuple(answers), stats
 
 
 def compare_fill(a, b):

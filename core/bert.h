@@ -8,7 +8,9 @@
  *
  * Scratch memory is not the model's: each thread owns a bert_workspace and
  * passes it to bert_forward. Outputs point into that workspace and stay valid
- * until the next call with the same workspace.
+ * until the next call with the same workspace. One workspace may serve
+ * several models in turn (the server's int8-checked runs an int8 and a
+ * float32 model on it); it keeps the oneDNN contexts of the last two.
  *
  * Knows nothing about HTTP or JSON requests. */
 #ifndef BERT_BERT_H

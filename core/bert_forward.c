@@ -32,6 +32,17 @@ enum {
     WS_NBUF
 };
 
+/* One context per thread for one oneDNN engine. A workspace keeps those of
+ * two engines, so that a worker that alternates between an int8 and a float32
+ * model (the server's model.compute: int8-checked) does not remake them on
+ * every forward. */
+#define WS_ENGINES 2
+typedef struct ws_engine {
+    dl_ctx **ctx; /* (team size) */
+    const dl_engine *e;
+    uint64_t id; /* dl_engine_id of e: addresses are reused */
+} ws_engine;
+
 struct bert_workspace {
     float *buf[WS_NBUF];
     size_t cap[WS_NBUF]; /* floats */
@@ -43,13 +54,12 @@ struct bert_workspace {
     int (*cancel)(void *arg); /* checked before each layer: nonzero stops the pass */
     void *cancel_arg;
     int hidden_rows; /* rows of WS_X from the last forward */
-    /* A model with products on oneDNN (dnnl_linear.h): one context per
-     * thread, made on the first forward with that model, and for int8 the
-     * quantized input of the product at hand: (rows rounded up to whole
-     * tiles, max(C, I)). */
-    dl_ctx **qctx;
-    const dl_engine *qctx_engine;
-    uint64_t qctx_engine_id; /* dl_engine_id of qctx_engine: addresses are reused */
+    /* A model with products on oneDNN (dnnl_linear.h): contexts made on the
+     * first forward with that model's engine (the last WS_ENGINES engines are
+     * kept), and for int8 the quantized input of the product at hand: (rows
+     * rounded up to whole tiles, max(C, I)). */
+    ws_engine eng[WS_ENGINES];
+    ws_engine *cur; /* the engine of the forward at hand */
     uint8_t *qx;
     size_t qx_cap; /* bytes */
     float *qscale; /* per row of qx */
@@ -71,17 +81,17 @@ bert_workspace *bert_workspace_new_threads(int n_threads) {
     return ws;
 }
 
-static void ws_free_qctx(bert_workspace *ws) {
-    for (int i = 0; ws->qctx && i < team_size(ws->team); i++)
-        dl_ctx_free(ws->qctx[i]);
-    free(ws->qctx);
-    ws->qctx = NULL;
-    ws->qctx_engine = NULL;
+static void ws_engine_free(const bert_workspace *ws, ws_engine *se) {
+    for (int i = 0; se->ctx && i < team_size(ws->team); i++)
+        dl_ctx_free(se->ctx[i]);
+    free(se->ctx);
+    *se = (ws_engine){0};
 }
 
 void bert_workspace_free(bert_workspace *ws) {
     if (!ws) return;
-    ws_free_qctx(ws);
+    for (int i = 0; i < WS_ENGINES; i++)
+        ws_engine_free(ws, &ws->eng[i]);
     free(ws->qx);
     free(ws->qscale);
     free(ws->qzp);
@@ -133,15 +143,26 @@ static int ws_reserve(bert_workspace *ws, int i, size_t n) {
  * the quantized input of any product of a batch of N rows. */
 static int ws_reserve_dnnl(bert_workspace *ws, const dl_engine *e, size_t N, size_t K) {
     const int n = team_size(ws->team);
-    if (!ws->qctx || ws->qctx_engine_id != dl_engine_id(e)) {
-        ws_free_qctx(ws);
-        if (!(ws->qctx = calloc((size_t)n, sizeof(*ws->qctx)))) return 0;
-        ws->bytes += (size_t)n * sizeof(*ws->qctx);
-        ws->qctx_engine = e;
-        ws->qctx_engine_id = dl_engine_id(e);
+    ws_engine *se = NULL;
+    for (int i = 0; i < WS_ENGINES && !se; i++)
+        if (ws->eng[i].ctx && ws->eng[i].id == dl_engine_id(e)) se = &ws->eng[i];
+    if (!se) {
+        /* the slot least recently used: not the current one */
+        se = ws->cur == &ws->eng[0] ? &ws->eng[1] : &ws->eng[0];
+        ws->cur = NULL;
+        const int reused = se->ctx != NULL; /* its pointer array is counted already */
+        ws_engine_free(ws, se);
+        if (!(se->ctx = calloc((size_t)n, sizeof(*se->ctx)))) return 0;
         for (int i = 0; i < n; i++)
-            if (!(ws->qctx[i] = dl_ctx_new(e))) return 0;
+            if (!(se->ctx[i] = dl_ctx_new(e))) {
+                ws_engine_free(ws, se);
+                return 0;
+            }
+        if (!reused) ws->bytes += (size_t)n * sizeof(*se->ctx);
+        se->e = e;
+        se->id = dl_engine_id(e);
     }
+    ws->cur = se;
     if (dl_engine_mode(e) != DL_INT8) return 1;
     const size_t R = (size_t)dl_engine_row_tile(e), rows = (N + R - 1) / R * R;
     void *p;
@@ -322,14 +343,14 @@ static void par_dnnl_part(void *arg, int idx, int n) {
     par_dnnl_job *j = arg;
     bert_workspace *ws = j->ws;
     const int per_prod = j->parts * j->tiles;
-    const int Rs = dl_engine_row_tile(ws->qctx_engine);
+    const int Rs = dl_engine_row_tile(ws->cur->e);
     const dl_input in = {j->inp, ws->qx, ws->qscale, ws->qzp};
     for (int t; (t = atomic_fetch_add(&j->next, 1)) < j->n_tasks;) {
         const int p = t / per_prod, part = t % per_prod / j->tiles, tile = t % j->tiles;
         const int R = tile < j->n_tall ? j->tall : Rs;
         const int r0 =
             tile < j->n_tall ? tile * j->tall : j->n_tall * j->tall + (tile - j->n_tall) * Rs;
-        if (dl_run_tile(ws->qctx[idx], j->w[p], r0, R, part, &in, j->N, j->out[p], j->OC)) {
+        if (dl_run_tile(ws->cur->ctx[idx], j->w[p], r0, R, part, &in, j->N, j->out[p], j->OC)) {
             atomic_store(&j->failed, 1);
             continue;
         }
@@ -346,7 +367,7 @@ static void par_dnnl_part(void *arg, int idx, int n) {
 // out[p] (N,OC) = act(inp (N,IC) @ w[p]^T + b) for each of n_prod products (int8: w dequantized)
 static int par_dnnl(bert_workspace *ws, int n_prod, float *const *out, dl_weight *const *w,
                     const float *inp, int N, int IC, int OC, int act) {
-    const int R = dl_engine_row_tile(ws->qctx_engine), n = team_size(ws->team);
+    const int R = dl_engine_row_tile(ws->cur->e), n = team_size(ws->team);
     par_dnnl_job j = {
         .ws = ws, .n_prod = n_prod, .inp = inp, .N = N, .IC = IC, .OC = OC, .act = act};
     for (int p = 0; p < n_prod; p++)
@@ -361,7 +382,7 @@ static int par_dnnl(bert_workspace *ws, int n_prod, float *const *out, dl_weight
     j.n_tasks = n_prod * j.parts * j.tiles;
     atomic_init(&j.next, 0);
     atomic_init(&j.failed, 0);
-    if (dl_engine_mode(ws->qctx_engine) == DL_INT8) {
+    if (dl_engine_mode(ws->cur->e) == DL_INT8) {
         /* Rows past N in the last tile: zeros, so oneDNN never reads stale bytes. */
         memset(ws->qx + (size_t)N * IC, 0, ((size_t)(N + R - 1) / R * R - (size_t)N) * IC);
         j.rows = n > 1 && N >= 8 ? (N + n * PAR_CHUNKS - 1) / (n * PAR_CHUNKS) : N;

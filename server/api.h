@@ -33,6 +33,12 @@
 
 typedef struct api_ctx {
     const bert_model *model;
+    /* model.compute int8-checked: the same checkpoint in float32, which
+     * answers again the inputs whose int8 answer was a near-tie (infer.c);
+     * NULL otherwise. Set with api_ctx_set_reference. */
+    const bert_model *reference;
+    size_t weight_bytes; /* of model and reference */
+    char kernel[256];    /* what runs the products: bert_model_kernel of each */
     const tok_tokenizer *tok;
     const cfg *cfg;
     int max_len;        /* min(model.max_sequence_length, max_position_embeddings) */
@@ -45,6 +51,8 @@ typedef struct api_ctx {
  * main.c's call); returns 0. */
 int api_ctx_init(api_ctx *ctx, const bert_model *model, const char *dir, const cfg *c, char *err,
                  size_t errlen);
+/* Adds the float32 model of model.compute int8-checked (see api_ctx.reference). */
+void api_ctx_set_reference(api_ctx *ctx, const bert_model *reference);
 
 typedef struct api_error {
     errcode err;
@@ -102,6 +110,10 @@ typedef struct api_job {
      * worker took the job). */
     int64_t queued_ns, started_ns;
     int64_t tokenize_ns, inference_ns, serialize_ns;
+    /* model.compute int8-checked: set when int8's answer was checked (a
+     * fill-mask or next-sentence job), and how many of its inputs were then
+     * answered again in float32 (the X-Rechecked-Inputs header). */
+    int checked, rechecked;
     /* filled by the worker */
     int status;
     char *body;

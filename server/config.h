@@ -25,8 +25,13 @@
 #define CFG_ORIGIN_MAX 96
 
 typedef enum { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 } cfg_log_level;
-/* model.compute: same values as bert_compute (bert.h). */
-typedef enum { CFG_COMPUTE_FP32 = 0, CFG_COMPUTE_INT8 = 1 } cfg_compute;
+/* model.compute. FP32 and INT8 are bert_compute's (bert.h); INT8_CHECKED
+ * loads both and answers near-ties in float32 (server/infer.c). */
+typedef enum {
+    CFG_COMPUTE_FP32 = 0,
+    CFG_COMPUTE_INT8 = 1,
+    CFG_COMPUTE_INT8_CHECKED = 2,
+} cfg_compute;
 
 typedef struct cfg {
     /* server */
@@ -54,7 +59,11 @@ typedef struct cfg {
     /* model */
     char model_dir[CFG_PATH_MAX];
     int max_sequence_length;
-    cfg_compute compute; /* fp32 (default, transformers' numbers) or int8 (opt-in) */
+    cfg_compute compute; /* fp32 (default, transformers' numbers), int8 or int8-checked */
+    /* int8-checked: an input whose two best int8 logits (the top two fill-mask
+     * tokens, or is-next against random) are closer than this is answered again
+     * in float32. 0: never; larger: more often, closer to fp32's answers. */
+    double recheck_logit_gap;
     /* limits */
     int max_inputs_per_request;
     int default_top_k;

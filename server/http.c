@@ -125,7 +125,7 @@ static enum MHD_Result send_buf(req_ctx *r, int status, char *buf, size_t len,
         MHD_add_response_header(resp, "Access-Control-Expose-Headers",
                                 "X-Request-Id, Retry-After, X-Queue-Time, X-Tokenization-Time, "
                                 "X-Inference-Time, X-Serialization-Time, X-Compute-Time, "
-                                "X-Total-Time");
+                                "X-Total-Time, X-Rechecked-Inputs");
     }
     for (const char *const *h = headers; h && h[0]; h += 2)
         MHD_add_response_header(resp, h[0], h[1]);
@@ -460,8 +460,9 @@ static void fmt_ms(char *buf, size_t cap, int64_t ns) {
 
 /* Where the job's time went: bert_request_stage_seconds, and the same as
  * response headers in text-embeddings-inference's style (milliseconds). h
- * receives name/value pairs, NULL-terminated; bufs holds the values. */
-static void job_timing(const api_job *job, const char **h, char bufs[6][24]) {
+ * receives name/value pairs, NULL-terminated; bufs holds the values. Under
+ * int8-checked also X-Rechecked-Inputs: how many inputs float32 answered. */
+static void job_timing(const api_job *job, const char **h, char bufs[7][24]) {
     int n = 0;
     if (job->started_ns > 0) {
         int64_t queue = job->started_ns - job->queued_ns;
@@ -485,6 +486,11 @@ static void job_timing(const api_job *job, const char **h, char bufs[6][24]) {
             h[n++] = bufs[i];
         }
     }
+    if (job->checked && job->status == 200) {
+        snprintf(bufs[6], sizeof(bufs[6]), "%d", job->rechecked);
+        h[n++] = "X-Rechecked-Inputs";
+        h[n++] = bufs[6];
+    }
     if (job->status == 503) {
         h[n++] = "Retry-After";
         h[n++] = "1";
@@ -500,8 +506,8 @@ static enum MHD_Result send_job_result(req_ctx *r) {
     job->body = NULL; /* the response owns it now */
     r->err_code = job->err_code;
     if (!body) return send_error(r, ERR_INTERNAL, "no answer was produced", NULL);
-    const char *h[15];
-    char bufs[6][24];
+    const char *h[17];
+    char bufs[7][24];
     job_timing(job, h, bufs);
     return send_json(r, job->status, body, len, h);
 }

@@ -24,8 +24,17 @@ typedef struct infer_worker {
     float *probs;     /* (vocab) */
     int32_t *row_lab; /* (max_len) labels of one input's MLM rows */
     int *top_idx;     /* (max_top_k) */
+    int seqs_cap;     /* entries of each array below */
     bert_seq_input *seqs;
-    int seqs_cap;
+    /* model.compute int8-checked (api->reference set): per sequence of the
+     * batch, its closest decision (the gap between its two best logits); the
+     * near-ties answered again in float32, their api_inputs and jobs; and the
+     * jobs that wait for that second pass. */
+    float *gap;
+    bert_seq_input *reseqs;
+    api_input **rein;
+    api_job **rejob;
+    api_job **held;
 } infer_worker;
 
 int64_t infer_now_ns(void) {
@@ -41,6 +50,11 @@ static void worker_fini(void *state, void *user) {
     free(w->row_lab);
     free(w->top_idx);
     free(w->seqs);
+    free(w->gap);
+    free(w->reseqs);
+    free(w->rein);
+    free(w->rejob);
+    free(w->held);
     free(w);
 }
 
@@ -63,27 +77,40 @@ oom:
 }
 
 /* One [MASK] row's candidates: softmax over the vocabulary, then the top_k of
- * the targets (or of the whole vocabulary) into ids/scores. */
-static void mask_top_k(infer_worker *w, const api_ctx *api, const api_job *job, const float *logits,
-                       int32_t *ids, float *scores) {
-    int V = api->vocab_size;
+ * the targets (or of the whole vocabulary) into ids/scores. Returns how close
+ * the decision was: the best candidate's logit minus the second's (INFINITY
+ * when there is one candidate), what int8-checked compares with
+ * model.recheck_logit_gap. */
+static float mask_top_k(infer_worker *w, const api_ctx *api, const api_job *job,
+                        const float *logits, int32_t *ids, float *scores) {
+    int V = api->vocab_size, n_cand = job->targets ? job->n_targets : V;
     memcpy(w->probs, logits, (size_t)V * sizeof(float));
     obj_softmax_row(w->probs, V);
-    int n = obj_top_k(w->probs, job->targets, job->targets ? job->n_targets : V, job->top_k,
-                      w->top_idx, scores);
+    int n = obj_top_k(w->probs, job->targets, n_cand, job->top_k, w->top_idx, scores);
     /* n == top_k: the parse caps top_k at the vocabulary and at the targets. */
     for (int c = 0; c < n; c++)
         ids[c] = job->targets ? job->targets[w->top_idx[c]] : w->top_idx[c];
+    if (n >= 2) return logits[ids[0]] - logits[ids[1]];
+    int two[2];
+    float p[2];
+    if (obj_top_k(w->probs, job->targets, n_cand, 2, two, p) < 2) return INFINITY;
+    return job->targets ? logits[job->targets[two[0]]] - logits[job->targets[two[1]]]
+                        : logits[two[0]] - logits[two[1]];
 }
 
-/* One fill-mask input's numbers: top-k per [MASK] and the mean loss over its
- * labels. first_row: this input's first MLM row of the batch; its n_mlm rows
- * are in mlm_pos order. Logits are computed INFER_MLM_BLOCK rows at a time,
- * so a worker never holds more than that many vocabulary-sized rows.
+/* One fill-mask input's numbers from the last forward of model on w->ws:
+ * top-k per [MASK] and the mean loss over its labels; *gap: the smallest of
+ * its [MASK]s' (mask_top_k). first_row: this input's first MLM row of the
+ * batch; its n_mlm rows are in mlm_pos order. Logits are computed
+ * INFER_MLM_BLOCK rows at a time, so a worker never holds more than that many
+ * vocabulary-sized rows. Numbers an earlier pass wrote are replaced.
  * Returns 0, or -1 when memory runs out. */
-static int fill_mask_input(infer_worker *w, const api_ctx *api, const api_job *job, api_input *in,
-                           int first_row) {
+static int fill_mask_input(infer_worker *w, const api_ctx *api, const bert_model *model,
+                           const api_job *job, api_input *in, int first_row, float *gap) {
     int V = api->vocab_size, k = job->top_k;
+    *gap = INFINITY;
+    free(in->top_ids);
+    free(in->top_scores);
     in->top_ids = malloc((size_t)in->n_masks * (size_t)k * sizeof(int32_t));
     in->top_scores = malloc((size_t)in->n_masks * (size_t)k * sizeof(float));
     if (!in->top_ids || !in->top_scores) return -1;
@@ -93,11 +120,13 @@ static int fill_mask_input(infer_worker *w, const api_ctx *api, const api_job *j
     in->n_labelled = 0;
     for (int r0 = 0; r0 < in->n_mlm; r0 += INFER_MLM_BLOCK) {
         int n = in->n_mlm - r0 < INFER_MLM_BLOCK ? in->n_mlm - r0 : INFER_MLM_BLOCK;
-        const float *rows = bert_mlm_logits(api->model, w->ws, first_row + r0, n);
+        const float *rows = bert_mlm_logits(model, w->ws, first_row + r0, n);
         if (!rows) return -1;
-        for (; m < in->n_masks && in->mask_rows[m] < r0 + n; m++)
-            mask_top_k(w, api, job, rows + (size_t)(in->mask_rows[m] - r0) * V,
-                       in->top_ids + (size_t)m * k, in->top_scores + (size_t)m * k);
+        for (; m < in->n_masks && in->mask_rows[m] < r0 + n; m++) {
+            float g = mask_top_k(w, api, job, rows + (size_t)(in->mask_rows[m] - r0) * V,
+                                 in->top_ids + (size_t)m * k, in->top_scores + (size_t)m * k);
+            *gap = g < *gap ? g : *gap;
+        }
         if (in->labels) {
             int used = 0;
             for (int r = r0; r < r0 + n; r++)
@@ -111,7 +140,9 @@ static int fill_mask_input(infer_worker *w, const api_ctx *api, const api_job *j
     return 0;
 }
 
-static void nsp_input(api_input *in, const float *logits) {
+/* One next-sentence input's numbers; returns how close the decision was
+ * (|is next - random| in logits, as mask_top_k). */
+static float nsp_input(api_input *in, const float *logits) {
     in->nsp_logits[0] = logits[0];
     in->nsp_logits[1] = logits[1];
     in->loss = NAN;
@@ -120,6 +151,7 @@ static void nsp_input(api_input *in, const float *logits) {
         int used;
         in->loss = obj_cross_entropy_mean(logits, &lab, 1, 2, &used);
     }
+    return fabsf(logits[0] - logits[1]);
 }
 
 static int job_gone(api_job *job) {
@@ -133,34 +165,44 @@ static void render_timed(const api_ctx *api, api_job *job) {
     job->serialize_ns = clock_now_ns() - t0;
 }
 
-/* A job's numbers from the batch's outputs, then its answer (answer.c). */
-static void finish_job(infer_worker *w, const api_ctx *api, api_job *job, int *mlm_row,
-                       const float *nsp_rows) {
+/* How job_numbers ended. */
+typedef enum { JOB_NUMBERS_OK = 0, JOB_NUMBERS_GONE, JOB_NUMBERS_NOMEM } job_numbers_rc;
+
+/* A job's numbers from the batch's outputs (no answer yet), and each of its
+ * inputs' gap (mask_top_k) into gap[0 .. n_inputs). *mlm_row moves past all
+ * of the job's MLM rows, also when it stops early: the next job's rows follow
+ * them. */
+static job_numbers_rc job_numbers(infer_worker *w, const api_ctx *api, api_job *job, int *mlm_row,
+                                  const float *nsp_rows, float *gap) {
     if (job->kind == API_NEXT_SENTENCE) {
         for (int i = 0; i < job->n_inputs; i++)
-            nsp_input(&job->inputs[i], nsp_rows + (size_t)i * 2);
-        render_timed(api, job);
-        return;
+            gap[i] = nsp_input(&job->inputs[i], nsp_rows + (size_t)i * 2);
+        return JOB_NUMBERS_OK;
     }
-    /* Every row of this job is skipped past, also when it stops early: the
-     * next job's rows follow them. */
     int row = *mlm_row;
     for (int i = 0; i < job->n_inputs; i++)
         *mlm_row += job->inputs[i].n_mlm;
     for (int i = 0; i < job->n_inputs; i++) {
         api_input *in = &job->inputs[i];
         /* Stop between inputs when nobody waits for the answer any more. */
-        if (job_gone(job)) {
-            answer_fail_gone(job);
-            return;
-        }
-        if (fill_mask_input(w, api, job, in, row)) {
-            answer_fail(job, ERR_INTERNAL, "out of memory computing the MLM logits");
-            return;
-        }
+        if (job_gone(job)) return JOB_NUMBERS_GONE;
+        if (fill_mask_input(w, api, api->model, job, in, row, &gap[i])) return JOB_NUMBERS_NOMEM;
         row += in->n_mlm;
     }
-    render_timed(api, job);
+    return JOB_NUMBERS_OK;
+}
+
+/* A job's answer from its numbers (or why there is none), then its
+ * completion. inference_ns: its forward passes and its numbers. */
+static void answer_job(const api_ctx *api, api_job *job, job_numbers_rc rc, int64_t inference_ns) {
+    if (rc == JOB_NUMBERS_GONE)
+        answer_fail_gone(job);
+    else if (rc == JOB_NUMBERS_NOMEM)
+        answer_fail(job, ERR_INTERNAL, "out of memory computing the MLM logits");
+    else
+        render_timed(api, job);
+    job->inference_ns = inference_ns - job->serialize_ns;
+    job->complete(job);
 }
 
 typedef struct batch_watch {
@@ -307,30 +349,144 @@ static int answer_solo_jobs(infer_worker *w, infer_ctx *ctx, api_job **jobs, int
     return fwd;
 }
 
+/* Room for B sequences in each of the worker's batch arrays. Returns 0, or
+ * -1 when memory runs out (the arrays that grew keep their new size). */
+static int worker_reserve(infer_worker *w, int B) {
+    if (B <= w->seqs_cap) return 0;
+    void *p[6] = {w->seqs, w->gap, w->reseqs, w->rein, w->rejob, w->held};
+    const size_t elem[6] = {sizeof(*w->seqs), sizeof(*w->gap),   sizeof(*w->reseqs),
+                            sizeof(*w->rein), sizeof(*w->rejob), sizeof(*w->held)};
+    int ok = 1;
+    for (int i = 0; i < 6; i++) {
+        void *np = realloc(p[i], (size_t)B * elem[i]);
+        if (np) p[i] = np;
+        ok &= np != NULL;
+    }
+    w->seqs = p[0], w->gap = p[1], w->reseqs = p[2], w->rein = p[3], w->rejob = p[4],
+    w->held = p[5];
+    if (!ok) return -1;
+    w->seqs_cap = B;
+    return 0;
+}
+
+/* One input as a sequence of a batch. */
+static bert_seq_input seq_of(const api_job *job, const api_input *in) {
+    const int fill = job->kind == API_FILL_MASK;
+    return (bert_seq_input){.ids = in->seq.ids,
+                            .type_ids = in->seq.type_ids,
+                            .len = in->seq.len,
+                            .mlm_positions = fill ? in->mlm_pos : NULL,
+                            .n_mlm = fill ? in->n_mlm : 0};
+}
+
 /* The live jobs' inputs as one batch in w->seqs, in job order; returns the
  * sequence count, or -1 when memory runs out. */
 static int gather_batch(infer_worker *w, api_job **jobs, int live) {
     int B = 0;
     for (int j = 0; j < live; j++)
         B += jobs[j]->n_inputs;
-    if (B > w->seqs_cap) {
-        bert_seq_input *ns = realloc(w->seqs, (size_t)B * sizeof(*ns));
-        if (!ns) return -1;
-        w->seqs = ns;
-        w->seqs_cap = B;
-    }
+    if (worker_reserve(w, B)) return -1;
     int b = 0;
     for (int j = 0; j < live; j++)
-        for (int i = 0; i < jobs[j]->n_inputs; i++) {
-            const api_input *in = &jobs[j]->inputs[i];
-            bert_seq_input *s = &w->seqs[b++];
-            s->ids = in->seq.ids;
-            s->type_ids = in->seq.type_ids;
-            s->len = in->seq.len;
-            s->mlm_positions = jobs[j]->kind == API_FILL_MASK ? in->mlm_pos : NULL;
-            s->n_mlm = jobs[j]->kind == API_FILL_MASK ? in->n_mlm : 0;
-        }
+        for (int i = 0; i < jobs[j]->n_inputs; i++)
+            w->seqs[b++] = seq_of(jobs[j], &jobs[j]->inputs[i]);
     return B;
+}
+
+/* A forward pass over seqs for jobs, with the cancel check of batch_abandoned.
+ * On failure every job is answered (client_closed, shutting_down or internal)
+ * and completed, and nonzero returned. */
+static int forward_jobs(infer_worker *w, infer_ctx *ctx, const bert_model *model, api_job **jobs,
+                        int n_jobs, const bert_seq_input *seqs, int B, bert_forward_out *out,
+                        int64_t *forward_ns) {
+    int want_nsp = 0;
+    for (int j = 0; j < n_jobs; j++)
+        want_nsp |= jobs[j]->kind == API_NEXT_SENTENCE;
+    char err[512] = "";
+    batch_watch watch = {ctx, jobs, n_jobs};
+    bert_workspace_set_cancel(w->ws, batch_abandoned, &watch);
+    int64_t t_fwd = clock_now_ns();
+    int rc = bert_forward(model, w->ws, seqs, B, want_nsp, out, err, sizeof(err));
+    *forward_ns = clock_now_ns() - t_fwd;
+    bert_workspace_set_cancel(w->ws, NULL, NULL);
+    if (rc == BERT_ERR_CANCELLED) {
+        int aborting_now = atomic_load(&ctx->aborting);
+        log_json(LOG_INFO, "batch cancelled",
+                 json_pack("{s:s,s:i,s:i,s:i}", "reason",
+                           aborting_now ? "shutting down" : "every client has gone", "worker",
+                           w->idx, "requests", n_jobs, "sequences", B));
+        if (aborting_now)
+            fail_all(jobs, n_jobs, ERR_SHUTTING_DOWN,
+                     "the server is shutting down; retry on another instance");
+        else
+            for (int j = 0; j < n_jobs; j++) {
+                answer_fail_gone(jobs[j]);
+                jobs[j]->complete(jobs[j]);
+            }
+        return rc;
+    }
+    if (rc != BERT_OK) {
+        log_json(LOG_ERROR, "forward pass failed",
+                 json_pack("{s:s,s:i,s:i}", "error", err, "worker", w->idx, "sequences", B));
+        fail_all(jobs, n_jobs, ERR_INTERNAL, "the model failed on this batch");
+    }
+    return rc;
+}
+
+/* model.compute int8-checked: appends job's inputs whose gap is below
+ * model.recheck_logit_gap to the recheck batch (w->reseqs from index *R);
+ * returns how many it added. */
+static int collect_near_ties(infer_worker *w, const api_ctx *api, api_job *job, const float *gap,
+                             int *R) {
+    int added = 0;
+    for (int i = 0; i < job->n_inputs; i++) {
+        if (!(gap[i] < api->cfg->recheck_logit_gap)) continue;
+        w->reseqs[*R] = seq_of(job, &job->inputs[i]);
+        w->rein[*R] = &job->inputs[i];
+        w->rejob[*R] = job;
+        (*R)++;
+        added++;
+    }
+    return added;
+}
+
+/* The float32 pass of int8-checked: the R near-ties in w->reseqs through
+ * api->reference, their numbers replacing int8's, then the answers of the
+ * n_held jobs in w->held they belong to (each job's inference_ns holds its
+ * int8 pass). */
+static void recheck_near_ties(infer_worker *w, infer_ctx *ctx, int n_held, int R) {
+    const api_ctx *api = ctx->api;
+    bert_forward_out out = {0};
+    int64_t forward_ns;
+    if (forward_jobs(w, ctx, api->reference, w->held, n_held, w->reseqs, R, &out, &forward_ns))
+        return;
+    long tokens = 0;
+    for (int r = 0; r < R; r++)
+        tokens += w->reseqs[r].len;
+    metrics_observe_batch(R, tokens);
+    int64_t t0 = clock_now_ns();
+    int mlm_row = 0;
+    for (int r = 0; r < R; r++) {
+        api_job *job = w->rejob[r];
+        api_input *in = w->rein[r];
+        float gap;
+        if (job->kind == API_NEXT_SENTENCE) {
+            nsp_input(in, out.nsp_logits + (size_t)r * 2);
+        } else if (!job->err_code &&
+                   fill_mask_input(w, api, api->reference, job, in, mlm_row, &gap)) {
+            answer_fail(job, ERR_INTERNAL, "out of memory computing the MLM logits");
+        }
+        mlm_row += w->reseqs[r].n_mlm;
+    }
+    const int64_t numbers_ns = clock_now_ns() - t0;
+    for (int j = 0; j < n_held; j++) {
+        api_job *job = w->held[j];
+        if (job->err_code) {
+            job->complete(job);
+            continue;
+        }
+        answer_job(api, job, JOB_NUMBERS_OK, job->inference_ns + forward_ns + numbers_ns);
+    }
 }
 
 static void worker_run(void *state, pool_item **items, int n, void *user) {
@@ -340,48 +496,17 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
     api_job **jobs = (api_job **)items; /* pool_item is the first member */
     int live = answer_solo_jobs(w, ctx, jobs, n);
     if (live == 0) return;
-    int want_nsp = 0;
     long tokens = 0;
-    for (int j = 0; j < live; j++) {
+    for (int j = 0; j < live; j++)
         tokens += jobs[j]->tokens;
-        want_nsp |= jobs[j]->kind == API_NEXT_SENTENCE;
-    }
     int B = gather_batch(w, jobs, live);
     if (B < 0) {
         fail_all(jobs, live, ERR_INTERNAL, "out of memory");
         return;
     }
-
     bert_forward_out out = {0};
-    char err[512] = "";
-    batch_watch watch = {ctx, jobs, live};
-    bert_workspace_set_cancel(w->ws, batch_abandoned, &watch);
-    int64_t t_fwd = clock_now_ns();
-    int rc = bert_forward(api->model, w->ws, w->seqs, B, want_nsp, &out, err, sizeof(err));
-    int64_t forward_ns = clock_now_ns() - t_fwd;
-    bert_workspace_set_cancel(w->ws, NULL, NULL);
-    if (rc == BERT_ERR_CANCELLED) {
-        int aborting_now = atomic_load(&ctx->aborting);
-        log_json(LOG_INFO, "batch cancelled",
-                 json_pack("{s:s,s:i,s:i,s:i}", "reason",
-                           aborting_now ? "shutting down" : "every client has gone", "worker",
-                           w->idx, "requests", live, "sequences", B));
-        if (aborting_now)
-            fail_all(jobs, live, ERR_SHUTTING_DOWN,
-                     "the server is shutting down; retry on another instance");
-        else
-            for (int j = 0; j < live; j++) {
-                answer_fail_gone(jobs[j]);
-                jobs[j]->complete(jobs[j]);
-            }
-        return;
-    }
-    if (rc != BERT_OK) {
-        log_json(LOG_ERROR, "forward pass failed",
-                 json_pack("{s:s,s:i,s:i}", "error", err, "worker", w->idx, "sequences", B));
-        fail_all(jobs, live, ERR_INTERNAL, "the model failed on this batch");
-        return;
-    }
+    int64_t forward_ns;
+    if (forward_jobs(w, ctx, api->model, jobs, live, w->seqs, B, &out, &forward_ns)) return;
     metrics_observe_batch(B, tokens);
     if (live > 1 || B > 1)
         log_json(LOG_DEBUG, "batch",
@@ -390,20 +515,32 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
 
     /* Rows are in batch order: MLM rows only for fill-mask inputs, NSP rows (when
      * computed) for every input. A completed job may be freed at once by the
-     * HTTP thread, so nothing below looks back at earlier jobs. */
-    int mlm_row = 0;
-    int seq_base = 0;
+     * HTTP thread, so nothing below looks back at earlier jobs but the held
+     * ones, which are not completed yet. */
+    int mlm_row = 0, seq_base = 0, n_held = 0, R = 0;
     for (int j = 0; j < live; j++) {
         api_job *job = jobs[j];
         const float *nsp_rows = out.nsp_logits ? out.nsp_logits + (size_t)seq_base * 2 : NULL;
+        float *gap = w->gap + seq_base;
         seq_base += job->n_inputs;
         /* The batch's forward pass counts whole for each of its jobs (each
          * waited for all of it), plus the job's own top-k / losses. */
         int64_t t_fin = clock_now_ns();
-        finish_job(w, api, job, &mlm_row, nsp_rows);
-        job->inference_ns = forward_ns + (clock_now_ns() - t_fin) - job->serialize_ns;
-        job->complete(job);
+        job_numbers_rc rc = job_numbers(w, api, job, &mlm_row, nsp_rows, gap);
+        int64_t job_ns = forward_ns + (clock_now_ns() - t_fin);
+        if (rc == JOB_NUMBERS_OK && api->reference) {
+            job->checked = 1;
+            job->rechecked = collect_near_ties(w, api, job, gap, &R);
+            metrics_observe_checked(job->n_inputs, job->rechecked);
+            if (job->rechecked > 0) {
+                job->inference_ns = job_ns; /* so far: recheck_near_ties adds its own */
+                w->held[n_held++] = job;
+                continue;
+            }
+        }
+        answer_job(api, job, rc, job_ns);
     }
+    if (n_held > 0) recheck_near_ties(w, ctx, n_held, R);
 }
 
 pool_callbacks infer_pool_callbacks(infer_ctx *ctx) {

@@ -3,7 +3,11 @@
  * Owns: each worker's bert_workspace and scratch buffers (one set per worker
  * thread, created on that thread), batching jobs into one forward pass, and
  * the numbers of each answer (top-k per [MASK], losses, NSP logits, written
- * into the job's api_inputs); answer.c renders them.
+ * into the job's api_inputs); answer.c renders them. Under model.compute
+ * int8-checked (api_ctx.reference set) an input whose two best int8 logits are
+ * closer than model.recheck_logit_gap is run again through the float32 model
+ * and answered with its numbers; its job is answered after the rest of the
+ * batch.
  * Every job handed to infer_run is completed exactly once (job->complete),
  * with an answer, its parse's refusal (api_prepare), 504 when its deadline
  * passed before work began, 503 when the server is aborting, 413 when the

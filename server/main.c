@@ -257,8 +257,23 @@ static void warn_about_auth(const cfg *c) {
                         json_pack("{s:s}", "auth_token_file", c->auth_token_file));
 }
 
+/* The model of c's model.dir as model.compute asks: int8-checked loads it
+ * twice, int8 as *model and float32 as *reference (else NULL). Returns 0, or
+ * nonzero with err naming the file, key or tensor at fault. */
+static int load_models(const cfg *c, bert_model **model, bert_model **reference, char *err,
+                       size_t errlen) {
+    const bert_load_options lo = {.compute = c->compute == CFG_COMPUTE_FP32 ? BERT_COMPUTE_FP32
+                                                                            : BERT_COMPUTE_INT8};
+    if (bert_model_load_opts(c->model_dir, &lo, model, err, errlen) != BERT_OK) return 1;
+    if (c->compute != CFG_COMPUTE_INT8_CHECKED) return 0;
+    const bert_load_options fp32 = {.compute = BERT_COMPUTE_FP32};
+    return bert_model_load_opts(c->model_dir, &fp32, reference, err, errlen) != BERT_OK;
+}
+
 /* What /metrics says about the loaded model. */
-static metrics_model_info model_info(const bert_model *model, int max_len) {
+static metrics_model_info model_info(const api_ctx *api) {
+    const bert_model *model = api->model;
+    const int max_len = api->max_len;
     const bert_config *bc = bert_model_config(model);
     return (metrics_model_info){
         .name = bert_model_name(model),
@@ -272,9 +287,9 @@ static metrics_model_info model_info(const bert_model *model, int max_len) {
         .has_mlm = bert_model_has_mlm(model),
         .has_nsp = bert_model_has_nsp(model),
         .params = bert_model_param_count(model),
-        .weight_bytes = bert_model_weight_bytes(model),
-        .compute = bert_compute_name(bert_model_compute(model)),
-        .kernel = bert_model_kernel(model),
+        .weight_bytes = api->weight_bytes,
+        .compute = cfg_compute_name(api->cfg->compute),
+        .kernel = api->kernel,
     };
 }
 
@@ -371,6 +386,7 @@ int main(int argc, char **argv) {
     int exit_code = 1;
     http_server *srv = NULL;
     bert_model *model = NULL;
+    bert_model *reference = NULL; /* int8-checked: the float32 model of near-ties */
     pool *workers = NULL;
     api_ctx api;
     infer_ctx ictx;
@@ -396,10 +412,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bert-server: cannot start the signal watcher thread\n");
         goto cleanup;
     }
-    const bert_load_options lo = {.compute = c.compute == CFG_COMPUTE_INT8 ? BERT_COMPUTE_INT8
-                                                                           : BERT_COMPUTE_FP32};
-    int load_failed = bert_model_load_opts(c.model_dir, &lo, &model, err, sizeof(err)) != BERT_OK ||
+    int load_failed = load_models(&c, &model, &reference, err, sizeof(err)) ||
                       api_ctx_init(&api, model, c.model_dir, &c, err, sizeof(err));
+    if (!load_failed && reference) api_ctx_set_reference(&api, reference);
     end_watch(watcher);
     if (load_failed) {
         fprintf(stderr, "bert-server: cannot load model from %s: %s\n", c.model_dir, err);
@@ -410,7 +425,7 @@ int main(int argc, char **argv) {
         log_json(LOG_INFO, "model.max_sequence_length capped by the model's position table",
                  json_pack("{s:i,s:i}", "configured", c.max_sequence_length, "using",
                            bc->max_position_embeddings));
-    mi = model_info(model, api.max_len);
+    mi = model_info(&api);
     ictx.api = &api;
     /* One worker using every core serves a lone request fastest, and under load
      * it batches queued requests (up to workers.batch_max_tokens) into one
@@ -457,6 +472,7 @@ cleanup:
     http_stop(srv);
     pool_free(workers);
     bert_model_free(model);
+    bert_model_free(reference);
     assets_free();
     auth_free();
     return exit_code;

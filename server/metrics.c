@@ -51,6 +51,7 @@ static struct {
     atomic_uint_fast64_t batch_bucket[N_BATCH + 1];
     atomic_uint_fast64_t batch_sum, batch_count;
     atomic_uint_fast64_t tokens;
+    atomic_uint_fast64_t checked, rechecked;
     atomic_int inflight;
 } M;
 
@@ -87,6 +88,11 @@ void metrics_observe_batch(int sequences, long tokens) {
     atomic_fetch_add(&M.batch_sum, (uint_fast64_t)sequences);
     atomic_fetch_add(&M.batch_count, 1);
     atomic_fetch_add(&M.tokens, (uint_fast64_t)tokens);
+}
+
+void metrics_observe_checked(int inputs, int rechecked) {
+    atomic_fetch_add(&M.checked, (uint_fast64_t)inputs);
+    atomic_fetch_add(&M.rechecked, (uint_fast64_t)rechecked);
 }
 
 static int route_has_tokens(int r);
@@ -399,6 +405,17 @@ char *metrics_render(const metrics_gauges *g, size_t *len) {
               "# TYPE bert_tokens_processed_total counter\n"
               "bert_tokens_processed_total %llu\n",
               (unsigned long long)atomic_load(&M.tokens));
+    sb_printf(&b,
+              "# HELP bert_checked_inputs_total Inputs whose int8 answer was checked "
+              "(model.compute int8-checked).\n"
+              "# TYPE bert_checked_inputs_total counter\n"
+              "bert_checked_inputs_total %llu\n"
+              "# HELP bert_rechecked_inputs_total Checked inputs whose int8 answer was a near-tie "
+              "(model.recheck_logit_gap), answered again in float32.\n"
+              "# TYPE bert_rechecked_inputs_total counter\n"
+              "bert_rechecked_inputs_total %llu\n",
+              (unsigned long long)atomic_load(&M.checked),
+              (unsigned long long)atomic_load(&M.rechecked));
     sb_printf(&b,
               "# HELP bert_queue_depth Requests waiting for a worker.\n"
               "# TYPE bert_queue_depth gauge\n"

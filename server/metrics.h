@@ -37,6 +37,10 @@ void metrics_init(void);
  * under the status in bert_requests_total. */
 void metrics_observe_request(metrics_route r, int status, double seconds, int delivered);
 void metrics_observe_batch(int sequences, long tokens);
+/* model.compute int8-checked: inputs whose int8 answer was checked, and of
+ * those the near-ties answered again in float32 (bert_checked_inputs_total,
+ * bert_rechecked_inputs_total). */
+void metrics_observe_checked(int inputs, int rechecked);
 /* An answered inference request (fill-mask, next-sentence, tokenize,
  * decode, score) and its
  * tokens over all inputs: bert_request_tokens. Other routes are ignored. */

@@ -49,7 +49,7 @@ def run(tmp_path_factory):
 def test_tables_are_well_formed(run):
     _, res, md = run
     t = tables(md)
-    assert len(t) == 6, list(t)
+    assert len(t) == 7, list(t)
     for heading, rows in t.items():
         assert len(rows) >= 3, heading
         width = len(rows[0])
@@ -107,8 +107,18 @@ def test_int8_accuracy_and_targets_tables(run):
     _, res, md = run
     t = tables(md)
     acc = next(rows for h, rows in t.items() if h.startswith("int8 against fp32"))
-    ours = [r for r in acc[2:] if not r[0].startswith("ONNX Runtime")]
+    ours = [r for r in acc[2:] if not r[0].startswith(("ONNX Runtime", "int8-checked"))]
     ort = [r for r in acc[2:] if r[0].startswith("ONNX Runtime")]
+    checked = [r for r in acc[2:] if r[0].startswith("int8-checked")]
+    # int8-checked on the same questions, for both checkpoints with heads
+    assert len(checked) == 2 and any("models/default" in r[0] for r in checked), checked
+    for r in checked:
+        assert r[2].endswith("%") and r[6].endswith("%") and r[-1] == "—", r
+    timing = next(rows for h, rows in t.items() if h.startswith("Time for the same held-out"))
+    assert len(timing) == 2 + 4  # fill-mask and NSP of both checkpoints with heads
+    for r in timing[2:]:
+        assert all(re.fullmatch(rf"{NUM} s", c) for c in r[2:5]), r
+        assert re.fullmatch(rf"\d+ \({NUM}%\)", r[5]) and re.fullmatch(rf"{NUM}× / {NUM}×", r[6])
     assert len(ours) == 3 and "models/default" in [r[0] for r in ours]
     # the reference method on the same questions, for both checkpoints with heads
     assert len(ort) == 2 and any("models/default" in r[0] for r in ort), ort

@@ -64,6 +64,7 @@ NON_DEFAULT = {
     "model.dir": "some/where",
     "model.max_sequence_length": 128,
     "model.compute": "int8",
+    "model.recheck_logit_gap": 0.5,
     "limits.max_inputs_per_request": 7,
     "limits.default_top_k": 3,
     "limits.max_top_k": 50,

@@ -189,4 +189,4 @@ def test_bad_compute_value_stops_start_up(tmp_path):
     srv = Server(tmp_path, MODEL, config=cfg).start(wait=False)
     assert srv.proc.wait(60) == 2
     assert srv.exited.wait(10)  # the stderr reader has seen every line
-    assert "model.compute" in srv.stderr() and "fp32 or int8" in srv.stderr()
+    assert "model.compute" in srv.stderr() and "fp32, int8 or int8-checked" in srv.stderr()
