@@ -11,7 +11,11 @@
  *
  * Accepted jobs then go through the worker exactly as the pool would run
  * them (infer.c's run callback on this thread, batch of one): forward pass,
- * top-k, decoding, losses, answer JSON.
+ * top-k, decoding, losses, answer JSON. The server runs as model.compute
+ * int8-checked, with the model loaded a second time as the reference, and
+ * the input's length picks model.recheck_logit_gap: 0 (never recheck), 0.05
+ * (the tiny random model's near-ties) or 1000 (every input), so the float32
+ * second pass is fuzzed too.
  *
  * Oracles: a refusal is a 400/422/500 with a code and a message that
  * api_error_body turns into valid JSON; an accepted job respects the limits
@@ -19,7 +23,9 @@
  * the worker is inside its sequence and the vocabulary; the worker completes
  * it exactly once with a 200 whose body is JSON in which every prediction
  * has a score in [0, 1], a token in the vocabulary and string token_str and
- * sequence (a decode that is not UTF-8 would drop them). */
+ * sequence (a decode that is not UTF-8 would drop them), and that says it was
+ * checked, with between 0 and n_inputs inputs rechecked (0 and n_inputs at
+ * the extreme gaps, but none when a single target leaves nothing to decide). */
 #include "answer.h"
 #include "api.h"
 #include "fuzz_common.h"
@@ -29,6 +35,7 @@
 #include <string.h>
 
 static bert_model *g_model;
+static bert_model *g_reference; /* the same checkpoint again: int8-checked's float32 model */
 static cfg g_cfg;
 static api_ctx g_ctx;
 static infer_ctx g_ictx;
@@ -44,7 +51,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     char *dir = fuzz_locate("BERT_FUZZ_MODEL", rel);
     if (!dir) abort();
     char err[1024];
-    if (bert_model_load(dir, &g_model, err, sizeof(err)) != BERT_OK) {
+    if (bert_model_load(dir, &g_model, err, sizeof(err)) != BERT_OK ||
+        bert_model_load(dir, &g_reference, err, sizeof(err)) != BERT_OK) {
         fprintf(stderr, "fuzz_request_json: cannot load %s: %s\n", dir, err);
         abort();
     }
@@ -59,10 +67,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     g_cfg.max_predictions_per_request = 60; /* < 4 inputs x 3 masks x top_k 10 */
     g_cfg.max_answer_bytes = 8192;
     g_cfg.max_tokenize_tokens = 200;
+    g_cfg.compute = CFG_COMPUTE_INT8_CHECKED;
     if (api_ctx_init(&g_ctx, g_model, dir, &g_cfg, err, sizeof(err)) != 0) {
         fprintf(stderr, "fuzz_request_json: api_ctx_init: %s\n", err);
         abort();
     }
+    api_ctx_set_reference(&g_ctx, g_reference);
     free(dir);
     log_set_level(LOG_ERROR); /* the worker's debug lines would flood the fuzzer's output */
     g_ictx.api = &g_ctx;
@@ -147,6 +157,15 @@ static void run_job(api_job *job) {
     FUZZ_CHECK(v != NULL, "answer is not JSON: %s", je.text);
     int n_preds = 0;
     check_answer(v, &n_preds);
+    FUZZ_CHECK(job->checked && job->rechecked >= 0 && job->rechecked <= job->n_inputs,
+               "checked %d, %d of %d inputs rechecked", job->checked, job->rechecked,
+               job->n_inputs);
+    if (g_cfg.recheck_logit_gap == 0)
+        FUZZ_CHECK(job->rechecked == 0, "%d rechecked with gap 0", job->rechecked);
+    /* one target is no decision: nothing to recheck */
+    if (g_cfg.recheck_logit_gap > 100 && !(job->targets && job->n_targets == 1))
+        FUZZ_CHECK(job->rechecked == job->n_inputs, "%d of %d rechecked with gap %g",
+                   job->rechecked, job->n_inputs, g_cfg.recheck_logit_gap);
     if (job->kind == API_FILL_MASK) {
         int masks = 0;
         for (int i = 0; i < job->n_inputs; i++)
@@ -250,6 +269,8 @@ static void check_deferred(api_kind kind, json_t *req, int status, const char *b
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     int route = data[0] == 'f' ? 0 : data[0] == 'n' ? 1 : data[0] == 't' ? 2 : data[0] % 3;
+    static const double gaps[3] = {0, 0.05, 1000};
+    g_cfg.recheck_logit_gap = gaps[size % 3];
     /* Exact-size body, as libmicrohttpd hands it over: not NUL-terminated. */
     size_t blen = size - 1;
     char *body = malloc(blen ? blen : 1);

@@ -21,16 +21,22 @@
 typedef struct infer_worker {
     int idx;
     bert_workspace *ws;
-    float *probs;     /* (vocab) */
-    int32_t *row_lab; /* (max_len) labels of one input's MLM rows */
-    int *top_idx;     /* (max_top_k) */
-    int seqs_cap;     /* entries of each array below */
+    float *probs; /* (vocab) */
+    int *top_idx; /* (max_top_k) */
+    int seqs_cap; /* entries of each array below */
+    /* The batch: its sequences, and the input and job of each. */
     bert_seq_input *seqs;
-    /* model.compute int8-checked (api->reference set): per sequence of the
-     * batch, its closest decision (the gap between its two best logits); the
-     * near-ties answered again in float32, their api_inputs and jobs; and the
-     * jobs that wait for that second pass. */
+    api_input **seq_in;
+    api_job **seq_job;
+    /* Per sequence of the pass at hand (mlm_numbers): its next [MASK], the
+     * sum of its label losses and its closest decision (the gap between its
+     * two best logits). */
+    int *next_mask;
+    double *loss_sum;
     float *gap;
+    /* model.compute int8-checked (api->reference set): the near-ties answered
+     * again in float32, their inputs and jobs, and the jobs that wait for that
+     * second pass. */
     bert_seq_input *reseqs;
     api_input **rein;
     api_job **rejob;
@@ -47,9 +53,12 @@ static void worker_fini(void *state, void *user) {
     if (!w) return;
     bert_workspace_free(w->ws);
     free(w->probs);
-    free(w->row_lab);
     free(w->top_idx);
     free(w->seqs);
+    free(w->seq_in);
+    free(w->seq_job);
+    free(w->next_mask);
+    free(w->loss_sum);
     free(w->gap);
     free(w->reseqs);
     free(w->rein);
@@ -66,9 +75,8 @@ static void *worker_init(int idx, void *user, char *err, size_t errlen) {
     w->idx = idx;
     w->ws = bert_workspace_new_threads(ctx->threads > 0 ? ctx->threads : 1);
     w->probs = malloc((size_t)api->vocab_size * sizeof(float));
-    w->row_lab = malloc((size_t)api->max_len * sizeof(int32_t));
     w->top_idx = malloc((size_t)api->cfg->max_top_k * sizeof(int));
-    if (!w->ws || !w->probs || !w->row_lab || !w->top_idx) goto oom;
+    if (!w->ws || !w->probs || !w->top_idx) goto oom;
     return w;
 oom:
     worker_fini(w, user);
@@ -98,48 +106,6 @@ static float mask_top_k(infer_worker *w, const api_ctx *api, const api_job *job,
                         : logits[two[0]] - logits[two[1]];
 }
 
-/* One fill-mask input's numbers from the last forward of model on w->ws:
- * top-k per [MASK] and the mean loss over its labels; *gap: the smallest of
- * its [MASK]s' (mask_top_k). first_row: this input's first MLM row of the
- * batch; its n_mlm rows are in mlm_pos order. Logits are computed
- * INFER_MLM_BLOCK rows at a time, so a worker never holds more than that many
- * vocabulary-sized rows. Numbers an earlier pass wrote are replaced.
- * Returns 0, or -1 when memory runs out. */
-static int fill_mask_input(infer_worker *w, const api_ctx *api, const bert_model *model,
-                           const api_job *job, api_input *in, int first_row, float *gap) {
-    int V = api->vocab_size, k = job->top_k;
-    *gap = INFINITY;
-    free(in->top_ids);
-    free(in->top_scores);
-    in->top_ids = malloc((size_t)in->n_masks * (size_t)k * sizeof(int32_t));
-    in->top_scores = malloc((size_t)in->n_masks * (size_t)k * sizeof(float));
-    if (!in->top_ids || !in->top_scores) return -1;
-    double loss_sum = 0.0;
-    int m = 0; /* next [MASK] of in->mask_rows */
-    in->loss = NAN;
-    in->n_labelled = 0;
-    for (int r0 = 0; r0 < in->n_mlm; r0 += INFER_MLM_BLOCK) {
-        int n = in->n_mlm - r0 < INFER_MLM_BLOCK ? in->n_mlm - r0 : INFER_MLM_BLOCK;
-        const float *rows = bert_mlm_logits(model, w->ws, first_row + r0, n);
-        if (!rows) return -1;
-        for (; m < in->n_masks && in->mask_rows[m] < r0 + n; m++) {
-            float g = mask_top_k(w, api, job, rows + (size_t)(in->mask_rows[m] - r0) * V,
-                                 in->top_ids + (size_t)m * k, in->top_scores + (size_t)m * k);
-            *gap = g < *gap ? g : *gap;
-        }
-        if (in->labels) {
-            int used = 0;
-            for (int r = r0; r < r0 + n; r++)
-                w->row_lab[r - r0] = in->labels[in->mlm_pos[r]];
-            double block = obj_cross_entropy_mean(rows, w->row_lab, n, V, &used);
-            if (used > 0) loss_sum += block * used;
-            in->n_labelled += used;
-        }
-    }
-    if (in->labels && in->n_labelled > 0) in->loss = loss_sum / in->n_labelled;
-    return 0;
-}
-
 /* One next-sentence input's numbers; returns how close the decision was
  * (|is next - random| in logits, as mask_top_k). */
 static float nsp_input(api_input *in, const float *logits) {
@@ -165,42 +131,94 @@ static void render_timed(const api_ctx *api, api_job *job) {
     job->serialize_ns = clock_now_ns() - t0;
 }
 
-/* How job_numbers ended. */
-typedef enum { JOB_NUMBERS_OK = 0, JOB_NUMBERS_GONE, JOB_NUMBERS_NOMEM } job_numbers_rc;
-
-/* A job's numbers from the batch's outputs (no answer yet), and each of its
- * inputs' gap (mask_top_k) into gap[0 .. n_inputs). *mlm_row moves past all
- * of the job's MLM rows, also when it stops early: the next job's rows follow
- * them. */
-static job_numbers_rc job_numbers(infer_worker *w, const api_ctx *api, api_job *job, int *mlm_row,
-                                  const float *nsp_rows, float *gap) {
-    if (job->kind == API_NEXT_SENTENCE) {
-        for (int i = 0; i < job->n_inputs; i++)
-            gap[i] = nsp_input(&job->inputs[i], nsp_rows + (size_t)i * 2);
-        return JOB_NUMBERS_OK;
-    }
-    int row = *mlm_row;
-    for (int i = 0; i < job->n_inputs; i++)
-        *mlm_row += job->inputs[i].n_mlm;
-    for (int i = 0; i < job->n_inputs; i++) {
-        api_input *in = &job->inputs[i];
-        /* Stop between inputs when nobody waits for the answer any more. */
-        if (job_gone(job)) return JOB_NUMBERS_GONE;
-        if (fill_mask_input(w, api, api->model, job, in, row, &gap[i])) return JOB_NUMBERS_NOMEM;
-        row += in->n_mlm;
-    }
-    return JOB_NUMBERS_OK;
+/* Room for the numbers of a fill-mask input: top_k per [MASK] (replacing what
+ * an earlier pass wrote), no losses yet. Returns 0, or -1 when memory runs out. */
+static int fill_mask_reset(api_input *in, int top_k, int *next_mask, double *loss_sum) {
+    free(in->top_ids);
+    free(in->top_scores);
+    in->top_ids = malloc((size_t)in->n_masks * (size_t)top_k * sizeof(int32_t));
+    in->top_scores = malloc((size_t)in->n_masks * (size_t)top_k * sizeof(float));
+    in->loss = NAN;
+    in->n_labelled = 0;
+    *next_mask = 0;
+    *loss_sum = 0.0;
+    return in->top_ids && in->top_scores ? 0 : -1;
 }
 
-/* A job's answer from its numbers (or why there is none), then its
- * completion. inference_ns: its forward passes and its numbers. */
-static void answer_job(const api_ctx *api, api_job *job, job_numbers_rc rc, int64_t inference_ns) {
-    if (rc == JOB_NUMBERS_GONE)
-        answer_fail_gone(job);
-    else if (rc == JOB_NUMBERS_NOMEM)
-        answer_fail(job, ERR_INTERNAL, "out of memory computing the MLM logits");
-    else
-        render_timed(api, job);
+/* Row `local` of fill-mask input in: its [MASK]'s top-k (when it is the next
+ * one) and its label's loss. */
+static void mlm_row_numbers(infer_worker *w, const api_ctx *api, const api_job *job, api_input *in,
+                            int local, const float *logits, int *next_mask, double *loss_sum,
+                            float *gap) {
+    const int k = job->top_k;
+    if (*next_mask < in->n_masks && in->mask_rows[*next_mask] == local) {
+        float g = mask_top_k(w, api, job, logits, in->top_ids + (size_t)*next_mask * k,
+                             in->top_scores + (size_t)*next_mask * k);
+        *gap = g < *gap ? g : *gap;
+        (*next_mask)++;
+    }
+    if (in->labels) {
+        int32_t lab = in->labels[in->mlm_pos[local]];
+        int used = 0;
+        double loss = obj_cross_entropy_mean(logits, &lab, 1, api->vocab_size, &used);
+        if (used) {
+            *loss_sum += loss;
+            in->n_labelled++;
+        }
+    }
+}
+
+/* The fill-mask numbers of the B sequences of the last forward of model on
+ * w->ws (sequence b: input ins[b] of job jobs[b]; other kinds have no MLM rows
+ * and are passed over): top-k per [MASK], the mean loss over labels, and
+ * gap[b], the smallest of its [MASK]s' (mask_top_k; INFINITY without one).
+ * Logits are computed INFER_MLM_BLOCK rows at a time across inputs, so the
+ * decoder (vocab x hidden, the largest matrix) is read once per block, not
+ * once per input, and a worker never holds more than that many
+ * vocabulary-sized rows. A job whose client has gone (checked at each of its
+ * inputs) or for which memory runs out is answered with that error here and
+ * its other rows are passed over. */
+static void mlm_numbers(infer_worker *w, const api_ctx *api, const bert_model *model, int B,
+                        api_input *const *ins, api_job *const *jobs, float *gap) {
+    const int V = api->vocab_size;
+    int n_rows = 0;
+    for (int b = 0; b < B; b++) {
+        gap[b] = INFINITY;
+        if (jobs[b]->kind != API_FILL_MASK) continue;
+        n_rows += ins[b]->n_mlm;
+        if (!jobs[b]->err_code &&
+            fill_mask_reset(ins[b], jobs[b]->top_k, &w->next_mask[b], &w->loss_sum[b]))
+            answer_fail(jobs[b], ERR_INTERNAL, "out of memory computing the MLM logits");
+    }
+    int b = 0, local = 0; /* row r of the batch is row `local` of sequence b */
+    for (int r0 = 0; r0 < n_rows; r0 += INFER_MLM_BLOCK) {
+        const int n = n_rows - r0 < INFER_MLM_BLOCK ? n_rows - r0 : INFER_MLM_BLOCK;
+        const float *logits = bert_mlm_logits(model, w->ws, r0, n);
+        for (int r = r0; r < r0 + n; r++, local++) {
+            while (jobs[b]->kind != API_FILL_MASK || local == ins[b]->n_mlm)
+                b++, local = 0;
+            api_job *job = jobs[b];
+            if (job->err_code) continue;
+            /* Stop between inputs when nobody waits for the answer any more. */
+            if (local == 0 && job_gone(job))
+                answer_fail_gone(job);
+            else if (!logits)
+                answer_fail(job, ERR_INTERNAL, "out of memory computing the MLM logits");
+            else
+                mlm_row_numbers(w, api, job, ins[b], local, logits + (size_t)(r - r0) * V,
+                                &w->next_mask[b], &w->loss_sum[b], &gap[b]);
+        }
+    }
+    for (b = 0; b < B; b++)
+        if (jobs[b]->kind == API_FILL_MASK && !jobs[b]->err_code && ins[b]->n_labelled > 0)
+            ins[b]->loss = w->loss_sum[b] / ins[b]->n_labelled;
+}
+
+/* A job's answer from its numbers, unless it was answered with an error
+ * already, then its completion. inference_ns: its forward passes and its
+ * numbers. */
+static void answer_job(const api_ctx *api, api_job *job, int64_t inference_ns) {
+    if (!job->err_code) render_timed(api, job);
     job->inference_ns = inference_ns - job->serialize_ns;
     job->complete(job);
 }
@@ -353,18 +371,21 @@ static int answer_solo_jobs(infer_worker *w, infer_ctx *ctx, api_job **jobs, int
  * -1 when memory runs out (the arrays that grew keep their new size). */
 static int worker_reserve(infer_worker *w, int B) {
     if (B <= w->seqs_cap) return 0;
-    void *p[6] = {w->seqs, w->gap, w->reseqs, w->rein, w->rejob, w->held};
-    const size_t elem[6] = {sizeof(*w->seqs), sizeof(*w->gap),   sizeof(*w->reseqs),
-                            sizeof(*w->rein), sizeof(*w->rejob), sizeof(*w->held)};
-    int ok = 1;
-    for (int i = 0; i < 6; i++) {
-        void *np = realloc(p[i], (size_t)B * elem[i]);
-        if (np) p[i] = np;
-        ok &= np != NULL;
+    struct {
+        void **p;
+        size_t elem;
+    } arrays[] = {
+        {(void **)&w->seqs, sizeof(*w->seqs)},       {(void **)&w->seq_in, sizeof(*w->seq_in)},
+        {(void **)&w->seq_job, sizeof(*w->seq_job)}, {(void **)&w->next_mask, sizeof(int)},
+        {(void **)&w->loss_sum, sizeof(double)},     {(void **)&w->gap, sizeof(float)},
+        {(void **)&w->reseqs, sizeof(*w->reseqs)},   {(void **)&w->rein, sizeof(*w->rein)},
+        {(void **)&w->rejob, sizeof(*w->rejob)},     {(void **)&w->held, sizeof(*w->held)},
+    };
+    for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++) {
+        void *np = realloc(*arrays[i].p, (size_t)B * arrays[i].elem);
+        if (!np) return -1;
+        *arrays[i].p = np;
     }
-    w->seqs = p[0], w->gap = p[1], w->reseqs = p[2], w->rein = p[3], w->rejob = p[4],
-    w->held = p[5];
-    if (!ok) return -1;
     w->seqs_cap = B;
     return 0;
 }
@@ -379,8 +400,8 @@ static bert_seq_input seq_of(const api_job *job, const api_input *in) {
                             .n_mlm = fill ? in->n_mlm : 0};
 }
 
-/* The live jobs' inputs as one batch in w->seqs, in job order; returns the
- * sequence count, or -1 when memory runs out. */
+/* The live jobs' inputs as one batch in w->seqs (with w->seq_in, w->seq_job),
+ * in job order; returns the sequence count, or -1 when memory runs out. */
 static int gather_batch(infer_worker *w, api_job **jobs, int live) {
     int B = 0;
     for (int j = 0; j < live; j++)
@@ -388,8 +409,11 @@ static int gather_batch(infer_worker *w, api_job **jobs, int live) {
     if (worker_reserve(w, B)) return -1;
     int b = 0;
     for (int j = 0; j < live; j++)
-        for (int i = 0; i < jobs[j]->n_inputs; i++)
-            w->seqs[b++] = seq_of(jobs[j], &jobs[j]->inputs[i]);
+        for (int i = 0; i < jobs[j]->n_inputs; i++, b++) {
+            w->seqs[b] = seq_of(jobs[j], &jobs[j]->inputs[i]);
+            w->seq_in[b] = &jobs[j]->inputs[i];
+            w->seq_job[b] = jobs[j];
+        }
     return B;
 }
 
@@ -465,28 +489,13 @@ static void recheck_near_ties(infer_worker *w, infer_ctx *ctx, int n_held, int R
         tokens += w->reseqs[r].len;
     metrics_observe_batch(R, tokens);
     int64_t t0 = clock_now_ns();
-    int mlm_row = 0;
-    for (int r = 0; r < R; r++) {
-        api_job *job = w->rejob[r];
-        api_input *in = w->rein[r];
-        float gap;
-        if (job->kind == API_NEXT_SENTENCE) {
-            nsp_input(in, out.nsp_logits + (size_t)r * 2);
-        } else if (!job->err_code &&
-                   fill_mask_input(w, api, api->reference, job, in, mlm_row, &gap)) {
-            answer_fail(job, ERR_INTERNAL, "out of memory computing the MLM logits");
-        }
-        mlm_row += w->reseqs[r].n_mlm;
-    }
+    mlm_numbers(w, api, api->reference, R, w->rein, w->rejob, w->gap);
+    for (int r = 0; r < R; r++)
+        if (w->rejob[r]->kind == API_NEXT_SENTENCE)
+            nsp_input(w->rein[r], out.nsp_logits + (size_t)r * 2);
     const int64_t numbers_ns = clock_now_ns() - t0;
-    for (int j = 0; j < n_held; j++) {
-        api_job *job = w->held[j];
-        if (job->err_code) {
-            job->complete(job);
-            continue;
-        }
-        answer_job(api, job, JOB_NUMBERS_OK, job->inference_ns + forward_ns + numbers_ns);
-    }
+    for (int j = 0; j < n_held; j++)
+        answer_job(api, w->held[j], w->held[j]->inference_ns + forward_ns + numbers_ns);
 }
 
 static void worker_run(void *state, pool_item **items, int n, void *user) {
@@ -513,22 +522,22 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
                  json_pack("{s:i,s:i,s:i,s:I}", "worker", w->idx, "requests", live, "sequences", B,
                            "tokens", (json_int_t)tokens));
 
-    /* Rows are in batch order: MLM rows only for fill-mask inputs, NSP rows (when
-     * computed) for every input. A completed job may be freed at once by the
-     * HTTP thread, so nothing below looks back at earlier jobs but the held
-     * ones, which are not completed yet. */
-    int mlm_row = 0, seq_base = 0, n_held = 0, R = 0;
+    /* Every job's numbers, then its answer. The batch's forward pass and its
+     * MLM numbers count whole for each job (each waited for all of it). A
+     * completed job may be freed at once by the HTTP thread, so nothing below
+     * looks back at earlier jobs but the held ones, which are not completed. */
+    int64_t t0 = clock_now_ns();
+    mlm_numbers(w, api, api->model, B, w->seq_in, w->seq_job, w->gap);
+    for (int b = 0; b < B; b++) /* NSP rows (when computed) are there for every input */
+        if (w->seq_job[b]->kind == API_NEXT_SENTENCE)
+            w->gap[b] = nsp_input(w->seq_in[b], out.nsp_logits + (size_t)b * 2);
+    const int64_t job_ns = forward_ns + (clock_now_ns() - t0);
+    int seq_base = 0, n_held = 0, R = 0;
     for (int j = 0; j < live; j++) {
         api_job *job = jobs[j];
-        const float *nsp_rows = out.nsp_logits ? out.nsp_logits + (size_t)seq_base * 2 : NULL;
-        float *gap = w->gap + seq_base;
+        const float *gap = w->gap + seq_base;
         seq_base += job->n_inputs;
-        /* The batch's forward pass counts whole for each of its jobs (each
-         * waited for all of it), plus the job's own top-k / losses. */
-        int64_t t_fin = clock_now_ns();
-        job_numbers_rc rc = job_numbers(w, api, job, &mlm_row, nsp_rows, gap);
-        int64_t job_ns = forward_ns + (clock_now_ns() - t_fin);
-        if (rc == JOB_NUMBERS_OK && api->reference) {
+        if (!job->err_code && api->reference) {
             job->checked = 1;
             job->rechecked = collect_near_ties(w, api, job, gap, &R);
             metrics_observe_checked(job->n_inputs, job->rechecked);
@@ -538,7 +547,7 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
                 continue;
             }
         }
-        answer_job(api, job, rc, job_ns);
+        answer_job(api, job, job_ns);
     }
     if (n_held > 0) recheck_near_ties(w, ctx, n_held, R);
 }
