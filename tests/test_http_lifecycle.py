@@ -265,10 +265,17 @@ def metric(srv, name):
     raise KeyError(name)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_drain_on_signal(tmp_path, slow_model_dir, sig):
+# int8-checked with a gap no decision reaches: every input also takes the float32 pass, whose
+# jobs are held past the batch's first forward
+CHECKED_ALWAYS = {"compute": "int8-checked", "recheck_logit_gap": 1000}
+
+
+@pytest.mark.parametrize("sig,model", [(signal.SIGTERM, {}), (signal.SIGINT, {}),
+                                       (signal.SIGTERM, CHECKED_ALWAYS)],
+                         ids=["SIGTERM", "SIGINT", "SIGTERM-int8-checked"])
+def test_drain_on_signal(tmp_path, slow_model_dir, sig, model):
     cfg = default_config(slow_model_dir, workers={"count": 1, "batch_max_tokens": 128},
-                         shutdown={"grace_period_s": 120})
+                         shutdown={"grace_period_s": 120}, model=model)
     srv = Server(tmp_path, slow_model_dir, cfg)
     with srv:
         n = 4
@@ -394,13 +401,15 @@ def _gone_or_zombie(pid):
         return True
 
 
-def test_clients_vanishing_mid_request(tmp_path, slow_model_dir):
+@pytest.mark.parametrize("model", [{}, CHECKED_ALWAYS], ids=["fp32", "int8-checked"])
+def test_clients_vanishing_mid_request(tmp_path, slow_model_dir, model):
     """Clients that hang up while their request is queued or running, or halfway through
     sending a body, cost the server nothing but the work: it keeps answering, and shuts
     down cleanly."""
     import socket
 
-    cfg = default_config(slow_model_dir, workers={"count": 1, "batch_max_tokens": 128})
+    cfg = default_config(slow_model_dir, workers={"count": 1, "batch_max_tokens": 128},
+                         model=model)
     srv = Server(tmp_path, slow_model_dir, cfg)
     with srv:
         body = json.dumps(SLOW).encode()
