@@ -263,25 +263,18 @@ def accuracy_text(res):
               f"{n['max_probability_diff']:.4f}" if n else "— | — | —")
         L.append(f"| {r['model']} | {fm} | {ns} | {h['cosine_min']:.4f} / "
                  f"{h['cosine_mean']:.4f} ({h['tokens']} tokens) |")
-    for r in res["accuracy"]:
-        o = r.get("onnx_int8")
-        if o:
-            f, n = o["fill_mask"], o["next_sentence"]
-            L.append(f"| ONNX Runtime quantize_dynamic of {r['model']}, same questions | "
-                     f"{f['inputs']} | {100 * f['top1_agreement']:.1f}% | "
-                     f"{100 * f['top5_overlap']:.1f}% | {f['max_top1_probability_diff']:.4f} | "
-                     f"{n['pairs']} | {100 * n['label_agreement']:.2f}% | "
-                     f"{n['max_probability_diff']:.4f} | — |")
-    for r in res["accuracy"]:
-        c = r.get("int8_checked")
-        if c:
-            f, n = c["fill_mask"], c["next_sentence"]
-            L.append(f"| int8-checked (recheck_logit_gap {res['meta'].get('recheck_logit_gap', '?')}) "
-                     f"of {r['model']}, same questions | "
-                     f"{f['inputs']} | {100 * f['top1_agreement']:.1f}% | "
-                     f"{100 * f['top5_overlap']:.1f}% | {f['max_top1_probability_diff']:.4f} | "
-                     f"{n['pairs']} | {100 * n['label_agreement']:.2f}% | "
-                     f"{n['max_probability_diff']:.4f} | — |")
+    gap = res["meta"].get("recheck_logit_gap", "?")
+    for key, label in (("onnx_int8", "ONNX Runtime quantize_dynamic"),
+                       ("int8_checked", f"int8-checked (recheck_logit_gap {gap})")):
+        for r in res["accuracy"]:
+            o = r.get(key)
+            if o:
+                f, n = o["fill_mask"], o["next_sentence"]
+                L.append(f"| {label} of {r['model']}, same questions | "
+                         f"{f['inputs']} | {100 * f['top1_agreement']:.1f}% | "
+                         f"{100 * f['top5_overlap']:.1f}% | {f['max_top1_probability_diff']:.4f} | "
+                         f"{n['pairs']} | {100 * n['label_agreement']:.2f}% | "
+                         f"{n['max_probability_diff']:.4f} | — |")
     L.append("")
     L.append("Held-out text (train/heldout: documents the default model never saw); one word "
              "piece masked per sentence, top_k 5; NSP pairs half consecutive, half from another "
