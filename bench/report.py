@@ -381,20 +381,18 @@ def targets_text(res):
                      f"{100 * o['fill_mask']['top1_agreement']:.1f}%)" if o else "")
             ref_n = (f" (ONNX Runtime quantize_dynamic: "
                      f"{100 * o['next_sentence']['label_agreement']:.2f}%)" if o else "")
-            add(f"int8, {r['model']}: fill-mask top-1 agreement ≥ 99%",
-                f"{100 * r['fill_mask']['top1_agreement']:.1f}%{ref_f}",
-                r["fill_mask"]["top1_agreement"] >= 0.99)
-            add(f"int8, {r['model']}: NSP agreement ≥ 99.5%",
-                f"{100 * r['next_sentence']['label_agreement']:.2f}%{ref_n}",
-                r["next_sentence"]["label_agreement"] >= 0.995)
-            c = r.get("int8_checked")
-            if c:
-                add(f"int8-checked, {r['model']}: fill-mask top-1 agreement ≥ 99%",
-                    f"{100 * c['fill_mask']['top1_agreement']:.1f}%",
-                    c["fill_mask"]["top1_agreement"] >= 0.99)
-                add(f"int8-checked, {r['model']}: NSP agreement ≥ 99.5%",
-                    f"{100 * c['next_sentence']['label_agreement']:.2f}%",
-                    c["next_sentence"]["label_agreement"] >= 0.995)
+            checked = r.get("int8_checked")
+            for name, cmp, ref_fill, ref_nsp in (("int8", r, ref_f, ref_n),
+                                                 ("int8-checked", checked, "", "")):
+                if not cmp:
+                    continue
+                add(f"{name}, {r['model']}: fill-mask top-1 agreement ≥ 99%",
+                    f"{100 * cmp['fill_mask']['top1_agreement']:.1f}%{ref_fill}",
+                    cmp["fill_mask"]["top1_agreement"] >= 0.99)
+                add(f"{name}, {r['model']}: NSP agreement ≥ 99.5%",
+                    f"{100 * cmp['next_sentence']['label_agreement']:.2f}%{ref_nsp}",
+                    cmp["next_sentence"]["label_agreement"] >= 0.995)
+            if checked:
                 t = r["timing"]
                 f32 = sum(t["fp32"][q]["seconds"] for q in t["fp32"])
                 ck = sum(t["int8-checked"][q]["seconds"] for q in t["int8-checked"])
