@@ -794,9 +794,17 @@ def _rss(pid):
     return {k: int(v) * 1024 for k, v in kib.items()}
 
 
-def test_worst_case_memory_measured(stages, tmp_path):
-    """Drives every worker through the largest batch the config admits and reads the peak RSS."""
-    srv = start_container_entrypoint(stages, tmp_path)
+# int8-checked with a gap no decision reaches: every input of the largest batch also takes the
+# float32 pass, on the same worker's buffers
+CHECKED_ALWAYS = {"BERT_MODEL_COMPUTE": "int8-checked", "BERT_MODEL_RECHECK_LOGIT_GAP": "1000"}
+
+
+@pytest.mark.parametrize("env", [{}, CHECKED_ALWAYS], ids=["fp32", "int8-checked"])
+def test_worst_case_memory_measured(stages, tmp_path, env):
+    """Drives every worker through the largest batch the config admits and reads the peak RSS.
+    Under int8-checked the weights are both sets (/v1/models weight_bytes) and the scratch is
+    the same: the float32 pass reuses the buffers of the int8 one."""
+    srv = start_container_entrypoint(stages, tmp_path, env)
     try:
         cfg = load_container_config()
         workers = cfg["workers"]["count"]
@@ -804,6 +812,9 @@ def test_worst_case_memory_measured(stages, tmp_path):
         bound, length = worst_case_rss(REPO / "models/default", cfg, workers)
         info = requests.get(srv.url + "/v1/models", timeout=10).json()["data"][0]
         assert info["max_sequence_length"] == length
+        if env:
+            assert info["compute"] == "int8-checked"
+            bound += info["weight_bytes"] - weight_bytes_f32(REPO / "models/default")
         n = cfg["limits"]["max_inputs_per_request"]
         text = "[MASK] " + " ".join(["word"] * (2 * length))
         params = {"truncate": True}
@@ -823,6 +834,9 @@ def test_worst_case_memory_measured(stages, tmp_path):
             codes = list(ex.map(one, range(workers)))
         assert codes == [200] * workers
         peak = _rss(srv.proc.pid)["VmHWM"]
+        if env:  # the float32 pass did run: every input was rechecked
+            metrics = requests.get(srv.url + "/metrics", timeout=10).text
+            assert f"bert_rechecked_inputs_total {workers * n}" in metrics
     finally:
         stop(srv, 60)
     _, _, c = _container(render(DEPLOY / "base"))
