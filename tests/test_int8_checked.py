@@ -88,13 +88,27 @@ def counters(srv):
 
 
 def expected(route, plain_fp32, plain_int8):
-    """Which answer int8-checked must give for each input, and how many it rechecks."""
+    """The answers int8-checked may give for each input, and the range of how many it
+    rechecks. An input whose gap (read back from rounded probabilities) lies within 1e-3 of
+    the threshold could fall either side, so it may get either answer; the others must get
+    exactly one (with the plain build none of the held-out inputs is that close; with the
+    sanitizer build's different rounding one is)."""
     gap = fill_gap if route == "fill-mask" else nsp_gap
-    # an input whose gap is this close to the threshold could fall either side (the gap is
-    # read back from rounded probabilities): none of the held-out ones is
-    assert all(abs(gap(a) - GAP) > 1e-3 for a in plain_int8)
-    want = [f if gap(i) < GAP else i for f, i in zip(plain_fp32, plain_int8)]
-    return want, sum(gap(i) < GAP for i in plain_int8)
+    want, low, high = [], 0, 0
+    for f, i in zip(plain_fp32, plain_int8):
+        g = gap(i)
+        if abs(g - GAP) <= 1e-3:
+            want.append((f, i))
+            high += 1
+        else:
+            want.append((f,) if g < GAP else (i,))
+            low += g < GAP
+            high += g < GAP
+    return want, low, high
+
+
+def one_of(got, answers):
+    return any(close(got, a) for a in answers)
 
 
 @pytest.mark.parametrize("route", ["fill-mask", "next-sentence"])
@@ -115,14 +129,15 @@ def test_every_answer_is_int8s_or_on_a_near_tie_fp32s(servers, held_out, route):
                 headers.append(int(r.headers["X-Rechecked-Inputs"]))
             else:
                 assert "X-Rechecked-Inputs" not in r.headers
-    want, n_near = expected(route, answers["fp32"], answers["int8"])
+    want, low, high = expected(route, answers["fp32"], answers["int8"])
     # the held-out set has both kinds, or this test would not test the recheck
-    assert 0 < n_near < len(inputs), n_near
-    for got, w, i in zip(answers["int8-checked"], want, answers["int8"]):
-        assert close(got, w), (got, w, i)
-    assert sum(headers) == n_near
+    assert 0 < low and high < len(inputs), (low, high)
+    for got, w in zip(answers["int8-checked"], want):
+        assert one_of(got, w), (got, w)
+    assert low <= sum(headers) <= high
     after = counters(servers["int8-checked"])
-    assert after == (before[0] + len(inputs), before[1] + n_near), (before, after)
+    assert after[0] == before[0] + len(inputs), (before, after)
+    assert after[1] - before[1] == sum(headers), (before, after, headers)
 
 
 def test_near_ties_among_concurrent_requests(servers, held_out):
@@ -132,7 +147,7 @@ def test_near_ties_among_concurrent_requests(servers, held_out):
     texts = held_out[0]
     alone_fp32 = [ask(servers["fp32"], "fill-mask", t).json() for t in texts]
     alone_int8 = [ask(servers["int8"], "fill-mask", t).json() for t in texts]
-    want, n_near = expected("fill-mask", alone_fp32, alone_int8)
+    want, low, high = expected("fill-mask", alone_fp32, alone_int8)
     checked = servers["int8-checked"]
 
     def one(t):
@@ -142,8 +157,8 @@ def test_near_ties_among_concurrent_requests(servers, held_out):
     with concurrent.futures.ThreadPoolExecutor(16) as ex:
         got = list(ex.map(one, texts))
     for (g, n), w, t in zip(got, want, texts):
-        assert close(g, w), (t, g, w)
-    assert sum(n for _, n in got) == n_near
+        assert one_of(g, w), (t, g, w)
+    assert low <= sum(n for _, n in got) <= high
     batches = checked.get("/metrics").text
     line = next(ln for ln in batches.splitlines() if ln.startswith("bert_batch_size_count "))
     assert int(line.split()[1]) > 0
