@@ -42,7 +42,6 @@ int api_ctx_init(api_ctx *ctx, const bert_model *model, const char *dir, const c
     /* tokenizer_config.json's clean_up_tokenization_spaces decides how
      * decode() joins punctuation; the tokenizer read it with the file. */
     ctx->cleanup_spaces = tok_get_options(ctx->tok)->cleanup_spaces;
-    ctx->weight_bytes = bert_model_weight_bytes(model);
     snprintf(ctx->kernel, sizeof(ctx->kernel), "%s", bert_model_kernel(model));
     (void)dir;
     (void)err;
@@ -52,9 +51,13 @@ int api_ctx_init(api_ctx *ctx, const bert_model *model, const char *dir, const c
 
 void api_ctx_set_reference(api_ctx *ctx, const bert_model *reference) {
     ctx->reference = reference;
-    ctx->weight_bytes += bert_model_weight_bytes(reference);
     snprintf(ctx->kernel, sizeof(ctx->kernel), "%s; rechecks: %s", bert_model_kernel(ctx->model),
              bert_model_kernel(reference));
+}
+
+size_t api_weight_bytes(const api_ctx *ctx) {
+    return bert_model_weight_bytes(ctx->model) +
+           (ctx->reference ? bert_model_weight_bytes(ctx->reference) : 0);
 }
 
 void api_job_free(api_job *job) {
@@ -856,7 +859,7 @@ char *api_models(const api_ctx *ctx, size_t *len) {
         "heads", "masked_lm", bert_model_has_mlm(ctx->model), "next_sentence",
         bert_model_has_nsp(ctx->model), "dtype", bert_model_dtype(ctx->model), "parameters",
         (json_int_t)bert_model_param_count(ctx->model), "weight_bytes",
-        (json_int_t)ctx->weight_bytes, "compute", cfg_compute_name(ctx->cfg->compute), "kernel",
+        (json_int_t)api_weight_bytes(ctx), "compute", cfg_compute_name(ctx->cfg->compute), "kernel",
         ctx->kernel, "max_sequence_length", ctx->max_len, "max_position_embeddings",
         c->max_position_embeddings, "vocab_size", c->vocab_size, "hidden_size", c->hidden_size,
         "num_hidden_layers", c->num_hidden_layers, "num_attention_heads", c->num_attention_heads,

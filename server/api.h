@@ -37,8 +37,7 @@ typedef struct api_ctx {
      * answers again the inputs whose int8 answer was a near-tie (infer.c);
      * NULL otherwise. Set with api_ctx_set_reference. */
     const bert_model *reference;
-    size_t weight_bytes; /* of model and reference */
-    char kernel[256];    /* what runs the products: bert_model_kernel of each */
+    char kernel[256]; /* what runs the products: bert_model_kernel of each */
     const tok_tokenizer *tok;
     const cfg *cfg;
     int max_len;        /* min(model.max_sequence_length, max_position_embeddings) */
@@ -53,6 +52,8 @@ int api_ctx_init(api_ctx *ctx, const bert_model *model, const char *dir, const c
                  size_t errlen);
 /* Adds the float32 model of model.compute int8-checked (see api_ctx.reference). */
 void api_ctx_set_reference(api_ctx *ctx, const bert_model *reference);
+/* Bytes of weights resident: the model's, and the reference's when set. */
+size_t api_weight_bytes(const api_ctx *ctx);
 
 typedef struct api_error {
     errcode err;

@@ -18,16 +18,20 @@
  * per worker for bert-base, however many positions a batch labels. */
 #define INFER_MLM_BLOCK 64
 
+/* The sequences of one forward pass, and the input and job each comes from. */
+typedef struct infer_batch {
+    bert_seq_input *seqs;
+    api_input **in;
+    api_job **job;
+} infer_batch;
+
 typedef struct infer_worker {
     int idx;
     bert_workspace *ws;
     float *probs; /* (vocab) */
     int *top_idx; /* (max_top_k) */
     int seqs_cap; /* entries of each array below */
-    /* The batch: its sequences, and the input and job of each. */
-    bert_seq_input *seqs;
-    api_input **seq_in;
-    api_job **seq_job;
+    infer_batch batch;
     /* Per sequence of the pass at hand (mlm_numbers): its next [MASK], the
      * sum of its label losses and its closest decision (the gap between its
      * two best logits). */
@@ -35,13 +39,16 @@ typedef struct infer_worker {
     double *loss_sum;
     float *gap;
     /* model.compute int8-checked (api->reference set): the near-ties answered
-     * again in float32, their inputs and jobs, and the jobs that wait for that
-     * second pass. */
-    bert_seq_input *reseqs;
-    api_input **rein;
-    api_job **rejob;
+     * again in float32, and the jobs that wait for that second pass. */
+    infer_batch recheck;
     api_job **held;
 } infer_worker;
+
+static void batch_free(infer_batch *b) {
+    free(b->seqs);
+    free(b->in);
+    free(b->job);
+}
 
 int64_t infer_now_ns(void) {
     return clock_now_ns();
@@ -54,15 +61,11 @@ static void worker_fini(void *state, void *user) {
     bert_workspace_free(w->ws);
     free(w->probs);
     free(w->top_idx);
-    free(w->seqs);
-    free(w->seq_in);
-    free(w->seq_job);
+    batch_free(&w->batch);
+    batch_free(&w->recheck);
     free(w->next_mask);
     free(w->loss_sum);
     free(w->gap);
-    free(w->reseqs);
-    free(w->rein);
-    free(w->rejob);
     free(w->held);
     free(w);
 }
@@ -88,7 +91,8 @@ oom:
  * the targets (or of the whole vocabulary) into ids/scores. Returns how close
  * the decision was: the best candidate's logit minus the second's (INFINITY
  * when there is one candidate), what int8-checked compares with
- * model.recheck_logit_gap. */
+ * model.recheck_logit_gap; with top_k 1 that takes a second scan, made only
+ * under int8-checked (INFINITY otherwise). */
 static float mask_top_k(infer_worker *w, const api_ctx *api, const api_job *job,
                         const float *logits, int32_t *ids, float *scores) {
     int V = api->vocab_size, n_cand = job->targets ? job->n_targets : V;
@@ -99,6 +103,7 @@ static float mask_top_k(infer_worker *w, const api_ctx *api, const api_job *job,
     for (int c = 0; c < n; c++)
         ids[c] = job->targets ? job->targets[w->top_idx[c]] : w->top_idx[c];
     if (n >= 2) return logits[ids[0]] - logits[ids[1]];
+    if (!api->reference) return INFINITY; /* only int8-checked reads the gap */
     int two[2];
     float p[2];
     if (obj_top_k(w->probs, job->targets, n_cand, 2, two, p) < 2) return INFINITY;
@@ -131,13 +136,13 @@ static void render_timed(const api_ctx *api, api_job *job) {
     job->serialize_ns = clock_now_ns() - t0;
 }
 
-/* Room for the numbers of a fill-mask input: top_k per [MASK] (replacing what
- * an earlier pass wrote), no losses yet. Returns 0, or -1 when memory runs out. */
+/* Room for the numbers of a fill-mask input: top_k per [MASK] (a second pass
+ * overwrites the first's in place), no losses yet. Returns 0, or -1 when
+ * memory runs out. */
 static int fill_mask_reset(api_input *in, int top_k, int *next_mask, double *loss_sum) {
-    free(in->top_ids);
-    free(in->top_scores);
-    in->top_ids = malloc((size_t)in->n_masks * (size_t)top_k * sizeof(int32_t));
-    in->top_scores = malloc((size_t)in->n_masks * (size_t)top_k * sizeof(float));
+    const size_t n = (size_t)in->n_masks * (size_t)top_k;
+    if (!in->top_ids) in->top_ids = malloc(n * sizeof(int32_t));
+    if (!in->top_scores) in->top_scores = malloc(n * sizeof(float));
     in->loss = NAN;
     in->n_labelled = 0;
     *next_mask = 0;
@@ -168,9 +173,9 @@ static void mlm_row_numbers(infer_worker *w, const api_ctx *api, const api_job *
     }
 }
 
-/* The fill-mask numbers of the B sequences of the last forward of model on
- * w->ws (sequence b: input ins[b] of job jobs[b]; other kinds have no MLM rows
- * and are passed over): top-k per [MASK], the mean loss over labels, and
+/* The fill-mask numbers of the B sequences of batch, the last forward of
+ * model on w->ws (other kinds than fill-mask have no MLM rows and are passed
+ * over): top-k per [MASK], the mean loss over labels, and
  * gap[b], the smallest of its [MASK]s' (mask_top_k; INFINITY without one).
  * Logits are computed INFER_MLM_BLOCK rows at a time across inputs, so the
  * decoder (vocab x hidden, the largest matrix) is read once per block, not
@@ -178,8 +183,10 @@ static void mlm_row_numbers(infer_worker *w, const api_ctx *api, const api_job *
  * vocabulary-sized rows. A job whose client has gone (checked at each of its
  * inputs) or for which memory runs out is answered with that error here and
  * its other rows are passed over. */
-static void mlm_numbers(infer_worker *w, const api_ctx *api, const bert_model *model, int B,
-                        api_input *const *ins, api_job *const *jobs, float *gap) {
+static void mlm_numbers(infer_worker *w, const api_ctx *api, const bert_model *model,
+                        const infer_batch *batch, int B, float *gap) {
+    api_input *const *ins = batch->in;
+    api_job *const *jobs = batch->job;
     const int V = api->vocab_size;
     int n_rows = 0;
     for (int b = 0; b < B; b++) {
@@ -375,11 +382,16 @@ static int worker_reserve(infer_worker *w, int B) {
         void **p;
         size_t elem;
     } arrays[] = {
-        {(void **)&w->seqs, sizeof(*w->seqs)},       {(void **)&w->seq_in, sizeof(*w->seq_in)},
-        {(void **)&w->seq_job, sizeof(*w->seq_job)}, {(void **)&w->next_mask, sizeof(int)},
-        {(void **)&w->loss_sum, sizeof(double)},     {(void **)&w->gap, sizeof(float)},
-        {(void **)&w->reseqs, sizeof(*w->reseqs)},   {(void **)&w->rein, sizeof(*w->rein)},
-        {(void **)&w->rejob, sizeof(*w->rejob)},     {(void **)&w->held, sizeof(*w->held)},
+        {(void **)&w->batch.seqs, sizeof(bert_seq_input)},
+        {(void **)&w->batch.in, sizeof(api_input *)},
+        {(void **)&w->batch.job, sizeof(api_job *)},
+        {(void **)&w->recheck.seqs, sizeof(bert_seq_input)},
+        {(void **)&w->recheck.in, sizeof(api_input *)},
+        {(void **)&w->recheck.job, sizeof(api_job *)},
+        {(void **)&w->next_mask, sizeof(int)},
+        {(void **)&w->loss_sum, sizeof(double)},
+        {(void **)&w->gap, sizeof(float)},
+        {(void **)&w->held, sizeof(api_job *)},
     };
     for (size_t i = 0; i < sizeof(arrays) / sizeof(arrays[0]); i++) {
         void *np = realloc(*arrays[i].p, (size_t)B * arrays[i].elem);
@@ -390,18 +402,20 @@ static int worker_reserve(infer_worker *w, int B) {
     return 0;
 }
 
-/* One input as a sequence of a batch. */
-static bert_seq_input seq_of(const api_job *job, const api_input *in) {
+/* Input in of job as sequence b of batch. */
+static void batch_set(infer_batch *batch, int b, api_job *job, api_input *in) {
     const int fill = job->kind == API_FILL_MASK;
-    return (bert_seq_input){.ids = in->seq.ids,
-                            .type_ids = in->seq.type_ids,
-                            .len = in->seq.len,
-                            .mlm_positions = fill ? in->mlm_pos : NULL,
-                            .n_mlm = fill ? in->n_mlm : 0};
+    batch->seqs[b] = (bert_seq_input){.ids = in->seq.ids,
+                                      .type_ids = in->seq.type_ids,
+                                      .len = in->seq.len,
+                                      .mlm_positions = fill ? in->mlm_pos : NULL,
+                                      .n_mlm = fill ? in->n_mlm : 0};
+    batch->in[b] = in;
+    batch->job[b] = job;
 }
 
-/* The live jobs' inputs as one batch in w->seqs (with w->seq_in, w->seq_job),
- * in job order; returns the sequence count, or -1 when memory runs out. */
+/* The live jobs' inputs as one batch in w->batch, in job order; returns the
+ * sequence count, or -1 when memory runs out. */
 static int gather_batch(infer_worker *w, api_job **jobs, int live) {
     int B = 0;
     for (int j = 0; j < live; j++)
@@ -409,11 +423,8 @@ static int gather_batch(infer_worker *w, api_job **jobs, int live) {
     if (worker_reserve(w, B)) return -1;
     int b = 0;
     for (int j = 0; j < live; j++)
-        for (int i = 0; i < jobs[j]->n_inputs; i++, b++) {
-            w->seqs[b] = seq_of(jobs[j], &jobs[j]->inputs[i]);
-            w->seq_in[b] = &jobs[j]->inputs[i];
-            w->seq_job[b] = jobs[j];
-        }
+        for (int i = 0; i < jobs[j]->n_inputs; i++)
+            batch_set(&w->batch, b++, jobs[j], &jobs[j]->inputs[i]);
     return B;
 }
 
@@ -458,23 +469,20 @@ static int forward_jobs(infer_worker *w, infer_ctx *ctx, const bert_model *model
 }
 
 /* model.compute int8-checked: appends job's inputs whose gap is below
- * model.recheck_logit_gap to the recheck batch (w->reseqs from index *R);
+ * model.recheck_logit_gap to w->recheck (from sequence *R);
  * returns how many it added. */
 static int collect_near_ties(infer_worker *w, const api_ctx *api, api_job *job, const float *gap,
                              int *R) {
     int added = 0;
     for (int i = 0; i < job->n_inputs; i++) {
         if (!(gap[i] < api->cfg->recheck_logit_gap)) continue;
-        w->reseqs[*R] = seq_of(job, &job->inputs[i]);
-        w->rein[*R] = &job->inputs[i];
-        w->rejob[*R] = job;
-        (*R)++;
+        batch_set(&w->recheck, (*R)++, job, &job->inputs[i]);
         added++;
     }
     return added;
 }
 
-/* The float32 pass of int8-checked: the R near-ties in w->reseqs through
+/* The float32 pass of int8-checked: the R near-ties in w->recheck through
  * api->reference, their numbers replacing int8's, then the answers of the
  * n_held jobs in w->held they belong to (each job's inference_ns holds its
  * int8 pass). */
@@ -482,17 +490,18 @@ static void recheck_near_ties(infer_worker *w, infer_ctx *ctx, int n_held, int R
     const api_ctx *api = ctx->api;
     bert_forward_out out = {0};
     int64_t forward_ns;
-    if (forward_jobs(w, ctx, api->reference, w->held, n_held, w->reseqs, R, &out, &forward_ns))
+    const infer_batch *re = &w->recheck;
+    if (forward_jobs(w, ctx, api->reference, w->held, n_held, re->seqs, R, &out, &forward_ns))
         return;
     long tokens = 0;
     for (int r = 0; r < R; r++)
-        tokens += w->reseqs[r].len;
+        tokens += re->seqs[r].len;
     metrics_observe_batch(R, tokens);
     int64_t t0 = clock_now_ns();
-    mlm_numbers(w, api, api->reference, R, w->rein, w->rejob, w->gap);
+    mlm_numbers(w, api, api->reference, re, R, w->gap);
     for (int r = 0; r < R; r++)
-        if (w->rejob[r]->kind == API_NEXT_SENTENCE)
-            nsp_input(w->rein[r], out.nsp_logits + (size_t)r * 2);
+        if (re->job[r]->kind == API_NEXT_SENTENCE)
+            nsp_input(re->in[r], out.nsp_logits + (size_t)r * 2);
     const int64_t numbers_ns = clock_now_ns() - t0;
     for (int j = 0; j < n_held; j++)
         answer_job(api, w->held[j], w->held[j]->inference_ns + forward_ns + numbers_ns);
@@ -515,7 +524,7 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
     }
     bert_forward_out out = {0};
     int64_t forward_ns;
-    if (forward_jobs(w, ctx, api->model, jobs, live, w->seqs, B, &out, &forward_ns)) return;
+    if (forward_jobs(w, ctx, api->model, jobs, live, w->batch.seqs, B, &out, &forward_ns)) return;
     metrics_observe_batch(B, tokens);
     if (live > 1 || B > 1)
         log_json(LOG_DEBUG, "batch",
@@ -527,10 +536,10 @@ static void worker_run(void *state, pool_item **items, int n, void *user) {
      * completed job may be freed at once by the HTTP thread, so nothing below
      * looks back at earlier jobs but the held ones, which are not completed. */
     int64_t t0 = clock_now_ns();
-    mlm_numbers(w, api, api->model, B, w->seq_in, w->seq_job, w->gap);
+    mlm_numbers(w, api, api->model, &w->batch, B, w->gap);
     for (int b = 0; b < B; b++) /* NSP rows (when computed) are there for every input */
-        if (w->seq_job[b]->kind == API_NEXT_SENTENCE)
-            w->gap[b] = nsp_input(w->seq_in[b], out.nsp_logits + (size_t)b * 2);
+        if (w->batch.job[b]->kind == API_NEXT_SENTENCE)
+            w->gap[b] = nsp_input(w->batch.in[b], out.nsp_logits + (size_t)b * 2);
     const int64_t job_ns = forward_ns + (clock_now_ns() - t0);
     int seq_base = 0, n_held = 0, R = 0;
     for (int j = 0; j < live; j++) {

@@ -287,7 +287,7 @@ static metrics_model_info model_info(const api_ctx *api) {
         .has_mlm = bert_model_has_mlm(model),
         .has_nsp = bert_model_has_nsp(model),
         .params = bert_model_param_count(model),
-        .weight_bytes = api->weight_bytes,
+        .weight_bytes = api_weight_bytes(api),
         .compute = cfg_compute_name(api->cfg->compute),
         .kernel = api->kernel,
     };
