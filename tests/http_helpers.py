@@ -155,6 +155,14 @@ class Server:
             self.proc.wait()
 
 
+def metric(srv, name):
+    """The value of an unlabelled /metrics series."""
+    for line in srv.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
 def wait_until(pred, timeout=30, interval=0.02):
     """Polls pred() until it is truthy or the deadline passes (then raises)."""
     deadline = time.monotonic() + max(timeout, 0.1)

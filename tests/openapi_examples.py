@@ -28,7 +28,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from checkpoints import REPO  # noqa: E402
-from http_helpers import Server, default_config, wait_until  # noqa: E402
+from http_helpers import Server, default_config, metric, wait_until  # noqa: E402
 
 SPEC = REPO / "openapi.yaml"
 TOKEN = "example-token"
@@ -255,13 +255,6 @@ def burst(srv, c, n=24):
         if status == c["status"]:
             return status, body
     raise RuntimeError(f"{c['name']}: no {c['status']} among {[s for s, _ in out]}")
-
-
-def metric(srv, name):
-    for line in srv.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise KeyError(name)
 
 
 def drain_cases(model_dir, tmp, cases):

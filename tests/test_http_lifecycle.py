@@ -11,8 +11,8 @@ import pytest
 import requests
 import yaml
 
-from http_helpers import (Server, default_config, error_of, server_bin, shared_checkpoint,
-                          wait_until)
+from http_helpers import (Server, default_config, error_of, metric, server_bin,
+                          shared_checkpoint, wait_until)
 
 
 @pytest.fixture(scope="module")
@@ -256,13 +256,6 @@ def slow_model_dir(tmp_path_factory):
     return shared_checkpoint(tmp_path_factory, name="http_slow_model", hidden_size=256,
                              num_hidden_layers=4, intermediate_size=1024,
                              max_position_embeddings=512)
-
-
-def metric(srv, name):
-    for line in srv.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise KeyError(name)
 
 
 # int8-checked with a gap no decision reaches: every input also takes the float32 pass, whose

@@ -17,7 +17,7 @@ import requests
 import torch
 
 from checkpoints import REPO
-from http_helpers import Server, default_config
+from http_helpers import Server, default_config, metric
 
 sys.path.insert(0, str(REPO / "bench"))
 import int8_accuracy  # noqa: E402  (held-out inputs: train/heldout, never trained on)
@@ -79,12 +79,8 @@ def ask(srv, route, inputs):
 
 
 def counters(srv):
-    text = srv.get("/metrics").text
-    vals = {}
-    for name in ("bert_checked_inputs_total", "bert_rechecked_inputs_total"):
-        line = next(ln for ln in text.splitlines() if ln.startswith(name + " "))
-        vals[name] = int(line.split()[1])
-    return vals["bert_checked_inputs_total"], vals["bert_rechecked_inputs_total"]
+    return (metric(srv, "bert_checked_inputs_total"),
+            metric(srv, "bert_rechecked_inputs_total"))
 
 
 def expected(route, plain_fp32, plain_int8):
@@ -159,9 +155,7 @@ def test_near_ties_among_concurrent_requests(servers, held_out):
     for (g, n), w, t in zip(got, want, texts):
         assert one_of(g, w), (t, g, w)
     assert low <= sum(n for _, n in got) <= high
-    batches = checked.get("/metrics").text
-    line = next(ln for ln in batches.splitlines() if ln.startswith("bert_batch_size_count "))
-    assert int(line.split()[1]) > 0
+    assert metric(checked, "bert_batch_size_count") > 0
 
 
 def test_a_gap_above_every_decision_answers_what_transformers_answers(tmp_path_factory,
