@@ -6,14 +6,31 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Rows up to which ops_linear streams the weight with its own loop. */
+#define OPS_STREAM_ROWS_MAX 8
+
+OPS_VECTOR_CLONES
+static void ops_linear_stream_loop(float *restrict out, int ldo, const float *restrict inp,
+                                   const float *restrict weight, const float *restrict bias, int N,
+                                   int IC, int OC);
+
 void ops_linear(float *out, int ldo, const float *inp, const float *weight, const float *bias,
                 int N, int IC, int OC) {
+    /* A few rows: our own loop streams the weight once; sgemm would first pack
+     * all of it into its panels, which made it 1.0-3.8x slower at 2..8 rows at
+     * every layer and vocabulary shape, on OpenBLAS's AVX2 and AVX-512
+     * kernels alike (from 12 rows on sgemm is faster). */
+    if (N >= 2 && N <= OPS_STREAM_ROWS_MAX) {
+        ops_linear_stream_loop(out, ldo, inp, weight, bias, N, IC, OC);
+        return;
+    }
     if (bias) {
         for (int n = 0; n < N; n++)
             memcpy(out + (size_t)n * ldo, bias, (size_t)OC * sizeof(float));
     }
     /* One row (a single [MASK]'s vocabulary logits, the pooler of one sequence):
-     * sgemv streams the weight once; sgemm would first pack all of it. */
+     * sgemv streams the weight once, and while the weight is in cache beats
+     * our loop. */
     if (N == 1)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, OC, IC, 1.0f, weight, IC, inp, 1,
                     bias ? 1.0f : 0.0f, out, 1);
@@ -124,39 +141,73 @@ void ops_from_bf16(const uint16_t *x, float *out, size_t n) {
         (wv) = (vec_f16)(__builtin_convertvector(h_, vec_i16) << 16);                              \
     } while (0)
 
+/* One 16-lane slice of a weight row as float: bf16 widened, or float32 as is. */
+#define WEIGHT_LOAD16(wv, w, k, bf16)                                                              \
+    do {                                                                                           \
+        if (bf16)                                                                                  \
+            BF16_WIDEN16(wv, (const uint16_t *)(w) + (k));                                         \
+        else                                                                                       \
+            VEC_LOAD(wv, (const float *)(w) + (k));                                                \
+    } while (0)
+
+static inline float weight_at(const void *w, int k, int bf16) {
+    if (!bf16) return ((const float *)w)[k];
+    uint32_t b = (uint32_t)((const uint16_t *)w)[k] << 16;
+    float wf;
+    memcpy(&wf, &b, sizeof(wf));
+    return wf;
+}
+
 /* out[o] of one input row from its lanes' tree sum: the tail, the bias. */
-static inline float bf16_finish(float sum, const float *x, const uint16_t *w, int K16, int IC,
-                                const float *bias, int o) {
-    for (int k = K16; k < IC; k++) {
-        uint32_t b = (uint32_t)w[k] << 16;
-        float wf;
-        memcpy(&wf, &b, sizeof(wf));
-        sum += x[k] * wf;
-    }
+static inline float rows_finish(float sum, const float *x, const void *w, int K16, int IC,
+                                const float *bias, int o, int bf16) {
+    for (int k = K16; k < IC; k++)
+        sum += x[k] * weight_at(w, k, bf16);
     return sum + (bias ? bias[o] : 0.0f);
 }
 
-/* out (N,ldo) = inp (N,IC) . weight (OC,IC)^T + bias, weight in bf16. Input
- * rows go four at a time (each widened weight slice multiplied into four
- * accumulators that stay in registers, also on AVX2 where a vec_f16 is two),
- * the rest one at a time. Every output is summed in the same order (16 lanes
- * along k, the tree sum, the tail) either way, so a row's result does not
- * depend on the rest of the batch. */
-OPS_VECTOR_CLONES
-static void ops_linear_bf16_loop(float *restrict out, int ldo, const float *restrict inp,
-                                 const uint16_t *restrict weight, const float *restrict bias, int N,
-                                 int IC, int OC) {
+/* One output: input row x (IC) . weight row o, plus the bias. */
+static inline __attribute__((always_inline)) float rows_dot(const float *restrict x,
+                                                            const void *restrict weight, int o,
+                                                            size_t wrow, int K16, int IC,
+                                                            const float *restrict bias, int bf16) {
+    const void *w = (const char *)weight + (size_t)o * wrow;
+    vec_f16 a = {0}, wv, xv;
+    float sum;
+    for (int k = 0; k < K16; k += 16) {
+        WEIGHT_LOAD16(wv, w, k, bf16);
+        VEC_LOAD(xv, x + k);
+        a += xv * wv;
+    }
+    VEC_SUM16(a, sum);
+    return rows_finish(sum, x, w, K16, IC, bias, o, bf16);
+}
+
+/* out (N,ldo) = inp (N,IC) . weight (OC,IC)^T + bias, streaming the weight
+ * once, row by row, with no packing: for products with few input rows, where
+ * a GEMM would spend longer copying the weight into its panels than
+ * multiplying (the vocabulary decoder of a few [MASK]s: 94 MB of bert-base's
+ * float32 weight, or 47 MB as the int8 path's bf16). Input rows go four at a
+ * time (each weight slice multiplied into four accumulators that stay in
+ * registers, also on AVX2 where a vec_f16 is two), the rest one at a time.
+ * Every output is summed in the same order (16 lanes along k, the tree sum,
+ * the tail) either way, so a row's result does not depend on the rest of the
+ * batch. bf16 is a constant at each call: the compiler makes one loop each. */
+static inline __attribute__((always_inline)) void
+rows_stream(float *restrict out, int ldo, const float *restrict inp, const void *restrict weight,
+            const float *restrict bias, int N, int IC, int OC, int bf16) {
     const int K16 = IC / 16 * 16;
     const size_t S = (size_t)IC;
+    const size_t wrow = (size_t)IC * (bf16 ? sizeof(uint16_t) : sizeof(float));
     for (int o = 0; o < OC; o++) {
-        const uint16_t *w = weight + (size_t)o * IC;
+        const void *w = (const char *)weight + (size_t)o * wrow;
         int n = 0;
         for (; n + 4 <= N; n += 4) {
             const float *x = inp + (size_t)n * S;
             vec_f16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, wv, xv;
             float sum;
             for (int k = 0; k < K16; k += 16) {
-                BF16_WIDEN16(wv, w + k);
+                WEIGHT_LOAD16(wv, w, k, bf16);
                 VEC_LOAD(xv, x + k);
                 a0 += xv * wv;
                 VEC_LOAD(xv, x + S + k);
@@ -167,27 +218,32 @@ static void ops_linear_bf16_loop(float *restrict out, int ldo, const float *rest
                 a3 += xv * wv;
             }
             VEC_SUM16(a0, sum);
-            out[(size_t)n * ldo + o] = bf16_finish(sum, x, w, K16, IC, bias, o);
+            out[(size_t)n * ldo + o] = rows_finish(sum, x, w, K16, IC, bias, o, bf16);
             VEC_SUM16(a1, sum);
-            out[(size_t)(n + 1) * ldo + o] = bf16_finish(sum, x + S, w, K16, IC, bias, o);
+            out[(size_t)(n + 1) * ldo + o] = rows_finish(sum, x + S, w, K16, IC, bias, o, bf16);
             VEC_SUM16(a2, sum);
-            out[(size_t)(n + 2) * ldo + o] = bf16_finish(sum, x + 2 * S, w, K16, IC, bias, o);
+            out[(size_t)(n + 2) * ldo + o] = rows_finish(sum, x + 2 * S, w, K16, IC, bias, o, bf16);
             VEC_SUM16(a3, sum);
-            out[(size_t)(n + 3) * ldo + o] = bf16_finish(sum, x + 3 * S, w, K16, IC, bias, o);
+            out[(size_t)(n + 3) * ldo + o] = rows_finish(sum, x + 3 * S, w, K16, IC, bias, o, bf16);
         }
-        for (; n < N; n++) {
-            const float *x = inp + (size_t)n * S;
-            vec_f16 a = {0}, wv, xv;
-            float sum;
-            for (int k = 0; k < K16; k += 16) {
-                BF16_WIDEN16(wv, w + k);
-                VEC_LOAD(xv, x + k);
-                a += xv * wv;
-            }
-            VEC_SUM16(a, sum);
-            out[(size_t)n * ldo + o] = bf16_finish(sum, x, w, K16, IC, bias, o);
-        }
+        for (; n < N; n++)
+            out[(size_t)n * ldo + o] =
+                rows_dot(inp + (size_t)n * S, weight, o, wrow, K16, IC, bias, bf16);
     }
+}
+
+OPS_VECTOR_CLONES
+static void ops_linear_bf16_loop(float *restrict out, int ldo, const float *restrict inp,
+                                 const uint16_t *restrict weight, const float *restrict bias, int N,
+                                 int IC, int OC) {
+    rows_stream(out, ldo, inp, weight, bias, N, IC, OC, 1);
+}
+
+OPS_VECTOR_CLONES
+static void ops_linear_stream_loop(float *restrict out, int ldo, const float *restrict inp,
+                                   const float *restrict weight, const float *restrict bias, int N,
+                                   int IC, int OC) {
+    rows_stream(out, ldo, inp, weight, bias, N, IC, OC, 0);
 }
 
 void ops_linear_bf16(float *out, int ldo, const float *inp, const uint16_t *weight,

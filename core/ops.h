@@ -21,7 +21,10 @@
 
 /* inp (N,IC), weight (OC,IC) as stored by PyTorch's nn.Linear, bias (OC) or NULL
  * -> out (N,OC) with row stride ldo = inp @ weight^T + bias. ldo > OC writes a
- * column slice of a wider output (one thread's share of a split product). */
+ * column slice of a wider output (one thread's share of a split product).
+ * OpenBLAS for one row (sgemv) and for many; for 2..8 rows a loop of ours that
+ * streams the weight once, where sgemm would spend most of its time packing it
+ * (the vocabulary decoder of a few [MASK]s). */
 void ops_linear(float *out, int ldo, const float *inp, const float *weight, const float *bias,
                 int N, int IC, int OC);
 
