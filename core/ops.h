@@ -1,6 +1,7 @@
 /* ops: the numerical kernels of the forward pass, plain functions over
  * row-major float arrays. Shapes are in each comment; (N,C) means N rows of C.
- * Matrix products go to OpenBLAS; the rest are single passes over memory.
+ * Matrix products go to OpenBLAS, except products of a few rows, which stream
+ * their weight through a loop of ours; the rest are single passes over memory.
  * No allocation happens here: every buffer belongs to the caller. */
 #ifndef BERT_OPS_H
 #define BERT_OPS_H
