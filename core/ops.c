@@ -152,9 +152,8 @@ void ops_from_bf16(const uint16_t *x, float *out, size_t n) {
 
 static inline float weight_at(const void *w, int k, int bf16) {
     if (!bf16) return ((const float *)w)[k];
-    uint32_t b = (uint32_t)((const uint16_t *)w)[k] << 16;
     float wf;
-    memcpy(&wf, &b, sizeof(wf));
+    ops_from_bf16((const uint16_t *)w + k, &wf, 1);
     return wf;
 }
 
